@@ -1,0 +1,93 @@
+"""ONNX Runtime latency, measured honestly: warm-up, then the models' runs interleaved (A B A B ...) so drift cancels."""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+
+import numpy as np
+import onnxruntime as ort
+
+from core.report import Environment, Latency, LatencyStats
+from core.runtime import create_session, default_threads
+
+# Instruction-set features that decide which ONNX Runtime kernels are fast on x86 and ARM.
+RELEVANT_CPU_FLAGS = ("sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
+                      "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "asimd", "asimddp", "i8mm")
+
+Progress = Callable[[float], None]
+
+
+def cpu_description() -> tuple[str, list[str]]:
+    """The CPU's model name and the relevant instruction-set flags it reports (read from the machine)."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name":
+                    name = value.strip()
+                elif key in ("flags", "Features"):
+                    flags.update(value.split())
+                if key in ("flags", "Features") and name:
+                    break
+    except OSError:
+        pass
+    return name, [flag for flag in RELEVANT_CPU_FLAGS if flag in flags]
+
+
+def environment(threads: int) -> Environment:
+    cpu, flags = cpu_description()
+    return Environment(threads=threads, onnxruntime=ort.__version__, cpu=cpu, cpu_flags=flags)
+
+
+def stats(samples_ms: list[float]) -> LatencyStats:
+    values = np.asarray(samples_ms)
+    p10, median, p90 = (float(v) for v in np.percentile(values, [10, 50, 90]))
+    return LatencyStats(median=median, p90=p90, p10=p10, spread=p90 - p10, runs=len(values),
+                        samples=[round(v, 4) for v in samples_ms])
+
+
+def measure_latency(
+    models: list[bytes],
+    feeds: dict[str, np.ndarray],
+    *,
+    threads: int | None = None,
+    warmup: int = 3,
+    min_runs: int = 15,
+    max_runs: int = 200,
+    budget_s: float = 6.0,
+    progress: Progress | None = None,
+) -> tuple[list[LatencyStats], Environment]:
+    """Latency in ms of each model on the same feeds, runs interleaved; stops at `max_runs` or once
+    `min_runs` are done and `budget_s` is spent."""
+    threads = threads or default_threads()
+    sessions = [create_session(model, threads) for model in models]
+    for session in sessions:
+        for _ in range(warmup):
+            session.run(None, feeds)
+    samples: list[list[float]] = [[] for _ in sessions]
+    started = time.perf_counter()
+    for round_index in range(max_runs):
+        for session, timings in zip(sessions, samples, strict=True):
+            begin = time.perf_counter()
+            session.run(None, feeds)
+            timings.append((time.perf_counter() - begin) * 1000)
+        elapsed = time.perf_counter() - started
+        done = round_index + 1
+        if progress:
+            progress(min(1.0, max(done / max_runs, min(done / min_runs, elapsed / budget_s))))
+        if done >= min_runs and elapsed >= budget_s:
+            break
+    return [stats(timings) for timings in samples], environment(threads)
+
+
+def compare_latency(original: bytes, compressed: bytes | None, feeds: dict[str, np.ndarray], **options) -> Latency:
+    """Original and (optionally) compressed model, interleaved in one run."""
+    models = [original] if compressed is None else [original, compressed]
+    results, env = measure_latency(models, feeds, **options)
+    after = results[1] if compressed is not None else None
+    speedup = results[0].median / after.median if after else None
+    return Latency(original=results[0], compressed=after, environment=env, speedup=speedup)

@@ -1,0 +1,172 @@
+"""`python -m core`: the engine from a shell. User mistakes exit 2 with one line naming the input and the reason."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from core.benchmark import compare_latency, measure_latency
+from core.compress import compress
+from core.config import PruneConfig, QuantConfig, Recipe
+from core.errors import InvalidSettingError, SqueezeError
+from core.export import export_bytes
+from core.files import write_atomic
+from core.loading import load_model
+from core.measure import build_report
+from core.pruning import CRITERIA, SCOPES
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, as for every other bad input
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m core", description="Squeezelab: prune and quantize models, measure, export ONNX.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    inspect = commands.add_parser("inspect", help="list the prunable layers with shapes, parameters and MACs")
+    inspect.add_argument("model", help="a sample name or an .onnx file")
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    squeeze = commands.add_parser("compress", help="prune and/or quantize, measure, and export ONNX")
+    squeeze.add_argument("model", help="a sample name or an .onnx file")
+    squeeze.add_argument("--prune", type=float, default=None, metavar="AMOUNT", help="fraction of weights to zero, 0-0.99")
+    squeeze.add_argument("--criterion", choices=list(CRITERIA), default=None)
+    squeeze.add_argument("--scope", choices=list(SCOPES), default=None)
+    squeeze.add_argument("--seed", type=int, default=None, help="seed of the random criterion")
+    squeeze.add_argument("--bits", type=int, default=None, help="weight bits 2-8, or 32 for off (default)")
+    squeeze.add_argument("--apply-recipe", type=Path, metavar="RECIPE.json", help="take settings from a recipe; flags override it")
+    squeeze.add_argument("--out", type=Path, required=True, metavar="OUT.onnx")
+    squeeze.add_argument("--report", type=Path, metavar="REPORT.json")
+    squeeze.add_argument("--recipe", type=Path, metavar="RECIPE.json", help="where to write the recipe")
+    squeeze.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    squeeze.add_argument("--budget", type=float, default=6.0, metavar="SECONDS", help="latency time budget")
+
+    bench = commands.add_parser("bench", help="interleaved ONNX Runtime latency of one model or two side by side")
+    bench.add_argument("model")
+    bench.add_argument("other", nargs="?")
+    bench.add_argument("--budget", type=float, default=6.0, metavar="SECONDS")
+    bench.add_argument("--threads", type=int, default=None)
+    return parser
+
+
+def _inspect(args: argparse.Namespace) -> None:
+    model = load_model(args.model)
+    rows = [{"name": layer.name, "node": layer.node, "op_type": layer.op_type, "shape": list(layer.shape),
+             "params": layer.params, "macs": model.macs[layer.name]} for layer in model.layers]
+    if args.json:
+        print(json.dumps({"model": model.name, "description": model.description, "sha256": model.sha256,
+                          "prunable_params": model.prunable_params, "layers": rows}, indent=2))
+        return
+    print(f"{model.name}: {model.description or model.source}")
+    print(f"{len(rows)} prunable layers, {model.prunable_params:,} weights, {sum(r['macs'] for r in rows):,} MACs per sample")
+    width = max(len(row["node"]) for row in rows)
+    for row in rows:
+        shape = "x".join(map(str, row["shape"]))
+        print(f"  {row['node']:<{width}}  {row['op_type']:<13} {shape:>16} {row['params']:>12,} {row['macs']:>15,}")
+
+
+def _recipe_from_args(args: argparse.Namespace, model_name: str, model_sha: str) -> Recipe:
+    base = Recipe()
+    if args.apply_recipe:
+        try:
+            base = Recipe.from_json(args.apply_recipe.read_text(encoding="utf-8"))
+        except OSError as error:
+            raise InvalidSettingError(error.strerror or "cannot read", str(args.apply_recipe)) from None
+        except SqueezeError as error:
+            raise InvalidSettingError(error.reason, str(args.apply_recipe)) from None
+        if base.model_sha256 and base.model_sha256 != model_sha:
+            raise InvalidSettingError(f"the recipe was made for a different model ({base.model})", str(args.apply_recipe))
+    prune = base.prune.to_dict()
+    for key, value in (("amount", args.prune), ("criterion", args.criterion), ("scope", args.scope), ("seed", args.seed)):
+        if value is not None:
+            prune[key] = value
+    bits = args.bits if args.bits is not None else base.quant.weight_bits
+    return Recipe(PruneConfig(**prune), QuantConfig(bits), model=model_name, model_sha256=model_sha)
+
+
+def _validate_settings(args: argparse.Namespace) -> None:
+    """Settings checked before the (possibly slow) model load, so a typo fails at once."""
+    if args.prune is not None:
+        PruneConfig(amount=args.prune)
+    if args.bits is not None:
+        QuantConfig(args.bits)
+
+
+def _compress(args: argparse.Namespace) -> None:
+    _validate_settings(args)
+    for path in (args.out, args.report, args.recipe):
+        if path is not None and not path.parent.is_dir():
+            raise InvalidSettingError("the folder to write into does not exist", str(path))
+    model = load_model(args.model)
+    recipe = _recipe_from_args(args, model.name, model.sha256)
+    compressed = compress(model, recipe)
+    data = export_bytes(compressed)
+    latency = None
+    if not args.no_latency:
+        print(f"measuring latency (interleaved, ~{args.budget:.0f} s)...", file=sys.stderr)
+        latency = compare_latency(model.onnx_bytes, data, model.latency_feed, budget_s=args.budget)
+    report = build_report(compressed, data, latency)
+    # Everything is computed before anything is written: a failure above leaves no file behind.
+    write_atomic(args.out, data)
+    if args.recipe:
+        write_atomic(args.recipe, recipe.to_json().encode())
+    if args.report:
+        write_atomic(args.report, (json.dumps(report.to_dict(), indent=1) + "\n").encode())
+    _print_summary(report)
+
+
+def _print_summary(report) -> None:
+    totals, size = report.totals, report.size_bytes
+    print(f"{report.model.name}: sparsity {totals['sparsity']:.2%} ({totals['zeros']:,}/{totals['params']:,} weights zero), "
+          f"{report.settings['quant']['weight_bits']} bits")
+    print(f"size {size['original'].raw:,} -> {size['compressed'].raw:,} bytes; "
+          f"gzip {size['original'].gzip:,} -> {size['compressed'].gzip:,} bytes")
+    fid = report.fidelity
+    agreement = f", top-1 agreement {fid.top1_agreement:.2%}" if fid.top1_agreement is not None else ""
+    print(f"fidelity on {fid.samples} {fid.inputs} inputs: cosine {fid.cosine_mean:.4f}{agreement}, max |error| {fid.max_abs_error:.3g}")
+    if report.accuracy:
+        print(f"accuracy {report.accuracy.original:.2%} -> {report.accuracy.compressed:.2%} on {report.accuracy.samples} labelled samples")
+    if report.collapsed_layers:
+        print(f"collapsed (all weights zero): {', '.join(report.collapsed_layers)}")
+    if report.latency_ms:
+        _print_latency(["original", "compressed"], [report.latency_ms.original, report.latency_ms.compressed],
+                       report.latency_ms.environment)
+    for note in report.notes:
+        print(f"note: {note}")
+
+
+def _print_latency(labels, results, env) -> None:
+    for label, result in zip(labels, results, strict=True):
+        print(f"latency {label}: median {result.median:.3f} ms, p90 {result.p90:.3f} ms, spread {result.spread:.3f} ms, {result.runs} runs")
+    if len(results) == 2:
+        print(f"speed-up (median ratio): {results[0].median / results[1].median:.2f}x")
+    print(f"  ONNX Runtime {env.onnxruntime}, {env.threads} threads, {env.cpu}; flags: {' '.join(env.cpu_flags) or 'none found'}")
+
+
+def _bench(args: argparse.Namespace) -> None:
+    models = [load_model(args.model)] + ([load_model(args.other)] if args.other else [])
+    if len(models) == 2 and models[0].latency_feed.keys() != models[1].latency_feed.keys():
+        raise InvalidSettingError("the two models take different inputs; cannot time them on the same feed", args.other)
+    results, env = measure_latency([model.onnx_bytes for model in models], models[0].latency_feed,
+                                   threads=args.threads, budget_s=args.budget)
+    _print_latency([model.name for model in models], results, env)
+
+
+COMMANDS = {"inspect": _inspect, "compress": _compress, "bench": _bench}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except SqueezeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0

@@ -1,0 +1,126 @@
+"""Frozen, validated settings of each technique, and the recipe that bundles them for reproduction."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from core.errors import InvalidSettingError
+from core.pruning import CRITERIA, SCOPES
+
+MAX_PRUNE_AMOUNT = 0.99
+WEIGHT_BITS_RANGE = range(2, 9)
+FLOAT_BITS = 32
+RECIPE_FORMAT = 1
+
+
+def _from_dict(cls, data: Any, where: str):
+    if not isinstance(data, dict):
+        raise InvalidSettingError(f"{where} must be a JSON object")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InvalidSettingError(f"unknown {where} setting(s): {', '.join(unknown)}")
+    try:
+        return cls(**data)
+    except TypeError as error:
+        raise InvalidSettingError(f"{where}: {error}") from None
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Unstructured pruning: zero `amount` of the prunable weights, chosen by `criterion`, over `scope`."""
+
+    amount: float = 0.0
+    criterion: str = "l1"
+    scope: str = "global"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.amount, bool) or not isinstance(self.amount, int | float):
+            raise InvalidSettingError(f"prune amount must be a number, got {self.amount!r}")
+        if not 0.0 <= self.amount <= MAX_PRUNE_AMOUNT:
+            raise InvalidSettingError(f"prune amount must be in [0, {MAX_PRUNE_AMOUNT}], got {self.amount}")
+        if self.criterion not in CRITERIA:
+            raise InvalidSettingError(f"unknown criterion {self.criterion!r}; choose from {', '.join(CRITERIA)}")
+        if self.scope not in SCOPES:
+            raise InvalidSettingError(f"unknown scope {self.scope!r}; choose from {', '.join(SCOPES)}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise InvalidSettingError(f"seed must be an integer, got {self.seed!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> PruneConfig:
+        return _from_dict(cls, data, "prune")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Weight quantization: symmetric, per output channel, round to nearest; 32 bits means off."""
+
+    weight_bits: int = FLOAT_BITS
+
+    def __post_init__(self) -> None:
+        bits = self.weight_bits
+        if isinstance(bits, bool) or not isinstance(bits, int) or (bits not in WEIGHT_BITS_RANGE and bits != FLOAT_BITS):
+            raise InvalidSettingError(f"weight bits must be 2-8, or 32 for off; got {bits!r}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.weight_bits != FLOAT_BITS
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> QuantConfig:
+        return _from_dict(cls, data, "quant")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every setting that turns a model into its compressed export; applying it again gives the same bytes."""
+
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    model: str | None = None
+    model_sha256: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": RECIPE_FORMAT,
+            "model": self.model,
+            "model_sha256": self.model_sha256,
+            "prune": self.prune.to_dict(),
+            "quant": self.quant.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Recipe:
+        if not isinstance(data, dict):
+            raise InvalidSettingError("a recipe must be a JSON object")
+        if data.get("format") != RECIPE_FORMAT:
+            raise InvalidSettingError(f"unsupported recipe format {data.get('format')!r}; expected {RECIPE_FORMAT}")
+        unknown = sorted(set(data) - {"format", "model", "model_sha256", "prune", "quant"})
+        if unknown:
+            raise InvalidSettingError(f"unknown recipe key(s): {', '.join(unknown)}")
+        return cls(
+            prune=PruneConfig.from_dict(data.get("prune", {})),
+            quant=QuantConfig.from_dict(data.get("quant", {})),
+            model=data.get("model"),
+            model_sha256=data.get("model_sha256"),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Recipe:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise InvalidSettingError(f"recipe is not valid JSON ({error.msg} at line {error.lineno})") from None
+        return cls.from_dict(data)

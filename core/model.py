@@ -1,0 +1,65 @@
+"""The working representation: an ONNX graph, its prunable weights as read-only numpy arrays, and its eval data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import onnx
+
+from core.graph import Layer, without_initializers
+from sample_models import EvalSet
+
+TASKS = ("classification", "embedding", "unknown")
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    """A loaded model. Shared between sessions and never mutated; lazily computed facts are memoised."""
+
+    name: str
+    source: str
+    description: str
+    task: str
+    trained: bool | None  # None: unknown (an uploaded model)
+    onnx_bytes: bytes
+    sha256: str
+    proto: onnx.ModelProto
+    layers: tuple[Layer, ...]
+    weights: Mapping[str, np.ndarray]
+    eval_set: EvalSet
+    eval_inputs_are_random: bool
+
+    @property
+    def prunable_params(self) -> int:
+        return sum(layer.params for layer in self.layers)
+
+    @property
+    def latency_feed(self) -> dict[str, np.ndarray]:
+        """One batch-1 input: the first evaluation sample."""
+        return {name: values[:1] for name, values in self.eval_set.inputs.items()}
+
+    @cached_property
+    def skeleton(self) -> onnx.ModelProto:
+        """The graph without its prunable weights, which compression adds back changed."""
+        return without_initializers(self.proto, {layer.name for layer in self.layers})
+
+    @cached_property
+    def reference_outputs(self) -> list[np.ndarray]:
+        from core.runtime import create_session, run
+
+        return run(create_session(self.onnx_bytes), self.eval_set.inputs)
+
+    @cached_property
+    def macs(self) -> dict[str, int]:
+        from core.measure import dense_macs
+
+        return dense_macs(self)
+
+    @cached_property
+    def original_histograms(self) -> dict:
+        from core.measure import original_histograms
+
+        return original_histograms(self)

@@ -1,0 +1,75 @@
+"""Unstructured pruning: rank every weight once per model, then any amount is a compare against the ranks.
+
+Ranking is the slow part (a sort over all prunable weights) and is done once in `PruneIndex.prepare`; a new
+amount is then `rank >= k` per layer, which zeroes exactly round(amount * n) weights, ties included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+# criterion name -> (weights, rng) -> scores; the lowest scores are pruned first.
+Criterion = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+CRITERIA: dict[str, Criterion] = {
+    "l1": lambda weights, rng: np.abs(weights),
+    "random": lambda weights, rng: rng.random(weights.shape, dtype=np.float32),
+}
+CRITERIA_HELP = {"l1": "smallest |w| first", "random": "uniformly at random (seeded baseline)"}
+
+SCOPES: dict[str, str] = {
+    "global": "one threshold over all prunable weights",
+    "layer": "the same fraction in every layer",
+}
+
+
+def _ranks(scores: np.ndarray) -> np.ndarray:
+    """Each element's position in ascending score order (a permutation, so counts are exact despite ties)."""
+    order = np.argsort(scores, kind="stable")
+    ranks = np.empty(scores.size, dtype=np.int32 if scores.size < 2**31 else np.int64)
+    ranks[order] = np.arange(scores.size, dtype=ranks.dtype)
+    return ranks
+
+
+@dataclass(frozen=True, eq=False)
+class PruneIndex:
+    """Per-layer weight ranks for one (model, criterion, scope, seed); read-only once built."""
+
+    scope: str
+    ranks: Mapping[str, np.ndarray]  # flat ranks per layer; global ranks are over all layers together
+    total: int
+
+    @classmethod
+    def prepare(cls, weights: Mapping[str, np.ndarray], criterion: str, scope: str, seed: int) -> PruneIndex:
+        rng = np.random.default_rng(seed)
+        scores = {name: CRITERIA[criterion](values, rng).ravel() for name, values in weights.items()}
+        total = sum(score.size for score in scores.values())
+        if scope == "layer":
+            ranks = {name: _ranks(score) for name, score in scores.items()}
+        else:
+            flat = _ranks(np.concatenate(list(scores.values())))
+            ranks, start = {}, 0
+            for name, score in scores.items():
+                ranks[name] = flat[start : start + score.size]
+                start += score.size
+        for array in ranks.values():
+            array.flags.writeable = False
+        return cls(scope, ranks, total)
+
+    def keep_masks(self, amount: float) -> dict[str, np.ndarray]:
+        """Flat boolean masks, True where the weight is kept."""
+        if self.scope == "layer":
+            return {name: ranks >= round(amount * ranks.size) for name, ranks in self.ranks.items()}
+        cutoff = round(amount * self.total)
+        return {name: ranks >= cutoff for name, ranks in self.ranks.items()}
+
+
+def prune(weights: Mapping[str, np.ndarray], index: PruneIndex, amount: float) -> dict[str, np.ndarray]:
+    """New arrays with the pruned weights set to zero; the inputs are not touched."""
+    if amount == 0:
+        return dict(weights)
+    masks = index.keep_masks(amount)
+    return {name: np.where(masks[name].reshape(values.shape), values, np.float32(0)) for name, values in weights.items()}

@@ -1,0 +1,110 @@
+"""Typed results. The JSON report is `asdict` of these, so the dashboard, the CLI and files agree."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    name: str
+    node: str
+    op_type: str
+    shape: list[int]
+    params: int
+    zeros: int
+    sparsity: float
+    bits: int
+    macs: int
+    collapsed: bool  # every weight zero: the layer's output no longer depends on its input
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Counts of original and compressed weights on the same bin edges (len(edges) == len(counts) + 1)."""
+
+    edges: list[float]
+    original: list[int]
+    compressed: list[int]
+
+
+@dataclass(frozen=True)
+class SizeStats:
+    raw: int
+    gzip: int
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """The compressed model's first output against the original's, on the same inputs."""
+
+    inputs: str  # "sample": the model's own eval inputs; "random": seeded random inputs (accuracy unknown)
+    samples: int
+    top1_agreement: float | None  # classifiers only
+    cosine_mean: float
+    cosine_min: float
+    max_abs_error: float
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    original: float
+    compressed: float
+    samples: int
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    median: float
+    p90: float
+    p10: float
+    spread: float  # p90 - p10
+    runs: int
+    samples: list[float]
+
+
+@dataclass(frozen=True)
+class Environment:
+    threads: int
+    onnxruntime: str
+    cpu: str
+    cpu_flags: list[str]
+
+
+@dataclass(frozen=True)
+class Latency:
+    original: LatencyStats
+    compressed: LatencyStats | None
+    environment: Environment
+    speedup: float | None  # original median / compressed median
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    source: str
+    description: str
+    task: str
+    trained: bool | None
+    sha256: str
+    prunable_params: int
+    eval_inputs: str  # "sample" or "random"
+
+
+@dataclass(frozen=True)
+class Report:
+    model: ModelInfo
+    settings: dict[str, Any]
+    layers: list[LayerStats]
+    totals: dict[str, Any]
+    collapsed_layers: list[str]
+    histograms: dict[str, Histogram]  # "all" and one per layer name
+    size_bytes: dict[str, SizeStats]  # "original" and "compressed"
+    fidelity: Fidelity
+    accuracy: Accuracy | None
+    latency_ms: Latency | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
