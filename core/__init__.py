@@ -15,7 +15,24 @@ from core.pruning import CRITERIA, SCOPES
 from core.report import Report
 
 __all__ = [
-    "CRITERIA", "SCOPES", "Compressed", "InvalidSettingError", "Model", "ModelLoadError", "PruneConfig",
-    "QuantConfig", "Recipe", "Report", "SqueezeError", "UnsupportedModelError", "build_report", "compare_latency",
-    "compress", "export_bytes", "load_model", "measure_latency", "model_from_bytes", "prepare_index",
+    "CRITERIA",
+    "SCOPES",
+    "Compressed",
+    "InvalidSettingError",
+    "Model",
+    "ModelLoadError",
+    "PruneConfig",
+    "QuantConfig",
+    "Recipe",
+    "Report",
+    "SqueezeError",
+    "UnsupportedModelError",
+    "build_report",
+    "compare_latency",
+    "compress",
+    "export_bytes",
+    "load_model",
+    "measure_latency",
+    "model_from_bytes",
+    "prepare_index",
 ]

@@ -13,8 +13,25 @@ from core.report import Environment, Latency, LatencyStats
 from core.runtime import create_session, default_threads
 
 # Instruction-set features that decide which ONNX Runtime kernels are fast on x86 and ARM.
-RELEVANT_CPU_FLAGS = ("sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
-                      "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "asimd", "asimddp", "i8mm")
+RELEVANT_CPU_FLAGS = (
+    "sse4_1",
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_int8",
+    "amx_bf16",
+    "asimd",
+    "asimddp",
+    "i8mm",
+)
 
 Progress = Callable[[float], None]
 
@@ -46,8 +63,9 @@ def environment(threads: int) -> Environment:
 def stats(samples_ms: list[float]) -> LatencyStats:
     values = np.asarray(samples_ms)
     p10, median, p90 = (float(v) for v in np.percentile(values, [10, 50, 90]))
-    return LatencyStats(median=median, p90=p90, p10=p10, spread=p90 - p10, runs=len(values),
-                        samples=[round(v, 4) for v in samples_ms])
+    return LatencyStats(
+        median=median, p90=p90, p10=p10, spread=p90 - p10, runs=len(values), samples=[round(v, 4) for v in samples_ms]
+    )
 
 
 def measure_latency(

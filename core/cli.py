@@ -36,12 +36,16 @@ def _parser() -> argparse.ArgumentParser:
 
     squeeze = commands.add_parser("compress", help="prune and/or quantize, measure, and export ONNX")
     squeeze.add_argument("model", help="a sample name or an .onnx file")
-    squeeze.add_argument("--prune", type=float, default=None, metavar="AMOUNT", help="fraction of weights to zero, 0-0.99")
+    squeeze.add_argument(
+        "--prune", type=float, default=None, metavar="AMOUNT", help="fraction of weights to zero, 0-0.99"
+    )
     squeeze.add_argument("--criterion", choices=list(CRITERIA), default=None)
     squeeze.add_argument("--scope", choices=list(SCOPES), default=None)
     squeeze.add_argument("--seed", type=int, default=None, help="seed of the random criterion")
     squeeze.add_argument("--bits", type=int, default=None, help="weight bits 2-8, or 32 for off (default)")
-    squeeze.add_argument("--apply-recipe", type=Path, metavar="RECIPE.json", help="take settings from a recipe; flags override it")
+    squeeze.add_argument(
+        "--apply-recipe", type=Path, metavar="RECIPE.json", help="take settings from a recipe; flags override it"
+    )
     squeeze.add_argument("--out", type=Path, required=True, metavar="OUT.onnx")
     squeeze.add_argument("--report", type=Path, metavar="REPORT.json")
     squeeze.add_argument("--recipe", type=Path, metavar="RECIPE.json", help="where to write the recipe")
@@ -58,14 +62,35 @@ def _parser() -> argparse.ArgumentParser:
 
 def _inspect(args: argparse.Namespace) -> None:
     model = load_model(args.model)
-    rows = [{"name": layer.name, "node": layer.node, "op_type": layer.op_type, "shape": list(layer.shape),
-             "params": layer.params, "macs": model.macs[layer.name]} for layer in model.layers]
+    rows = [
+        {
+            "name": layer.name,
+            "node": layer.node,
+            "op_type": layer.op_type,
+            "shape": list(layer.shape),
+            "params": layer.params,
+            "macs": model.macs[layer.name],
+        }
+        for layer in model.layers
+    ]
     if args.json:
-        print(json.dumps({"model": model.name, "description": model.description, "sha256": model.sha256,
-                          "prunable_params": model.prunable_params, "layers": rows}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "model": model.name,
+                    "description": model.description,
+                    "sha256": model.sha256,
+                    "prunable_params": model.prunable_params,
+                    "layers": rows,
+                },
+                indent=2,
+            )
+        )
         return
     print(f"{model.name}: {model.description or model.source}")
-    print(f"{len(rows)} prunable layers, {model.prunable_params:,} weights, {sum(r['macs'] for r in rows):,} MACs per sample")
+    print(
+        f"{len(rows)} prunable layers, {model.prunable_params:,} weights, {sum(r['macs'] for r in rows):,} MACs per sample"
+    )
     width = max(len(row["node"]) for row in rows)
     for row in rows:
         shape = "x".join(map(str, row["shape"]))
@@ -82,9 +107,16 @@ def _recipe_from_args(args: argparse.Namespace, model_name: str, model_sha: str)
         except SqueezeError as error:
             raise InvalidSettingError(error.reason, str(args.apply_recipe)) from None
         if base.model_sha256 and base.model_sha256 != model_sha:
-            raise InvalidSettingError(f"the recipe was made for a different model ({base.model})", str(args.apply_recipe))
+            raise InvalidSettingError(
+                f"the recipe was made for a different model ({base.model})", str(args.apply_recipe)
+            )
     prune = base.prune.to_dict()
-    for key, value in (("amount", args.prune), ("criterion", args.criterion), ("scope", args.scope), ("seed", args.seed)):
+    for key, value in (
+        ("amount", args.prune),
+        ("criterion", args.criterion),
+        ("scope", args.scope),
+        ("seed", args.seed),
+    ):
         if value is not None:
             prune[key] = value
     bits = args.bits if args.bits is not None else base.quant.weight_bits
@@ -124,38 +156,54 @@ def _compress(args: argparse.Namespace) -> None:
 
 def _print_summary(report) -> None:
     totals, size = report.totals, report.size_bytes
-    print(f"{report.model.name}: sparsity {totals['sparsity']:.2%} ({totals['zeros']:,}/{totals['params']:,} weights zero), "
-          f"{report.settings['quant']['weight_bits']} bits")
-    print(f"size {size['original'].raw:,} -> {size['compressed'].raw:,} bytes; "
-          f"gzip {size['original'].gzip:,} -> {size['compressed'].gzip:,} bytes")
+    print(
+        f"{report.model.name}: sparsity {totals['sparsity']:.2%} ({totals['zeros']:,}/{totals['params']:,} weights zero), "
+        f"{report.settings['quant']['weight_bits']} bits"
+    )
+    print(
+        f"size {size['original'].raw:,} -> {size['compressed'].raw:,} bytes; "
+        f"gzip {size['original'].gzip:,} -> {size['compressed'].gzip:,} bytes"
+    )
     fid = report.fidelity
     agreement = f", top-1 agreement {fid.top1_agreement:.2%}" if fid.top1_agreement is not None else ""
-    print(f"fidelity on {fid.samples} {fid.inputs} inputs: cosine {fid.cosine_mean:.4f}{agreement}, max |error| {fid.max_abs_error:.3g}")
+    print(
+        f"fidelity on {fid.samples} {fid.inputs} inputs: cosine {fid.cosine_mean:.4f}{agreement}, max |error| {fid.max_abs_error:.3g}"
+    )
     if report.accuracy:
-        print(f"accuracy {report.accuracy.original:.2%} -> {report.accuracy.compressed:.2%} on {report.accuracy.samples} labelled samples")
+        print(
+            f"accuracy {report.accuracy.original:.2%} -> {report.accuracy.compressed:.2%} on {report.accuracy.samples} labelled samples"
+        )
     if report.collapsed_layers:
         print(f"collapsed (all weights zero): {', '.join(report.collapsed_layers)}")
     if report.latency_ms:
-        _print_latency(["original", "compressed"], [report.latency_ms.original, report.latency_ms.compressed],
-                       report.latency_ms.environment)
+        _print_latency(
+            ["original", "compressed"],
+            [report.latency_ms.original, report.latency_ms.compressed],
+            report.latency_ms.environment,
+        )
     for note in report.notes:
         print(f"note: {note}")
 
 
 def _print_latency(labels, results, env) -> None:
     for label, result in zip(labels, results, strict=True):
-        print(f"latency {label}: median {result.median:.3f} ms, p90 {result.p90:.3f} ms, spread {result.spread:.3f} ms, {result.runs} runs")
+        print(
+            f"latency {label}: median {result.median:.3f} ms, p90 {result.p90:.3f} ms, spread {result.spread:.3f} ms, {result.runs} runs"
+        )
     if len(results) == 2:
         print(f"speed-up (median ratio): {results[0].median / results[1].median:.2f}x")
-    print(f"  ONNX Runtime {env.onnxruntime}, {env.threads} threads, {env.cpu}; flags: {' '.join(env.cpu_flags) or 'none found'}")
+    print(
+        f"  ONNX Runtime {env.onnxruntime}, {env.threads} threads, {env.cpu}; flags: {' '.join(env.cpu_flags) or 'none found'}"
+    )
 
 
 def _bench(args: argparse.Namespace) -> None:
     models = [load_model(args.model)] + ([load_model(args.other)] if args.other else [])
     if len(models) == 2 and models[0].latency_feed.keys() != models[1].latency_feed.keys():
         raise InvalidSettingError("the two models take different inputs; cannot time them on the same feed", args.other)
-    results, env = measure_latency([model.onnx_bytes for model in models], models[0].latency_feed,
-                                   threads=args.threads, budget_s=args.budget)
+    results, env = measure_latency(
+        [model.onnx_bytes for model in models], models[0].latency_feed, threads=args.threads, budget_s=args.budget
+    )
     _print_latency([model.name for model in models], results, env)
 
 

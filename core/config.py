@@ -65,7 +65,11 @@ class QuantConfig:
 
     def __post_init__(self) -> None:
         bits = self.weight_bits
-        if isinstance(bits, bool) or not isinstance(bits, int) or (bits not in WEIGHT_BITS_RANGE and bits != FLOAT_BITS):
+        if (
+            isinstance(bits, bool)
+            or not isinstance(bits, int)
+            or (bits not in WEIGHT_BITS_RANGE and bits != FLOAT_BITS)
+        ):
             raise InvalidSettingError(f"weight bits must be 2-8, or 32 for off; got {bits!r}")
 
     @property

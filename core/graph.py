@@ -109,7 +109,9 @@ def find_prunable_layers(model: onnx.ModelProto) -> list[Layer]:
         if len(axis_set) != 1 or None in axis_set:
             continue  # used as a non-weight somewhere (an embedding Gather, an Add): pruning it would change more
         position, node = first_consumer[name]
-        layers.append((position, Layer(name, node_name(node, position), node.op_type, candidates[name], axis_set.pop())))
+        layers.append(
+            (position, Layer(name, node_name(node, position), node.op_type, candidates[name], axis_set.pop()))
+        )
     return [layer for _, layer in sorted(layers, key=lambda item: item[0])]
 
 
@@ -165,15 +167,22 @@ def with_weights(
         values_name = unique_name(f"{name}_quantized", taken)
         scale_name = unique_name(f"{name}_scale", taken)
         zero_name = unique_name(f"{name}_zero_point", taken)
-        graph.initializer.extend([
-            numpy_helper.from_array(values, values_name),
-            numpy_helper.from_array(scales.astype(np.float32), scale_name),
-            numpy_helper.from_array(np.zeros(scales.shape, np.int8), zero_name),
-        ])
-        dequantize_nodes.append(helper.make_node(
-            "DequantizeLinear", [values_name, scale_name, zero_name], [name],
-            name=unique_name(f"{name}_DequantizeLinear", taken), axis=axis,
-        ))
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(values, values_name),
+                numpy_helper.from_array(scales.astype(np.float32), scale_name),
+                numpy_helper.from_array(np.zeros(scales.shape, np.int8), zero_name),
+            ]
+        )
+        dequantize_nodes.append(
+            helper.make_node(
+                "DequantizeLinear",
+                [values_name, scale_name, zero_name],
+                [name],
+                name=unique_name(f"{name}_DequantizeLinear", taken),
+                axis=axis,
+            )
+        )
     # Dequantize nodes depend only on initializers, so putting them first keeps the graph topologically sorted.
     nodes = dequantize_nodes + list(graph.node)
     del graph.node[:]

@@ -18,7 +18,6 @@ from core.errors import ModelLoadError, UnsupportedModelError
 from core.files import atomic_path
 from core.graph import find_prunable_layers
 from core.model import Model
-from core.runtime import create_session
 from sample_models import SAMPLES, EvalSet
 
 # Bump when the export of sample models changes, so stale cache entries are not reused.
@@ -28,7 +27,10 @@ RANDOM_EVAL_BATCH = 8
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("SQUEEZELAB_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "squeezelab"
+    root = (
+        os.environ.get("SQUEEZELAB_CACHE")
+        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "squeezelab"
+    )
     return Path(root)
 
 
@@ -81,9 +83,18 @@ def model_from_bytes(
     if eval_set is None:
         eval_set = EvalSet(random_inputs_for(proto, source), None)
     model = Model(
-        name=name, source=source, description=description, task=task, trained=trained, onnx_bytes=data,
-        sha256=hashlib.sha256(data).hexdigest(), proto=proto, layers=tuple(layers), weights=weights,
-        eval_set=eval_set, eval_inputs_are_random=random_inputs,
+        name=name,
+        source=source,
+        description=description,
+        task=task,
+        trained=trained,
+        onnx_bytes=data,
+        sha256=hashlib.sha256(data).hexdigest(),
+        proto=proto,
+        layers=tuple(layers),
+        weights=weights,
+        eval_set=eval_set,
+        eval_inputs_are_random=random_inputs,
     )
     try:
         model.reference_outputs  # noqa: B018 - runs the model once: ONNX Runtime is the final judge of validity
@@ -122,7 +133,9 @@ def random_inputs_for(proto: onnx.ModelProto, source: str) -> dict[str, np.ndarr
             raise UnsupportedModelError(f"input {value.name!r} is not a tensor", source)
         dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
         shape = [
-            dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else (RANDOM_EVAL_BATCH if axis == 0 else 16)
+            dim.dim_value
+            if dim.HasField("dim_value") and dim.dim_value > 0
+            else (RANDOM_EVAL_BATCH if axis == 0 else 16)
             for axis, dim in enumerate(value.type.tensor_type.shape.dim)
         ]
         if np.issubdtype(dtype, np.floating):
@@ -152,8 +165,13 @@ def load_sample(name: str) -> Model:
         inputs = {key.removeprefix("input/"): stored[key] for key in stored.files if key.startswith("input/")}
         labels = stored["labels"] if "labels" in stored.files else None
     return model_from_bytes(
-        onnx_path.read_bytes(), name=name, source=f"sample:{name}", description=sample.description,
-        task=sample.task, trained=sample.trained, eval_set=EvalSet(inputs, labels),
+        onnx_path.read_bytes(),
+        name=name,
+        source=f"sample:{name}",
+        description=sample.description,
+        task=sample.task,
+        trained=sample.trained,
+        eval_set=EvalSet(inputs, labels),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
@@ -10,7 +11,7 @@ from onnx import TensorProto, helper
 from core.compress import Compressed
 from core.graph import PRUNABLE_OPS
 from core.model import Model
-from core.report import Accuracy, Fidelity, Histogram, LayerStats, Latency, ModelInfo, Report, SizeStats
+from core.report import Accuracy, Fidelity, Histogram, Latency, LayerStats, ModelInfo, Report, SizeStats
 from core.runtime import create_session, run
 
 HISTOGRAM_BINS = 64
@@ -82,19 +83,33 @@ def layer_stats(compressed: Compressed) -> list[LayerStats]:
     stats = []
     for layer in model.layers:
         zeros = int(layer.params - np.count_nonzero(compressed.weights[layer.name]))
-        stats.append(LayerStats(
-            name=layer.name, node=layer.node, op_type=layer.op_type, shape=list(layer.shape), params=layer.params,
-            zeros=zeros, sparsity=zeros / layer.params, bits=bits, macs=model.macs[layer.name],
-            collapsed=zeros == layer.params,
-        ))
+        stats.append(
+            LayerStats(
+                name=layer.name,
+                node=layer.node,
+                op_type=layer.op_type,
+                shape=list(layer.shape),
+                params=layer.params,
+                zeros=zeros,
+                sparsity=zeros / layer.params,
+                bits=bits,
+                macs=model.macs[layer.name],
+                collapsed=zeros == layer.params,
+            )
+        )
     return stats
 
 
 def totals(layers: list[LayerStats]) -> dict[str, int | float]:
     params = sum(layer.params for layer in layers)
     zeros = sum(layer.zeros for layer in layers)
-    return {"params": params, "zeros": zeros, "nonzero": params - zeros, "sparsity": zeros / params,
-            "macs": sum(layer.macs for layer in layers)}
+    return {
+        "params": params,
+        "zeros": zeros,
+        "nonzero": params - zeros,
+        "sparsity": zeros / params,
+        "macs": sum(layer.macs for layer in layers),
+    }
 
 
 def size_of(onnx_bytes: bytes) -> SizeStats:
@@ -108,11 +123,17 @@ def fidelity(model: Model, outputs: list[np.ndarray]) -> Fidelity:
     b = candidate.reshape(samples, -1).astype(np.float64)
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     cosine = np.where(norms > 0, (a * b).sum(1) / np.maximum(norms, 1e-300), np.where(np.allclose(a, b), 1.0, 0.0))
-    is_classifier = model.task == "classification" or (model.task == "unknown" and reference.ndim == 2 and reference.shape[1] > 1)
+    is_classifier = model.task == "classification" or (
+        model.task == "unknown" and reference.ndim == 2 and reference.shape[1] > 1
+    )
     agreement = float((a.argmax(1) == b.argmax(1)).mean()) if is_classifier else None
     return Fidelity(
-        inputs="random" if model.eval_inputs_are_random else "sample", samples=samples, top1_agreement=agreement,
-        cosine_mean=float(cosine.mean()), cosine_min=float(cosine.min()), max_abs_error=float(np.max(np.abs(a - b))),
+        inputs="random" if model.eval_inputs_are_random else "sample",
+        samples=samples,
+        top1_agreement=agreement,
+        cosine_mean=float(cosine.mean()),
+        cosine_min=float(cosine.min()),
+        max_abs_error=float(np.max(np.abs(a - b))),
     )
 
 
@@ -129,8 +150,13 @@ def accuracy(model: Model, outputs: list[np.ndarray]) -> Accuracy | None:
 
 def model_info(model: Model) -> ModelInfo:
     return ModelInfo(
-        name=model.name, source=model.source, description=model.description, task=model.task, trained=model.trained,
-        sha256=model.sha256, prunable_params=model.prunable_params,
+        name=model.name,
+        source=model.source,
+        description=model.description,
+        task=model.task,
+        trained=model.trained,
+        sha256=model.sha256,
+        prunable_params=model.prunable_params,
         eval_inputs="random" if model.eval_inputs_are_random else "sample",
     )
 
@@ -146,7 +172,9 @@ def build_report(compressed: Compressed, export_bytes: bytes, latency: Latency |
     if model.trained is False:
         notes.append("This model is untrained (random weights): use it for size and latency, not accuracy.")
     if compressed.recipe.prune.amount > 0:
-        notes.append("Unstructured sparsity runs on dense kernels in ONNX Runtime: smaller compressed file, same speed.")
+        notes.append(
+            "Unstructured sparsity runs on dense kernels in ONNX Runtime: smaller compressed file, same speed."
+        )
     return Report(
         model=model_info(model),
         settings=compressed.recipe.to_dict(),
@@ -160,5 +188,3 @@ def build_report(compressed: Compressed, export_bytes: bytes, latency: Latency |
         latency_ms=latency,
         notes=notes,
     )
-
-

@@ -72,4 +72,6 @@ def prune(weights: Mapping[str, np.ndarray], index: PruneIndex, amount: float) -
     if amount == 0:
         return dict(weights)
     masks = index.keep_masks(amount)
-    return {name: np.where(masks[name].reshape(values.shape), values, np.float32(0)) for name, values in weights.items()}
+    return {
+        name: np.where(masks[name].reshape(values.shape), values, np.float32(0)) for name, values in weights.items()
+    }
