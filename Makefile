@@ -25,6 +25,7 @@ run: install
 
 test: install-test
 	$(VENV)/bin/ruff check core app sample_models tests bench
+	$(VENV)/bin/ruff format --check core app sample_models tests bench
 	$(PYTHON) -m pytest
 
 bench: install

@@ -9,6 +9,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from core.compress import Compressed
+from core.config import Recipe
 from core.graph import PRUNABLE_OPS
 from core.model import Model
 from core.report import Accuracy, Fidelity, Histogram, Latency, LayerStats, ModelInfo, Report, SizeStats
@@ -161,6 +162,23 @@ def model_info(model: Model) -> ModelInfo:
     )
 
 
+def speed_notes(recipe: Recipe) -> list[str]:
+    """What the chosen settings can and cannot do for ONNX Runtime speed, said before anyone measures."""
+    notes = []
+    if recipe.prune.amount > 0:
+        notes.append(
+            "Unstructured sparsity runs on dense kernels in ONNX Runtime: the gzip-compressed file shrinks, "
+            "the speed does not change."
+        )
+    if recipe.quant.enabled:
+        notes.append(
+            f"Weight-only quantization stores {recipe.quant.weight_bits}-bit codes as int8 + DequantizeLinear: "
+            "the file is about 4x smaller, but ONNX Runtime dequantizes the weights on every run, so expect no "
+            "speed-up and often a slowdown; int8 activations are what make a model faster."
+        )
+    return notes
+
+
 def build_report(compressed: Compressed, export_bytes: bytes, latency: Latency | None = None) -> Report:
     """Everything measured on `export_bytes`, the exact model the user gets."""
     model = compressed.model
@@ -171,10 +189,7 @@ def build_report(compressed: Compressed, export_bytes: bytes, latency: Latency |
         notes.append("No evaluation data: fidelity is measured on seeded random inputs and accuracy is unknown.")
     if model.trained is False:
         notes.append("This model is untrained (random weights): use it for size and latency, not accuracy.")
-    if compressed.recipe.prune.amount > 0:
-        notes.append(
-            "Unstructured sparsity runs on dense kernels in ONNX Runtime: smaller compressed file, same speed."
-        )
+    notes += speed_notes(compressed.recipe)
     return Report(
         model=model_info(model),
         settings=compressed.recipe.to_dict(),
