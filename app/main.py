@@ -1,10 +1,198 @@
-"""Squeezelab dashboard entry point (`streamlit run app/main.py`)."""
+"""Squeezelab dashboard (`streamlit run app/main.py`): widgets -> recipe -> cached engine calls -> charts.
+
+The page fills in two steps so the charts follow the sliders quickly: first what the weights alone tell
+(sparsity, histograms), then the export and what is measured by running it (size, fidelity, accuracy).
+"""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+from pathlib import Path
+
 import streamlit as st
 
-st.set_page_config(page_title="Squeezelab", layout="wide")
-st.title("Squeezelab")
-st.write("See what pruning and quantization do to a neural network, measured in ONNX Runtime, and export the result.")
-st.info("The interactive dashboard is on its way. Meanwhile the engine runs from the CLI: `python -m core --help`.")
+from app import cache, latency, sidebar
+from app.charts import codes_chart, histogram_chart, sparsity_chart
+from core import Latency, Model, Recipe, SqueezeError, speed_notes
+from core.report import Report, WeightSummary
+
+ALL_LAYERS = "All layers"
+
+
+def load(source: str) -> Model:
+    with st.spinner(f"Loading {source} (a sample is exported to ONNX once, then cached on disk)…"):
+        return cache.model(source)
+
+
+def headline(model: Model, report: Report, summary: WeightSummary, measured: Latency | None) -> None:
+    original_size, size = report.size_bytes["original"], report.size_bytes["compressed"]
+    nonzero, params = summary.totals["nonzero"], summary.totals["params"]
+    size_col, params_col, quality_col, latency_col = st.columns(4)
+    size_col.metric(
+        "Size on disk",
+        f"{size.raw / 1e6:.2f} MB",
+        f"{(size.raw / original_size.raw - 1):+.1%}",
+        delta_color="inverse",
+        help=f"gzip: {original_size.gzip / 1e6:.2f} MB → {size.gzip / 1e6:.2f} MB "
+        "(zeros compress; unstructured sparsity shows up here, not in the raw size)",
+    )
+    params_col.metric(
+        "Non-zero weights",
+        f"{nonzero:,}",
+        f"{nonzero - params:+,} ({summary.totals['sparsity']:.1%} sparse)",
+        delta_color="inverse",
+        help=f"of {params:,} prunable weights",
+    )
+    fidelity = report.fidelity
+    if report.accuracy is not None:
+        accuracy = report.accuracy
+        quality_col.metric(
+            "Accuracy",
+            f"{accuracy.compressed:.1%}",
+            f"{100 * (accuracy.compressed - accuracy.original):+.1f} pp",
+            help=f"top-1 on {accuracy.samples} labelled samples; original {accuracy.original:.1%}",
+        )
+    elif fidelity.top1_agreement is not None:
+        quality_col.metric(
+            "Top-1 agreement",
+            f"{fidelity.top1_agreement:.1%}",
+            f"{100 * (fidelity.top1_agreement - 1):+.1f} pp",
+            help=f"same top class as the original on {fidelity.samples} {fidelity.inputs} inputs; "
+            f"cosine {fidelity.cosine_mean:.4f}",
+        )
+    else:
+        quality_col.metric(
+            "Fidelity (cosine)",
+            f"{fidelity.cosine_mean:.4f}",
+            f"{fidelity.cosine_mean - 1:+.4f}",
+            help=f"mean cosine to the original's output on {fidelity.samples} {fidelity.inputs} inputs; "
+            f"worst {fidelity.cosine_min:.4f}",
+        )
+    if measured is None or measured.compressed is None:
+        latency_col.metric("Median latency", "—", help="Press 'Measure latency'.")
+    else:
+        before, after = measured.original.median, measured.compressed.median
+        latency_col.metric(
+            "Median latency",
+            f"{after:.3g} ms",
+            f"{after / before - 1:+.1%}",
+            delta_color="inverse",
+            help=f"original {before:.3g} ms, {measured.compressed.runs} interleaved runs",
+        )
+    if model.trained is False:
+        st.warning(
+            "This model is untrained (seeded random weights): its numbers are about size and speed, not accuracy."
+        )
+    if fidelity.inputs == "random":
+        st.warning("No evaluation data for this model: fidelity is measured on seeded random inputs; accuracy unknown.")
+
+
+def histograms(model: Model, summary: WeightSummary, bits: int) -> None:
+    names = {layer.node: layer.name for layer in model.layers}
+    pick, scale = st.columns([3, 1])
+    chosen = pick.selectbox("Layer", [ALL_LAYERS, *names], key="histogram_layer")
+    log_scale = scale.toggle("Log scale", value=True, key="histogram_log")
+    key = "all" if chosen == ALL_LAYERS else names[chosen]
+    title = f"Weights of {chosen.lower() if chosen == ALL_LAYERS else chosen}"
+    st.plotly_chart(histogram_chart(summary.histograms[key], title, log_scale=log_scale), width="stretch")
+    if summary.quantization_codes:
+        st.plotly_chart(
+            codes_chart(summary.quantization_codes[key], bits, "Quantization levels", log_scale=log_scale),
+            width="stretch",
+        )
+
+
+def layer_table(summary: WeightSummary) -> None:
+    rows = [
+        {
+            "layer": layer.node,
+            "op": layer.op_type,
+            "shape": "×".join(map(str, layer.shape)),
+            "parameters": layer.params,
+            "zeros": layer.zeros,
+            "sparsity %": round(100 * layer.sparsity, 2),
+            "bits": layer.bits,
+            "MACs": layer.macs,
+            "collapsed": layer.collapsed,
+        }
+        for layer in summary.layers
+    ]
+    st.dataframe(rows, width="stretch", hide_index=True)
+
+
+def downloads(model: Model, exported: cache.Exported, recipe: Recipe, measured: Latency | None) -> None:
+    stem = Path(model.name).stem
+    report = replace(exported.report, latency_ms=measured) if measured else exported.report
+    onnx_col, recipe_col, report_col = st.columns(3)
+    onnx_col.download_button(
+        f"Download {stem}-squeezed.onnx ({len(exported.data) / 1e6:.2f} MB)",
+        exported.data,
+        file_name=f"{stem}-squeezed.onnx",
+        mime="application/octet-stream",
+        on_click="ignore",
+        key="download_onnx",
+        type="primary",
+    )
+    recipe_col.download_button(
+        "Download recipe.json",
+        recipe.to_json(),
+        file_name=f"{stem}-recipe.json",
+        mime="application/json",
+        on_click="ignore",
+        key="download_recipe",
+    )
+    report_col.download_button(
+        "Download report.json",
+        json.dumps(report.to_dict(), indent=1),
+        file_name=f"{stem}-report.json",
+        mime="application/json",
+        on_click="ignore",
+        key="download_report",
+    )
+    st.caption(
+        f"Reproduce from a shell: `python -m core compress {model.name} --apply-recipe {stem}-recipe.json --out out.onnx`"
+    )
+
+
+def main() -> None:
+    st.set_page_config(page_title="Squeezelab", layout="wide")
+    st.title("Squeezelab")
+    st.caption("See what pruning and quantization do to a neural network, measured in ONNX Runtime, and export it.")
+    with st.sidebar:
+        controls = sidebar.render()
+    try:
+        model = load(controls.source)
+    except SqueezeError as error:
+        st.error(str(error))
+        return
+    recipe = Recipe(controls.prune, controls.quant, model=model.name, model_sha256=model.sha256)
+    recipe_json = recipe.to_json()
+    st.markdown(f"**{model.name}**: {model.description or model.source}")
+
+    metrics_box = st.container()
+    sparsity_col, histogram_col = st.columns(2)
+    live = cache.live(controls.source, recipe_json)
+    with sparsity_col:
+        original = cache.original_summary(controls.source)
+        st.plotly_chart(sparsity_chart(original.layers, live.summary.layers), width="stretch")
+    with histogram_col:
+        histograms(model, live.summary, controls.quant.weight_bits)
+
+    with st.spinner("Exporting and running the compressed model…"):
+        exported = cache.exported(controls.source, recipe_json)
+    measured = latency.results().get(latency.result_key(controls.source, recipe_json))
+    with metrics_box:
+        headline(model, exported.report, live.summary, measured)
+        for note in speed_notes(recipe):
+            st.info(note)
+    latency_box = st.container()
+    st.subheader("Per-layer detail")
+    layer_table(live.summary)
+    st.subheader("Export")
+    downloads(model, exported, recipe, measured)
+    with latency_box:
+        latency.panel(controls.source, recipe_json, controls.latency_budget_s, controls.measure_latency)
+
+
+main()

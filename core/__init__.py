@@ -9,10 +9,10 @@ from core.config import PruneConfig, QuantConfig, Recipe
 from core.errors import InvalidSettingError, ModelLoadError, SqueezeError, UnsupportedModelError
 from core.export import export_bytes
 from core.loading import load_model, model_from_bytes
-from core.measure import build_report
+from core.measure import build_report, speed_notes, summarize_weights
 from core.model import Model
 from core.pruning import CRITERIA, SCOPES
-from core.report import Report
+from core.report import Latency, Report, WeightSummary
 
 __all__ = [
     "CRITERIA",
@@ -27,7 +27,11 @@ __all__ = [
     "Report",
     "SqueezeError",
     "UnsupportedModelError",
+    "Latency",
+    "WeightSummary",
     "build_report",
+    "speed_notes",
+    "summarize_weights",
     "compare_latency",
     "compress",
     "export_bytes",

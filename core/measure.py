@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnx
@@ -12,7 +13,19 @@ from core.compress import Compressed
 from core.config import Recipe
 from core.graph import PRUNABLE_OPS
 from core.model import Model
-from core.report import Accuracy, Fidelity, Histogram, Latency, LayerStats, ModelInfo, Report, SizeStats
+from core.quantization import code_counts
+from core.report import (
+    Accuracy,
+    CodeCounts,
+    Fidelity,
+    Histogram,
+    Latency,
+    LayerStats,
+    ModelInfo,
+    Report,
+    SizeStats,
+    WeightSummary,
+)
 from core.runtime import create_session, run
 
 HISTOGRAM_BINS = 64
@@ -179,11 +192,42 @@ def speed_notes(recipe: Recipe) -> list[str]:
     return notes
 
 
-def build_report(compressed: Compressed, export_bytes: bytes, latency: Latency | None = None) -> Report:
-    """Everything measured on `export_bytes`, the exact model the user gets."""
-    model = compressed.model
-    outputs = run(create_session(export_bytes), model.eval_set.inputs)
+def quantization_codes(compressed: Compressed) -> dict[str, CodeCounts]:
+    """Per layer and over all layers, how the weights spread over the quantization grid's levels."""
+    if not compressed.quantized:
+        return {}
+    bits = compressed.recipe.quant.weight_bits
+    result = {name: CodeCounts(*code_counts(q.values, bits)) for name, q in compressed.quantized.items()}
+    every = np.sum([counts.counts for counts in result.values()], axis=0)
+    result["all"] = CodeCounts(next(iter(result.values())).codes, every.tolist())
+    return result
+
+
+def summarize_weights(compressed: Compressed) -> WeightSummary:
     layers = layer_stats(compressed)
+    return WeightSummary(
+        layers=layers,
+        totals=totals(layers),
+        collapsed_layers=[layer.node for layer in layers if layer.collapsed],
+        histograms=histograms(compressed),
+        quantization_codes=quantization_codes(compressed),
+    )
+
+
+def build_report(
+    compressed: Compressed,
+    export_bytes: bytes,
+    latency: Latency | None = None,
+    summary: WeightSummary | None = None,
+) -> Report:
+    """Everything measured on `export_bytes`, the exact model the user gets. Pass `summary` if already computed."""
+    model = compressed.model
+    # zlib releases the GIL: the export's gzip size is computed while ONNX Runtime runs it.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        export_size = pool.submit(size_of, export_bytes)
+        outputs = run(create_session(export_bytes), model.eval_set.inputs)
+        summary = summary or summarize_weights(compressed)
+        size_bytes = {"original": model.size, "compressed": export_size.result()}
     notes = []
     if model.eval_inputs_are_random:
         notes.append("No evaluation data: fidelity is measured on seeded random inputs and accuracy is unknown.")
@@ -193,11 +237,12 @@ def build_report(compressed: Compressed, export_bytes: bytes, latency: Latency |
     return Report(
         model=model_info(model),
         settings=compressed.recipe.to_dict(),
-        layers=layers,
-        totals=totals(layers),
-        collapsed_layers=[layer.node for layer in layers if layer.collapsed],
-        histograms=histograms(compressed),
-        size_bytes={"original": size_of(model.onnx_bytes), "compressed": size_of(export_bytes)},
+        layers=summary.layers,
+        totals=summary.totals,
+        collapsed_layers=summary.collapsed_layers,
+        histograms=summary.histograms,
+        quantization_codes=summary.quantization_codes,
+        size_bytes=size_bytes,
         fidelity=fidelity(model, outputs),
         accuracy=accuracy(model, outputs),
         latency_ms=latency,

@@ -35,3 +35,10 @@ def quantize_weight(weights: np.ndarray, bits: int, axis: int) -> QuantizedWeigh
     scales = np.where(max_abs > 0, max_abs / np.float32(largest), np.float32(1)).astype(np.float32)
     values = np.clip(np.rint(weights / scales), -largest, largest).astype(np.int8)
     return QuantizedWeight(values, scales.ravel(), axis, bits)
+
+
+def code_counts(values: np.ndarray, bits: int) -> tuple[list[int], list[int]]:
+    """Every code of the `bits` grid, in order, with how many of `values` (int8 codes) use it."""
+    largest = 2 ** (bits - 1) - 1
+    counts = np.bincount(values.ravel().astype(np.int16) + largest, minlength=2 * largest + 1)
+    return list(range(-largest, largest + 1)), counts.tolist()

@@ -30,6 +30,25 @@ class Histogram:
 
 
 @dataclass(frozen=True)
+class CodeCounts:
+    """How many weights sit on each level of the quantization grid (integer codes, zero included)."""
+
+    codes: list[int]
+    counts: list[int]
+
+
+@dataclass(frozen=True)
+class WeightSummary:
+    """What the weights alone tell, without running the model: cheap enough to redo on every slider move."""
+
+    layers: list[LayerStats]
+    totals: dict[str, Any]
+    collapsed_layers: list[str]
+    histograms: dict[str, Histogram]  # "all" and one per layer name
+    quantization_codes: dict[str, CodeCounts]  # "all" and one per layer name; empty when quantization is off
+
+
+@dataclass(frozen=True)
 class SizeStats:
     raw: int
     gzip: int
@@ -100,6 +119,7 @@ class Report:
     totals: dict[str, Any]
     collapsed_layers: list[str]
     histograms: dict[str, Histogram]  # "all" and one per layer name
+    quantization_codes: dict[str, CodeCounts]
     size_bytes: dict[str, SizeStats]  # "original" and "compressed"
     fidelity: Fidelity
     accuracy: Accuracy | None

@@ -75,3 +75,12 @@ def test_latency_is_interleaved_with_equal_runs_and_records_the_environment(tiny
     _, flags = cpu_description()
     assert latency.environment.cpu_flags == flags and latency.environment.threads >= 1
     assert latency.environment.onnxruntime.count(".") >= 1
+
+
+def test_quantization_codes_cover_the_grid_and_count_every_weight(tiny):
+    compressed = compress(tiny, Recipe(PruneConfig(0.5, "l1", "layer"), QuantConfig(3)))
+    codes = build_report(compressed, export_bytes(compressed)).quantization_codes
+    assert codes["all"].codes == [-3, -2, -1, 0, 1, 2, 3]
+    assert sum(codes["conv.w"].counts) == 54 and sum(codes["fc.w"].counts) == 240 and sum(codes["all"].counts) == 294
+    assert codes["conv.w"].counts[3] >= 27 and codes["fc.w"].counts[3] >= 120  # pruned weights sit on code 0
+    assert build_report(compress(tiny, Recipe()), tiny.onnx_bytes).quantization_codes == {}

@@ -1,0 +1,81 @@
+"""Every st.cache_* of the app lives here.
+
+What these return is shared by every browser session, so it is read-only: models keep their weights in
+read-only arrays, results are frozen dataclasses and bytes. Keys are plain strings (a model source and a
+recipe's JSON), never live objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+from core import (
+    Compressed,
+    Model,
+    PruneConfig,
+    Recipe,
+    Report,
+    WeightSummary,
+    build_report,
+    compress,
+    export_bytes,
+    load_model,
+    prepare_index,
+    summarize_weights,
+)
+from core.pruning import PruneIndex
+
+# resnet18 holds ~100 MB per result (float weights + export); these bounds keep a busy server under a few GB.
+MAX_MODELS = 4
+MAX_INDEXES = 8
+MAX_RESULTS = 16
+
+
+@dataclass(frozen=True, eq=False)
+class Live:
+    """The fast half of a result: the compressed weights and what they tell without running the model."""
+
+    compressed: Compressed
+    summary: WeightSummary
+
+
+@dataclass(frozen=True, eq=False)
+class Exported:
+    """The slow half: the exact bytes the user downloads and the report measured on them."""
+
+    data: bytes
+    report: Report
+
+
+@st.cache_resource(max_entries=MAX_MODELS, show_spinner=False)
+def model(source: str) -> Model:
+    return load_model(source)
+
+
+@st.cache_resource(max_entries=MAX_MODELS, show_spinner=False)
+def original_summary(source: str) -> WeightSummary:
+    return summarize_weights(compress(model(source), Recipe()))
+
+
+@st.cache_resource(max_entries=MAX_INDEXES, show_spinner=False)
+def prune_index(source: str, criterion: str, scope: str, seed: int) -> PruneIndex:
+    """The one-time ranking per model and criterion; every amount afterwards is a compare against it."""
+    return prepare_index(model(source), Recipe(PruneConfig(0.0, criterion, scope, seed)))
+
+
+@st.cache_resource(max_entries=MAX_RESULTS, show_spinner=False)
+def live(source: str, recipe_json: str) -> Live:
+    recipe = Recipe.from_json(recipe_json)
+    settings = recipe.prune
+    index = prune_index(source, settings.criterion, settings.scope, settings.seed) if settings.amount > 0 else None
+    compressed = compress(model(source), recipe, index)
+    return Live(compressed, summarize_weights(compressed))
+
+
+@st.cache_resource(max_entries=MAX_RESULTS, show_spinner=False)
+def exported(source: str, recipe_json: str) -> Exported:
+    result = live(source, recipe_json)
+    data = export_bytes(result.compressed)
+    return Exported(data, build_report(result.compressed, data, summary=result.summary))

@@ -1,0 +1,150 @@
+"""Chart builders: pure functions from the engine's typed results to plotly figures, testable without a server.
+
+Original and compressed keep the same colours in every chart. Both colours are mid-tone so they read on the
+light and the dark theme; backgrounds stay transparent so the theme shows through.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+from core.report import CodeCounts, Histogram, LatencyStats, LayerStats
+
+ORIGINAL = "#4C78A8"  # blue
+COMPRESSED = "#F58518"  # orange
+COLLAPSED = "#E45756"  # red: a layer whose weights are all zero
+ORIGINAL_LABEL, COMPRESSED_LABEL = "original", "compressed"
+
+
+def _layout(figure: go.Figure, title: str, **axes) -> go.Figure:
+    figure.update_layout(
+        title=title,
+        template="plotly",
+        paper_bgcolor="rgba(0,0,0,0)",
+        plot_bgcolor="rgba(0,0,0,0)",
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
+        margin={"l": 10, "r": 10, "t": 60, "b": 10},
+        hoverlabel={"namelength": -1},
+        **axes,
+    )
+    figure.update_xaxes(gridcolor="rgba(128,128,128,0.25)")
+    figure.update_yaxes(gridcolor="rgba(128,128,128,0.25)")
+    return figure
+
+
+def sparsity_chart(original: list[LayerStats], compressed: list[LayerStats]) -> go.Figure:
+    """Per-layer sparsity in graph order, original against compressed; collapsed layers are outlined and labelled."""
+    names = [layer.node for layer in compressed]
+    hover = "<b>%{x}</b><br>%{customdata[0]} %{customdata[1]}<br>%{customdata[2]:,} of %{customdata[3]:,} zero"
+    hover += "<br>sparsity %{y:.2f} %<extra>%{fullData.name}</extra>"
+
+    def custom(layers: list[LayerStats]) -> list[list]:
+        return [[layer.op_type, "x".join(map(str, layer.shape)), layer.zeros, layer.params] for layer in layers]
+
+    figure = go.Figure()
+    figure.add_bar(
+        x=names,
+        y=[100 * layer.sparsity for layer in original],
+        name=ORIGINAL_LABEL,
+        marker_color=ORIGINAL,
+        customdata=custom(original),
+        hovertemplate=hover,
+    )
+    figure.add_bar(
+        x=names,
+        y=[100 * layer.sparsity for layer in compressed],
+        name=COMPRESSED_LABEL,
+        marker={
+            "color": [COLLAPSED if layer.collapsed else COMPRESSED for layer in compressed],
+            "line": {"color": [COLLAPSED if layer.collapsed else COMPRESSED for layer in compressed], "width": 2},
+        },
+        customdata=custom(compressed),
+        hovertemplate=hover,
+    )
+    for layer in compressed:
+        if layer.collapsed:
+            figure.add_annotation(
+                x=layer.node, y=100, text="collapsed", showarrow=False, yshift=10, font_color=COLLAPSED
+            )
+    collapsed = sum(layer.collapsed for layer in compressed)
+    title = "Per-layer sparsity" + (f" — {collapsed} layer(s) collapsed to all-zero" if collapsed else "")
+    return _layout(
+        figure,
+        title,
+        barmode="group",
+        yaxis={"title": "zero weights (%)", "range": [0, 108]},
+        xaxis={"title": None, "tickangle": -45 if len(names) > 6 else 0},
+    )
+
+
+def histogram_chart(histogram: Histogram, title: str, *, log_scale: bool) -> go.Figure:
+    """Original and compressed weight values on the same bin edges, overlaid."""
+    edges = np.asarray(histogram.edges)
+    centres, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+    ranges = [f"[{low:.4g}, {high:.4g})" for low, high in zip(edges[:-1], edges[1:], strict=True)]
+    figure = go.Figure()
+    for counts, label, colour in (
+        (histogram.original, ORIGINAL_LABEL, ORIGINAL),
+        (histogram.compressed, COMPRESSED_LABEL, COMPRESSED),
+    ):
+        figure.add_bar(
+            x=centres,
+            y=counts,
+            width=widths,
+            name=label,
+            marker_color=colour,
+            opacity=0.6,
+            customdata=ranges,
+            hovertemplate="weights in %{customdata}: %{y:,}<extra>%{fullData.name}</extra>",
+        )
+    return _layout(
+        figure,
+        title,
+        barmode="overlay",
+        bargap=0,
+        xaxis={"title": "weight value"},
+        yaxis={"title": "weights" + (" (log scale)" if log_scale else ""), "type": "log" if log_scale else "linear"},
+    )
+
+
+def codes_chart(codes: CodeCounts, bits: int, title: str, *, log_scale: bool) -> go.Figure:
+    """How many weights land on each level of the n-bit grid: the quantization levels, made visible."""
+    figure = go.Figure()
+    figure.add_bar(
+        x=codes.codes,
+        y=codes.counts,
+        name=COMPRESSED_LABEL,
+        marker_color=COMPRESSED,
+        hovertemplate="code %{x} (× channel scale): %{y:,} weights<extra></extra>",
+    )
+    used = sum(count > 0 for count in codes.counts)
+    return _layout(
+        figure,
+        f"{title}: {used} of {len(codes.codes)} levels of the {bits}-bit grid in use",
+        xaxis={"title": "integer code (weight = code × per-channel scale)", "dtick": 1 if bits <= 5 else None},
+        yaxis={"title": "weights" + (" (log scale)" if log_scale else ""), "type": "log" if log_scale else "linear"},
+        showlegend=False,
+    )
+
+
+def latency_chart(original: LatencyStats, compressed: LatencyStats) -> go.Figure:
+    """Every interleaved run of both models as a box with the points, so spread and outliers are visible."""
+    figure = go.Figure()
+    for stats, label, colour in ((original, ORIGINAL_LABEL, ORIGINAL), (compressed, COMPRESSED_LABEL, COMPRESSED)):
+        figure.add_box(
+            y=stats.samples,
+            name=f"{label}<br>median {stats.median:.3g} ms",
+            marker_color=colour,
+            boxpoints="all",
+            jitter=0.4,
+            pointpos=0,
+            marker={"size": 4, "opacity": 0.5},
+            hovertemplate="%{y:.4g} ms<extra>" + label + "</extra>",
+        )
+    return _layout(
+        figure,
+        f"ONNX Runtime latency per run, {original.runs} interleaved runs each",
+        yaxis={"title": "ms per batch-1 inference", "rangemode": "tozero"},
+        showlegend=False,
+    )

@@ -1,0 +1,72 @@
+"""The latency panel: its own fragment, so measuring shows progress without holding up the rest of the page."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import cache
+from app.charts import latency_chart
+from core import Latency, compare_latency
+
+# Below this relative difference of medians we do not call one model faster: run-to-run noise here is larger.
+NOISE_BAND = 0.05
+
+
+def results() -> dict[str, Latency]:
+    """Latency measured in this session, by model source and recipe: small, and private to the session."""
+    return st.session_state.setdefault("latency_results", {})
+
+
+def result_key(source: str, recipe_json: str) -> str:
+    return f"{source}\n{recipe_json}"
+
+
+def verdict(latency: Latency) -> str:
+    speedup = latency.speedup or 1.0
+    if speedup >= 1 + NOISE_BAND:
+        return f"The compressed model ran **{speedup:.2f}× faster** (median against median)."
+    if speedup <= 1 - NOISE_BAND:
+        return f"The compressed model ran **{1 / speedup:.2f}× slower** (median against median)."
+    return f"No measurable difference ({speedup:.2f}×, inside the ±{NOISE_BAND:.0%} noise band)."
+
+
+@st.fragment
+def panel(source: str, recipe_json: str, budget_s: float, requested: bool) -> None:
+    st.subheader("ONNX Runtime latency")
+    key = result_key(source, recipe_json)
+    clicked = st.button("Measure latency", key="measure_panel")
+    if clicked or requested:
+        model, exported = cache.model(source), cache.exported(source, recipe_json)
+        bar = st.progress(0.0, text="Warming up…")
+
+        def show(fraction: float) -> None:
+            bar.progress(fraction, text=f"Measuring, original and compressed interleaved… {fraction:.0%}")
+
+        results()[key] = compare_latency(
+            model.onnx_bytes, exported.data, model.latency_feed, budget_s=budget_s, progress=show
+        )
+        bar.empty()
+        st.rerun()  # the whole page, so the headline latency metric shows the new numbers too
+
+    latency = results().get(key)
+    if latency is None or latency.compressed is None:
+        st.caption(
+            "Not measured for these settings yet. Latency is measured on the exact bytes you download, "
+            "after warm-up, with original and compressed runs interleaved so drift on a busy machine cancels."
+        )
+        return
+    chart, facts = st.columns([3, 2])
+    chart.plotly_chart(latency_chart(latency.original, latency.compressed), width="stretch")
+    env = latency.environment
+    with facts:
+        st.markdown(verdict(latency))
+        for label, stats in (("original", latency.original), ("compressed", latency.compressed)):
+            st.markdown(
+                f"**{label}**: median {stats.median:.3g} ms, p90 {stats.p90:.3g} ms, "
+                f"spread (p90−p10) {stats.spread:.3g} ms, {stats.runs} runs"
+            )
+        st.markdown(
+            f"ONNX Runtime {env.onnxruntime}, {env.threads} intra-op threads  \n"
+            f"CPU: {env.cpu}  \nFlags: {', '.join(env.cpu_flags) or 'none found'}"
+        )
+        st.caption("Each dot is one batch-1 run. Overlapping boxes mean the difference is within the noise.")

@@ -1,0 +1,114 @@
+"""The sidebar: which model, which settings. Widgets in, a model source and engine settings out."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from app import cache
+from core import SqueezeError
+from core.config import FLOAT_BITS, MAX_PRUNE_AMOUNT, WEIGHT_BITS_RANGE, PruneConfig, QuantConfig
+from core.pruning import CRITERIA, CRITERIA_HELP, SCOPES
+from sample_models import SAMPLES
+
+DEFAULT_SAMPLE = "digits-cnn"
+MAX_PRUNE_PERCENT = 95
+BITS_OFF = "off"
+UPLOAD_ROOT = Path(tempfile.gettempdir()) / "squeezelab-uploads"
+
+
+@dataclass(frozen=True)
+class Controls:
+    source: str  # what `core.load_model` takes: a sample name or the path of a stored upload
+    prune: PruneConfig
+    quant: QuantConfig
+    latency_budget_s: float
+    measure_latency: bool
+
+
+def _sample_label(name: str) -> str:
+    return f"{name} — {SAMPLES[name].description}"
+
+
+def _store_upload(name: str, data: bytes) -> Path:
+    """The upload on disk under its content hash, with a file name reduced to safe characters."""
+    safe_name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).name) or "model.onnx"
+    folder = UPLOAD_ROOT / hashlib.sha256(data).hexdigest()[:24]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / safe_name
+    if not path.exists():
+        path.write_bytes(data)
+    return path
+
+
+def _on_upload() -> None:
+    """Load the new upload; on failure keep the previous model and remember the reason to show it."""
+    upload = st.session_state.get("upload")
+    st.session_state.pop("upload_error", None)
+    if upload is None:
+        return
+    path = _store_upload(upload.name, upload.getvalue())
+    try:
+        cache.model(str(path))
+    except SqueezeError as error:
+        st.session_state.upload_error = f"{upload.name}: {error.reason}"
+        return
+    label = f"{upload.name} (uploaded)"
+    st.session_state.setdefault("uploads", {})[label] = str(path)
+    st.session_state.model_choice = label
+
+
+def _request_latency() -> None:
+    st.session_state.latency_requested = True
+
+
+def render() -> Controls:
+    uploads: dict[str, str] = st.session_state.setdefault("uploads", {})
+    sources = {_sample_label(name): name for name in SAMPLES} | uploads
+    st.session_state.setdefault("model_choice", _sample_label(DEFAULT_SAMPLE))
+
+    st.header("Model")
+    choice = st.selectbox("Model", list(sources), key="model_choice", label_visibility="collapsed")
+    st.file_uploader(
+        "…or upload an .onnx file",
+        type=["onnx"],
+        key="upload",
+        on_change=_on_upload,
+        help="The file stays on this server.",
+    )
+    if "upload_error" in st.session_state:
+        st.error(st.session_state.upload_error)
+
+    st.header("Pruning")
+    percent = st.slider("Pruning amount (% of weights set to zero)", 0, MAX_PRUNE_PERCENT, 0, 1, key="prune_percent")
+    criterion = st.selectbox(
+        "Criterion", list(CRITERIA), key="criterion", format_func=lambda name: f"{name}: {CRITERIA_HELP[name]}"
+    )
+    scope = st.selectbox("Scope", list(SCOPES), key="scope", format_func=lambda name: f"{name}: {SCOPES[name]}")
+    seed = 0
+    if criterion == "random":
+        seed = int(st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="seed"))
+
+    st.header("Quantization")
+    options: list[int | str] = [BITS_OFF, *sorted(WEIGHT_BITS_RANGE, reverse=True)]
+    bits = st.select_slider(
+        "Weight bits (per output channel, symmetric)", options=options, value=BITS_OFF, key="weight_bits"
+    )
+
+    st.header("Latency")
+    budget = st.slider("Time budget (s)", 1, 30, 5, key="latency_budget", help="Interleaved runs stop after this.")
+    st.button("Measure latency", key="measure_sidebar", on_click=_request_latency, width="stretch")
+
+    amount = min(percent / 100, MAX_PRUNE_AMOUNT)
+    return Controls(
+        source=sources[choice],
+        prune=PruneConfig(amount, criterion, scope, seed),
+        quant=QuantConfig(FLOAT_BITS if bits == BITS_OFF else int(bits)),
+        latency_budget_s=float(budget),
+        measure_latency=st.session_state.pop("latency_requested", False),
+    )

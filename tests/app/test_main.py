@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from streamlit.testing.v1 import AppTest
+
+from core import PruneConfig, QuantConfig, Recipe, compress, export_bytes
+from core.runtime import create_session, run
+from tests.graphs import conv_gemm_model
+
+MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
+
+
+@pytest.fixture
+def downloads(monkeypatch) -> dict[str, bytes]:
+    """What the page offers for download, by file name: captured where Streamlit stores it."""
+    served: dict[str, bytes] = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def capture(self, path_or_data, mimetype, kind, filename=None):
+        if filename:
+            served[filename] = path_or_data if isinstance(path_or_data, bytes) else path_or_data.encode()
+        return original(self, path_or_data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", capture)
+    return served
+
+
+def _app() -> AppTest:
+    app = AppTest.from_file(MAIN, default_timeout=180)
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
+def _metrics(app: AppTest) -> dict[str, str]:
+    return {metric.label: metric.value for metric in app.metric}
+
+
+def test_the_page_starts_on_digits_cnn_with_every_view(downloads):
+    app = _app()
+    assert app.selectbox(key="model_choice").value.startswith("digits-cnn")
+    assert _metrics(app) == {
+        "Size on disk": "0.16 MB",
+        "Non-zero weights": "37,840",
+        "Accuracy": "99.7%",
+        "Median latency": "—",
+    }
+    titles = [chart.proto.spec for chart in app.get("plotly_chart")]
+    assert len(titles) == 2 and "Per-layer sparsity" in titles[0] and "Weights of all layers" in titles[1]
+    assert len(app.dataframe) == 1 and app.dataframe[0].value.shape == (9, 9)
+    assert set(downloads) == {"digits-cnn-squeezed.onnx", "digits-cnn-recipe.json", "digits-cnn-report.json"}
+
+
+def test_moving_the_sliders_changes_sparsity_accuracy_and_size(downloads, digits_cnn):
+    app = _app()
+    app.slider(key="prune_percent").set_value(50).run()
+    assert _metrics(app)["Non-zero weights"] == "18,920"  # exactly half of 37,840
+    app.select_slider(key="weight_bits").set_value(4).run()
+    metrics = _metrics(app)
+    assert metrics["Size on disk"] == "0.05 MB"
+    assert not app.exception
+    # the quantization levels panel appears, with the 15 codes of the 4-bit grid
+    codes = [chart for chart in app.get("plotly_chart") if "Quantization levels" in chart.proto.spec]
+    assert len(codes) == 1 and "15 levels of the 4-bit grid" in codes[0].proto.spec
+
+    data = downloads["digits-cnn-squeezed.onnx"]
+    expected = export_bytes(
+        compress(digits_cnn, Recipe(PruneConfig(0.5), QuantConfig(4), "digits-cnn", digits_cnn.sha256))
+    )
+    assert data == expected
+    logits = run(create_session(data), digits_cnn.eval_set.inputs)[0]
+    accuracy = float((logits.argmax(1) == digits_cnn.eval_set.labels).mean())
+    assert metrics["Accuracy"] == f"{accuracy:.1%}"
+
+
+def test_two_sessions_on_different_settings_keep_their_own_results(downloads, digits_cnn):
+    first, second = _app(), _app()
+    first.slider(key="prune_percent").set_value(70).run()
+    first_model = downloads["digits-cnn-squeezed.onnx"]
+    second.select_slider(key="weight_bits").set_value(8).run()
+    second_model = downloads["digits-cnn-squeezed.onnx"]
+    first.run()  # a rerun of the first session after the second one changed its settings
+    assert _metrics(first)["Non-zero weights"] == f"{37_840 - round(0.7 * 37_840):,}"
+    eight_bit = compress(digits_cnn, Recipe(quant=QuantConfig(8)))
+    nonzero = sum(int(np.count_nonzero(values)) for values in eight_bit.weights.values())
+    assert 37_000 < nonzero < 37_840  # 8-bit rounding sends the smallest weights to zero
+    assert _metrics(second)["Non-zero weights"] == f"{nonzero:,}"
+    assert downloads["digits-cnn-squeezed.onnx"] == first_model != second_model
+    outputs = [run(create_session(data), digits_cnn.eval_set.inputs)[0] for data in (first_model, second_model)]
+    assert not np.allclose(outputs[0], outputs[1])
+    # the shared cached model was never changed by either session
+    from app import cache
+
+    shared = cache.model("digits-cnn")
+    assert all(np.array_equal(shared.weights[name], digits_cnn.weights[name]) for name in digits_cnn.weights)
+    assert not any(values.flags.writeable for values in shared.weights.values())
+
+
+def test_a_corrupt_upload_shows_the_reason_and_keeps_the_model():
+    app = _app()
+    app.slider(key="prune_percent").set_value(30).run()
+    app.file_uploader(key="upload").set_value(
+        ("notes.onnx", b"my meeting notes, not a model", "application/octet-stream")
+    )
+    app.run()
+    assert not app.exception
+    assert [error.value for error in app.error] == [
+        "notes.onnx: not an ONNX model (the protobuf does not parse; corrupt or truncated?)"
+    ]
+    assert app.selectbox(key="model_choice").value.startswith("digits-cnn")
+    assert _metrics(app)["Non-zero weights"] == f"{37_840 - round(0.3 * 37_840):,}"
+
+
+def test_an_uploaded_onnx_becomes_the_model_with_random_inputs_flagged():
+    app = _app()
+    app.file_uploader(key="upload").set_value(
+        ("tiny.onnx", conv_gemm_model().SerializeToString(), "application/octet-stream")
+    )
+    app.run()
+    assert not app.exception and not app.error
+    assert app.selectbox(key="model_choice").value == "tiny.onnx (uploaded)"
+    assert _metrics(app)["Non-zero weights"] == "294"
+    assert any("seeded random inputs" in warning.value for warning in app.warning)
+
+
+def test_measuring_latency_fills_the_panel_and_the_headline():
+    app = _app()
+    app.slider(key="latency_budget").set_value(1).run()
+    app.button(key="measure_panel").click().run()
+    assert not app.exception
+    assert _metrics(app)["Median latency"].endswith(" ms")
+    assert any("runs" in markdown.value and "median" in markdown.value for markdown in app.markdown)
+    assert any("ONNX Runtime latency per run" in chart.proto.spec for chart in app.get("plotly_chart"))
