@@ -2,6 +2,7 @@
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 PORT ?= 8501
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: run test lint bench install install-test
 
@@ -17,8 +18,13 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(PYTHON) -m pip install --quiet -e '.[test]'
 	touch $@
 
+# The browser test drives Debian's Chromium (Playwright's own browser download does not work on this network).
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null
+
 install: $(VENV)/.installed
-install-test: $(VENV)/.installed-test
+install-test: $(VENV)/.installed-test $(CHROMIUM)
 
 run: install
 	$(VENV)/bin/streamlit run app/main.py --server.headless true --server.port $(PORT)
@@ -28,5 +34,6 @@ test: install-test
 	$(VENV)/bin/ruff format --check core app sample_models tests bench
 	$(PYTHON) -m pytest
 
-bench: install
+bench: install-test
 	$(PYTHON) bench/live_prune.py
+	$(PYTHON) bench/slider_update.py

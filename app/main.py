@@ -7,10 +7,11 @@ The page fills in two steps so the charts follow the sliders quickly: first what
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from app import cache, latency, sidebar
 from app.charts import codes_chart, histogram_chart, sparsity_chart
@@ -25,55 +26,76 @@ def load(source: str) -> Model:
         return cache.model(source)
 
 
-def headline(model: Model, report: Report, summary: WeightSummary, measured: Latency | None) -> None:
-    original_size, size = report.size_bytes["original"], report.size_bytes["compressed"]
+def _change(difference: float, text: str) -> str | None:
+    """A metric's delta, or none at all when nothing changed (a grey "+0" arrow reads as a change)."""
+    return text if difference != 0 else None
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The four headline metrics' places, filled as their numbers become known."""
+
+    size: DeltaGenerator
+    params: DeltaGenerator
+    quality: DeltaGenerator
+    latency: DeltaGenerator
+
+
+def weight_metrics(place: Headline, summary: WeightSummary) -> None:
+    """Known from the weights alone, so it moves with the charts."""
     nonzero, params = summary.totals["nonzero"], summary.totals["params"]
-    size_col, params_col, quality_col, latency_col = st.columns(4)
-    size_col.metric(
+    place.params.metric(
+        "Non-zero weights",
+        f"{nonzero:,}",
+        _change(nonzero - params, f"{nonzero - params:+,} ({summary.totals['sparsity']:.1%} sparse)"),
+        delta_color="inverse",
+        help=f"of {params:,} prunable weights",
+    )
+
+
+def measured_metrics(place: Headline, model: Model, report: Report, measured: Latency | None) -> None:
+    """Known once the export exists and has run."""
+    original_size, size = report.size_bytes["original"], report.size_bytes["compressed"]
+    place.size.metric(
         "Size on disk",
         f"{size.raw / 1e6:.2f} MB",
-        f"{(size.raw / original_size.raw - 1):+.1%}",
+        _change(size.raw - original_size.raw, f"{(size.raw / original_size.raw - 1):+.1%}"),
         delta_color="inverse",
         help=f"gzip: {original_size.gzip / 1e6:.2f} MB → {size.gzip / 1e6:.2f} MB "
         "(zeros compress; unstructured sparsity shows up here, not in the raw size)",
     )
-    params_col.metric(
-        "Non-zero weights",
-        f"{nonzero:,}",
-        f"{nonzero - params:+,} ({summary.totals['sparsity']:.1%} sparse)",
-        delta_color="inverse",
-        help=f"of {params:,} prunable weights",
-    )
     fidelity = report.fidelity
     if report.accuracy is not None:
         accuracy = report.accuracy
-        quality_col.metric(
+        place.quality.metric(
             "Accuracy",
             f"{accuracy.compressed:.1%}",
-            f"{100 * (accuracy.compressed - accuracy.original):+.1f} pp",
+            _change(
+                accuracy.compressed - accuracy.original, f"{100 * (accuracy.compressed - accuracy.original):+.1f} pp"
+            ),
             help=f"top-1 on {accuracy.samples} labelled samples; original {accuracy.original:.1%}",
         )
     elif fidelity.top1_agreement is not None:
-        quality_col.metric(
+        place.quality.metric(
             "Top-1 agreement",
             f"{fidelity.top1_agreement:.1%}",
-            f"{100 * (fidelity.top1_agreement - 1):+.1f} pp",
+            _change(fidelity.top1_agreement - 1, f"{100 * (fidelity.top1_agreement - 1):+.1f} pp"),
             help=f"same top class as the original on {fidelity.samples} {fidelity.inputs} inputs; "
             f"cosine {fidelity.cosine_mean:.4f}",
         )
     else:
-        quality_col.metric(
+        place.quality.metric(
             "Fidelity (cosine)",
             f"{fidelity.cosine_mean:.4f}",
-            f"{fidelity.cosine_mean - 1:+.4f}",
+            _change(round(fidelity.cosine_mean - 1, 6), f"{fidelity.cosine_mean - 1:+.4f}"),
             help=f"mean cosine to the original's output on {fidelity.samples} {fidelity.inputs} inputs; "
             f"worst {fidelity.cosine_min:.4f}",
         )
     if measured is None or measured.compressed is None:
-        latency_col.metric("Median latency", "—", help="Press 'Measure latency'.")
+        place.latency.metric("Median latency", "—", help="Press 'Measure latency'.")
     else:
         before, after = measured.original.median, measured.compressed.median
-        latency_col.metric(
+        place.latency.metric(
             "Median latency",
             f"{after:.3g} ms",
             f"{after / before - 1:+.1%}",
@@ -150,7 +172,9 @@ def downloads(model: Model, exported: cache.Exported, recipe: Recipe, measured: 
         on_click="ignore",
         key="download_report",
     )
+    quant = f"{recipe.quant.weight_bits}-bit weights" if recipe.quant.enabled else "float32 weights"
     st.caption(
+        f"This file: {recipe.prune.amount:.0%} pruned ({recipe.prune.criterion}, {recipe.prune.scope}), {quant}.  \n"
         f"Reproduce from a shell: `python -m core compress {model.name} --apply-recipe {stem}-recipe.json --out out.onnx`"
     )
 
@@ -171,8 +195,11 @@ def main() -> None:
     st.markdown(f"**{model.name}**: {model.description or model.source}")
 
     metrics_box = st.container()
+    with metrics_box:
+        place = Headline(*st.columns(4))
     sparsity_col, histogram_col = st.columns(2)
     live = cache.live(controls.source, recipe_json)
+    weight_metrics(place, live.summary)
     with sparsity_col:
         original = cache.original_summary(controls.source)
         st.plotly_chart(sparsity_chart(original.layers, live.summary.layers), width="stretch")
@@ -183,7 +210,7 @@ def main() -> None:
         exported = cache.exported(controls.source, recipe_json)
     measured = latency.results().get(latency.result_key(controls.source, recipe_json))
     with metrics_box:
-        headline(model, exported.report, live.summary, measured)
+        measured_metrics(place, model, exported.report, measured)
         for note in speed_notes(recipe):
             st.info(note)
     latency_box = st.container()

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from app.charts import COLLAPSED, COMPRESSED, ORIGINAL, codes_chart, histogram_chart, latency_chart, sparsity_chart
+from core.benchmark import stats
+from core.report import CodeCounts, Histogram, LayerStats
+
+
+def _layer(node: str, zeros: int, params: int = 100) -> LayerStats:
+    return LayerStats(node, node, "Conv", [10, 10], params, zeros, zeros / params, 32, 1000, zeros == params)
+
+
+def test_sparsity_chart_keeps_graph_order_and_marks_collapsed_layers():
+    original = [_layer("a", 0), _layer("b", 0), _layer("c", 5)]
+    compressed = [_layer("a", 50), _layer("b", 100), _layer("c", 60)]
+    figure = sparsity_chart(original, compressed)
+    before, after = figure.data
+    assert list(after.x) == ["a", "b", "c"] and list(after.y) == [50.0, 100.0, 60.0]
+    assert list(before.y) == [0.0, 0.0, 5.0] and before.marker.color == ORIGINAL
+    assert list(after.marker.color) == [COMPRESSED, COLLAPSED, COMPRESSED]
+    assert [annotation.x for annotation in figure.layout.annotations] == ["b"]
+    assert "1 layer(s) collapsed" in figure.layout.title.text
+    assert "%{customdata[2]:,} of %{customdata[3]:,} zero" in after.hovertemplate
+
+
+def test_histogram_chart_overlays_both_on_the_same_bins():
+    histogram = Histogram(edges=[-1.0, -0.5, 0.0, 0.5, 1.0], original=[1, 4, 4, 1], compressed=[0, 0, 10, 0])
+    figure = histogram_chart(histogram, "Weights", log_scale=True)
+    compressed, original = figure.data
+    assert list(compressed.x) == list(original.x) == [-0.75, -0.25, 0.25, 0.75]
+    assert list(compressed.y) == [0, 0, 10, 0] and list(original.y) == [1, 4, 4, 1]
+    assert compressed.marker.color == COMPRESSED and original.line.color == ORIGINAL
+    assert figure.layout.yaxis.type == "log"
+    assert histogram_chart(histogram, "Weights", log_scale=False).layout.yaxis.type == "linear"
+
+
+def test_codes_chart_counts_the_levels_in_use():
+    figure = codes_chart(CodeCounts([-3, -2, -1, 0, 1, 2, 3], [0, 2, 5, 9, 5, 2, 1]), 3, "Levels", log_scale=False)
+    assert list(figure.data[0].y) == [0, 2, 5, 9, 5, 2, 1]
+    assert figure.layout.title.text == "Levels: 6 of 7 levels of the 3-bit grid in use"
+
+
+def test_latency_chart_shows_every_run_of_both_models():
+    original, compressed = stats([2.0, 2.2, 2.1, 9.0]), stats([1.0, 1.1, 1.2, 1.05])
+    figure = latency_chart(original, compressed)
+    assert [list(trace.y) for trace in figure.data] == [[2.0, 2.2, 2.1, 9.0], [1.0, 1.1, 1.2, 1.05]]
+    assert [trace.boxpoints for trace in figure.data] == ["all", "all"]
+    assert [trace.marker.color for trace in figure.data] == [ORIGINAL, COMPRESSED]
+    assert "4 interleaved runs" in figure.layout.title.text

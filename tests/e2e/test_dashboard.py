@@ -1,0 +1,79 @@
+"""The main path in a real browser: start the server, move the pruning slider, watch the chart, download the model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.runtime import create_session, run
+from tests.e2e.browser import CHROMIUM, chromium, histogram_series, metric_text, sparsity_series, streamlit_server
+
+OUTPUT = Path(__file__).resolve().parents[2] / "test-output" / "e2e"
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (`make test` installs it)"
+)
+
+
+def test_slider_chart_and_download_in_a_real_browser(digits_cnn):
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    with streamlit_server() as url, chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 2300}, accept_downloads=True)
+        page.goto(url)
+        page.get_by_text("Per-layer sparsity").first.wait_for(timeout=90_000)
+        assert "37,840" in metric_text(page, "Non-zero weights")
+        assert max(sparsity_series(page)) == 0
+        histogram_before = histogram_series(page)
+
+        thumb = page.get_by_role("slider", name="Pruning amount (% of weights set to zero)")
+        thumb.focus()
+        for _ in range(50):
+            page.keyboard.press("ArrowRight")
+        assert thumb.get_attribute("aria-valuetext") == "50"
+        page.wait_for_function(
+            "() => Math.max(...document.querySelectorAll('.js-plotly-plot')[0].data[1].y) > 0", timeout=30_000
+        )
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('[data-testid=stMetric]')].some(e => e.innerText.includes('18,920'))",
+            timeout=30_000,
+        )
+        assert sparsity_series(page) != [0] * 9 and histogram_series(page) != histogram_before
+        assert page.get_by_test_id("stException").count() == 0
+
+        with page.expect_download(timeout=30_000) as download:
+            page.get_by_role("button", name="Download digits-cnn-squeezed.onnx").click()
+        saved = OUTPUT / "digits-cnn-squeezed.onnx"
+        download.value.save_as(saved)
+
+        # 4-bit weights (options run off, 8, 7, ..., 2) and a short latency run, for the README's screenshot.
+        page.get_by_role("slider", name="Weight bits (per output channel, symmetric)").focus()
+        for _ in range(5):
+            page.keyboard.press("ArrowRight")
+        page.get_by_text("15 levels of the 4-bit grid").first.wait_for(timeout=30_000)
+        page.get_by_role("slider", name="Time budget (s)").focus()
+        page.keyboard.press("Home")
+        page.get_by_text("This file: 50% pruned (l1, global), 4-bit weights.").wait_for(timeout=30_000)
+        page.get_by_test_id("stSidebar").get_by_role("button", name="Measure latency").click()
+        page.get_by_text("interleaved runs each").first.wait_for(timeout=60_000)
+        assert "ms" in metric_text(page, "Median latency")
+        page.screenshot(path=str(OUTPUT / "dashboard.png"), full_page=True)
+
+    # the file downloaded at 50 % pruning, before the bits changed
+    logits = run(create_session(saved.read_bytes()), digits_cnn.eval_set.inputs)[0]
+    assert logits.shape == (359, 10)
+    zeros = sum(int(np.count_nonzero(values == 0)) for values in _weights(saved).values())
+    assert zeros == 18_920
+
+
+def _weights(path: Path) -> dict[str, np.ndarray]:
+    import onnx
+    from onnx import numpy_helper
+
+    from core.graph import find_prunable_layers
+
+    proto = onnx.load(str(path))
+    names = {layer.name for layer in find_prunable_layers(proto)}
+    return {init.name: numpy_helper.to_array(init) for init in proto.graph.initializer if init.name in names}
