@@ -16,6 +16,7 @@ from onnx import numpy_helper
 
 from core.errors import ModelLoadError, UnsupportedModelError
 from core.files import atomic_path
+from core.folding import fold_constants
 from core.graph import find_prunable_layers
 from core.model import Model
 from sample_models import SAMPLES, EvalSet
@@ -67,7 +68,10 @@ def model_from_bytes(
     eval_set: EvalSet | None = None,
 ) -> Model:
     """Validate ONNX bytes and build the working representation; eval inputs are seeded random when none are given."""
-    proto = parse_onnx(data, source)
+    sha256 = hashlib.sha256(data).hexdigest()  # of the user's own bytes, so a recipe names the file they have
+    proto, folded_nodes = fold_constants(parse_onnx(data, source))
+    if folded_nodes:
+        data = proto.SerializeToString()  # the folded graph is the "original" every comparison runs against
     layers = find_prunable_layers(proto)
     if not layers:
         raise UnsupportedModelError(
@@ -89,12 +93,13 @@ def model_from_bytes(
         task=task,
         trained=trained,
         onnx_bytes=data,
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256,
         proto=proto,
         layers=tuple(layers),
         weights=weights,
         eval_set=eval_set,
         eval_inputs_are_random=random_inputs,
+        folded_nodes=folded_nodes,
     )
     try:
         model.reference_outputs  # noqa: B018 - runs the model once: ONNX Runtime is the final judge of validity

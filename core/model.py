@@ -32,6 +32,7 @@ class Model:
     weights: Mapping[str, np.ndarray]
     eval_set: EvalSet
     eval_inputs_are_random: bool
+    folded_nodes: int = 0  # constant nodes turned into initializers at load
 
     @property
     def prunable_params(self) -> int:
