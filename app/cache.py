@@ -25,7 +25,7 @@ from core import (
     prepare_index,
     summarize_weights,
 )
-from core.pruning import PruneIndex
+from core.compress import Index
 
 # resnet18 holds ~100 MB per result (float weights + export); these bounds keep a busy server under a few GB.
 MAX_MODELS = 4
@@ -60,16 +60,18 @@ def original_summary(source: str) -> WeightSummary:
 
 
 @st.cache_resource(max_entries=MAX_INDEXES, show_spinner=False)
-def prune_index(source: str, criterion: str, scope: str, seed: int) -> PruneIndex:
-    """The one-time ranking per model and criterion; every amount afterwards is a compare against it."""
-    return prepare_index(model(source), Recipe(PruneConfig(0.0, criterion, scope, seed)))
+def prune_index(source: str, granularity: str, criterion: str, scope: str, seed: int) -> Index:
+    """The one-time ranking per model and criterion; every amount afterwards is a selection against it."""
+    return prepare_index(model(source), Recipe(PruneConfig(0.0, criterion, scope, seed, granularity)))
 
 
 @st.cache_resource(max_entries=MAX_RESULTS, show_spinner=False)
 def live(source: str, recipe_json: str) -> Live:
     recipe = Recipe.from_json(recipe_json)
     settings = recipe.prune
-    index = prune_index(source, settings.criterion, settings.scope, settings.seed) if settings.amount > 0 else None
+    index = None
+    if settings.amount > 0:
+        index = prune_index(source, settings.granularity, settings.criterion, settings.scope, settings.seed)
     compressed = compress(model(source), recipe, index)
     return Live(compressed, summarize_weights(compressed))
 

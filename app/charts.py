@@ -34,14 +34,26 @@ def _layout(figure: go.Figure, title: str, **axes) -> go.Figure:
 
 
 def sparsity_chart(original: list[LayerStats], compressed: list[LayerStats]) -> go.Figure:
-    """Per-layer sparsity in graph order, original against compressed; collapsed layers are outlined and labelled."""
+    """Per-layer sparsity in graph order, original against compressed; removed channels are labelled on the bars,
+    collapsed layers are red."""
     names = [layer.node for layer in compressed]
-    hover = "<b>%{x}</b><br>%{customdata[0]} %{customdata[1]}<br>%{customdata[2]:,} of %{customdata[3]:,} zero"
-    hover += "<br>sparsity %{y:.2f} %<extra>%{fullData.name}</extra>"
+    hover = "<b>%{x}</b><br>%{customdata[0]} %{customdata[1]}<br>%{customdata[2]:,} of %{customdata[3]:,} weights zero "
+    hover += "or removed<br>channels kept: %{customdata[4]}<br>%{customdata[5]}<extra>%{fullData.name}</extra>"
 
     def custom(layers: list[LayerStats]) -> list[list]:
-        return [[layer.op_type, "x".join(map(str, layer.shape)), layer.zeros, layer.params] for layer in layers]
+        return [
+            [
+                layer.op_type,
+                "x".join(map(str, layer.shape_after or layer.shape)),
+                layer.zeros,
+                layer.params,
+                f"{layer.channels_kept} of {layer.channels}",
+                f"left whole: {layer.left_whole}" if layer.left_whole else "",
+            ]
+            for layer in layers
+        ]
 
+    structured = any(layer.channels_kept < layer.channels for layer in compressed)
     figure = go.Figure()
     figure.add_bar(
         x=names,
@@ -51,14 +63,14 @@ def sparsity_chart(original: list[LayerStats], compressed: list[LayerStats]) -> 
         customdata=custom(original),
         hovertemplate=hover,
     )
+    colours = [COLLAPSED if layer.collapsed else COMPRESSED for layer in compressed]
     figure.add_bar(
         x=names,
         y=[100 * layer.sparsity for layer in compressed],
         name=COMPRESSED_LABEL,
-        marker={
-            "color": [COLLAPSED if layer.collapsed else COMPRESSED for layer in compressed],
-            "line": {"color": [COLLAPSED if layer.collapsed else COMPRESSED for layer in compressed], "width": 2},
-        },
+        marker={"color": colours, "line": {"color": colours, "width": 2}},
+        text=[f"{layer.channels_kept}/{layer.channels}" for layer in compressed] if structured else None,
+        textposition="outside",
         customdata=custom(compressed),
         hovertemplate=hover,
     )
@@ -68,12 +80,13 @@ def sparsity_chart(original: list[LayerStats], compressed: list[LayerStats]) -> 
                 x=layer.node, y=100, text="collapsed", showarrow=False, yshift=10, font_color=COLLAPSED
             )
     collapsed = sum(layer.collapsed for layer in compressed)
-    title = "Per-layer sparsity" + (f" — {collapsed} layer(s) collapsed to all-zero" if collapsed else "")
+    title = "Per-layer sparsity" + (" (labels: channels kept / original)" if structured else "")
+    title += f" — {collapsed} layer(s) collapsed to all-zero" if collapsed else ""
     return _layout(
         figure,
         title,
         barmode="group",
-        yaxis={"title": "zero weights (%)", "range": [0, 108]},
+        yaxis={"title": "weights zero or removed (%)", "range": [0, 112]},
         xaxis={"title": None, "tickangle": -45 if len(names) > 6 else 0},
     )
 

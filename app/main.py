@@ -37,6 +37,7 @@ class Headline:
 
     size: DeltaGenerator
     params: DeltaGenerator
+    macs: DeltaGenerator
     quality: DeltaGenerator
     latency: DeltaGenerator
 
@@ -49,8 +50,24 @@ def weight_metrics(place: Headline, summary: WeightSummary) -> None:
         f"{nonzero:,}",
         _change(nonzero - params, f"{nonzero - params:+,} ({summary.totals['sparsity']:.1%} sparse)"),
         delta_color="inverse",
-        help=f"of {params:,} prunable weights",
+        help=f"of {params:,} prunable weights; removed channels count as zeros",
     )
+    before, after = summary.totals["macs"], summary.totals["macs_after"]
+    place.macs.metric(
+        "MACs per sample",
+        _format_count(after),
+        _change(after - before, f"{after / before - 1:+.1%}" if before else None),
+        delta_color="inverse",
+        help=f"multiply-accumulates of the prunable layers as ONNX Runtime runs them (dense kernels); "
+        f"original {before:,}",
+    )
+
+
+def _format_count(count: int) -> str:
+    for size, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if count >= size:
+            return f"{count / size:.3g}{suffix}"
+    return str(count)
 
 
 def measured_metrics(place: Headline, model: Model, report: Report, measured: Latency | None) -> None:
@@ -135,8 +152,11 @@ def layer_table(summary: WeightSummary) -> None:
             "zeros": layer.zeros,
             "sparsity %": round(100 * layer.sparsity, 2),
             "bits": layer.bits,
+            "channels kept": f"{layer.channels_kept} / {layer.channels}",
             "MACs": layer.macs,
+            "MACs after": layer.macs_after,
             "collapsed": layer.collapsed,
+            "left whole because": layer.left_whole or "",
         }
         for layer in summary.layers
     ]
@@ -196,7 +216,7 @@ def main() -> None:
 
     metrics_box = st.container()
     with metrics_box:
-        place = Headline(*st.columns(4))
+        place = Headline(*st.columns(5))
     sparsity_col, histogram_col = st.columns(2)
     live = cache.live(controls.source, recipe_json)
     weight_metrics(place, live.summary)

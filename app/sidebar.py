@@ -13,7 +13,7 @@ import streamlit as st
 from app import cache
 from core import SqueezeError
 from core.config import FLOAT_BITS, MAX_PRUNE_AMOUNT, WEIGHT_BITS_RANGE, PruneConfig, QuantConfig
-from core.pruning import CRITERIA, CRITERIA_HELP, SCOPES
+from core.pruning import CRITERIA, GRANULARITIES, SCOPES
 from sample_models import SAMPLES
 
 DEFAULT_SAMPLE = "digits-cnn"
@@ -85,11 +85,35 @@ def render() -> Controls:
         st.error(st.session_state.upload_error)
 
     st.header("Pruning")
-    percent = st.slider("Pruning amount (% of weights set to zero)", 0, MAX_PRUNE_PERCENT, 0, 1, key="prune_percent")
+    granularity = st.selectbox(
+        "Granularity",
+        list(GRANULARITIES),
+        key="granularity",
+        help="\n\n".join(f"**{k}**: {v}" for k, v in GRANULARITIES.items()),
+    )
+    unit = {"unstructured": "weights set to zero", "channel": "channels removed", "block": "blocks dropped"}[
+        granularity
+    ]
+    percent = st.slider(f"Pruning amount (% of {unit})", 0, MAX_PRUNE_PERCENT, 0, 1, key="prune_percent")
+    usable = [name for name, info in CRITERIA.items() if granularity in info.granularities]
+    if st.session_state.get("criterion") not in usable:
+        st.session_state.criterion = usable[0]
     criterion = st.selectbox(
-        "Criterion", list(CRITERIA), key="criterion", format_func=lambda name: f"{name}: {CRITERIA_HELP[name]}"
+        "Criterion", usable, key="criterion", format_func=lambda name: f"{name}: {CRITERIA[name].help}"
     )
     scope = st.selectbox("Scope", list(SCOPES), key="scope", format_func=lambda name: f"{name}: {SCOPES[name]}")
+    multiple = 1
+    if granularity == "channel":
+        multiple = (
+            8
+            if st.toggle(
+                "Keep a multiple of 8 channels",
+                value=False,
+                key="round_to_8",
+                help="Kernels run best on channel counts that are multiples of 8.",
+            )
+            else 1
+        )
     seed = 0
     if criterion == "random":
         seed = int(st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="seed"))
@@ -107,7 +131,7 @@ def render() -> Controls:
     amount = min(percent / 100, MAX_PRUNE_AMOUNT)
     return Controls(
         source=sources[choice],
-        prune=PruneConfig(amount, criterion, scope, seed),
+        prune=PruneConfig(amount, criterion, scope, seed, granularity, multiple),
         quant=QuantConfig(FLOAT_BITS if bits == BITS_OFF else int(bits)),
         latency_budget_s=float(budget),
         measure_latency=st.session_state.pop("latency_requested", False),

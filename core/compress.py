@@ -1,58 +1,115 @@
-"""Apply a recipe to a model: a new set of weights (the input model is never changed) and the ONNX that stores them."""
+"""Apply a recipe to a model: a new graph and new weights (the input model is never changed), and the ONNX that
+stores them.
+
+Structured pruning (channels, blocks) changes the graph itself; unstructured pruning and quantization then
+work on whatever graph results, so every technique composes the same way.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from core.config import Recipe
 from core.errors import UnsupportedModelError
-from core.graph import opset_version, with_weights
+from core.graph import Layer, find_prunable_layers, opset_version, with_weights, without_initializers
+from core.macs import graph_macs
 from core.model import Model
 from core.pruning import PruneIndex, prune
 from core.quantization import QuantizedWeight, quantize_weight
+from core.structured import ChannelIndex, apply_channel_removal, channel_activations
 
 MIN_QDQ_OPSET = 13  # per-axis DequantizeLinear
+
+Index = PruneIndex | ChannelIndex
 
 
 @dataclass(frozen=True, eq=False)
 class Compressed:
     model: Model
     recipe: Recipe
+    skeleton: onnx.ModelProto  # the (possibly structurally pruned) graph without its prunable weights
+    layers: tuple[Layer, ...]  # the prunable layers of that graph, with their shapes after pruning
     weights: dict[str, np.ndarray]  # the effective float weights: pruned, and dequantized when quantized
     quantized: dict[str, QuantizedWeight]  # empty when quantization is off
+    macs: Mapping[str, int]  # per layer, multiply-accumulates per sample of the graph as ONNX Runtime runs it
+    left_whole: Mapping[str, str] = field(default_factory=dict)  # structured: layers kept whole, and why
 
     def reference_onnx(self) -> onnx.ModelProto:
-        """The original graph with the effective weights as float: what the export must compute."""
-        return with_weights(self.model.skeleton, self.weights, {})
+        """The graph with the effective weights as float: what the export must compute."""
+        return with_weights(self.skeleton, self.weights, {})
 
     def export_onnx(self) -> onnx.ModelProto:
         """The graph the user downloads: quantized weights stored as int8 + DequantizeLinear."""
         floats = {name: values for name, values in self.weights.items() if name not in self.quantized}
         stored = {name: (q.values, q.scales, q.axis) for name, q in self.quantized.items()}
-        return with_weights(self.model.skeleton, floats, stored)
+        return with_weights(self.skeleton, floats, stored)
 
 
-def prepare_index(model: Model, recipe: Recipe) -> PruneIndex:
-    """The one-time ranking for the recipe's pruning criterion; reuse it across amounts."""
-    prune_config = recipe.prune
-    return PruneIndex.prepare(model.weights, prune_config.criterion, prune_config.scope, prune_config.seed)
+def prepare_index(model: Model, recipe: Recipe) -> Index:
+    """The one-time ranking for the recipe's granularity and criterion; reuse it across amounts."""
+    settings = recipe.prune
+    if settings.granularity == "channel":
+        graph = model.channel_graph
+        return ChannelIndex.prepare(
+            model.proto,
+            graph,
+            model.weights,
+            settings.criterion,
+            settings.seed,
+            lambda: channel_activations(model.proto, graph, model.eval_set.inputs),
+        )
+    if settings.granularity == "unstructured":
+        return PruneIndex.prepare(model.weights, settings.criterion, settings.scope, settings.seed)
+    raise UnsupportedModelError(f"{settings.granularity} pruning is not available yet", model.source)
 
 
-def compress(model: Model, recipe: Recipe, index: PruneIndex | None = None) -> Compressed:
+def _structurally_pruned(model: Model, recipe: Recipe, index: Index | None) -> Compressed:
+    settings = recipe.prune
+    if not isinstance(index, ChannelIndex):
+        index = prepare_index(model, recipe)
+    assert isinstance(index, ChannelIndex)
+    removed = index.removed_roots(settings.amount, settings.scope, settings.channel_multiple)
+    proto = apply_channel_removal(model.proto, index.graph, removed)
+    names = {layer.name for layer in model.layers}
+    layers = tuple(layer for layer in find_prunable_layers(proto) if layer.name in names)
+    initializers = {init.name: init for init in proto.graph.initializer}
+    weights = {}
+    for layer in layers:
+        values = numpy_helper.to_array(initializers[layer.name])
+        values.flags.writeable = False
+        weights[layer.name] = values
+    skeleton = without_initializers(proto, set(weights))
+    macs = graph_macs(proto, layers, model.latency_feed)
+    return Compressed(model, recipe, skeleton, layers, weights, {}, macs, dict(index.left_whole))
+
+
+def compress(model: Model, recipe: Recipe, index: Index | None = None) -> Compressed:
     if recipe.quant.enabled and opset_version(model.proto) < MIN_QDQ_OPSET:
         raise UnsupportedModelError(
             f"weight quantization needs ONNX opset >= {MIN_QDQ_OPSET}; this model uses opset {opset_version(model.proto)}",
             model.source,
         )
-    weights = dict(model.weights)
-    if recipe.prune.amount > 0:
-        weights = prune(weights, index or prepare_index(model, recipe), recipe.prune.amount)
-    quantized: dict[str, QuantizedWeight] = {}
-    if recipe.quant.enabled:
-        for layer in model.layers:
-            quantized[layer.name] = quantize_weight(weights[layer.name], recipe.quant.weight_bits, layer.channel_axis)
-        weights = {name: q.dequantize() for name, q in quantized.items()}
-    return Compressed(model, recipe, weights, quantized)
+    settings = recipe.prune
+    if settings.amount > 0 and settings.granularity != "unstructured":
+        base = _structurally_pruned(model, recipe, index)
+    else:
+        weights = dict(model.weights)
+        if settings.amount > 0:
+            if not isinstance(index, PruneIndex):
+                index = prepare_index(model, recipe)
+            assert isinstance(index, PruneIndex)
+            weights = prune(weights, index, settings.amount)
+        base = Compressed(model, recipe, model.skeleton, model.layers, weights, {}, model.macs)
+    if not recipe.quant.enabled:
+        return base
+    quantized = {
+        layer.name: quantize_weight(base.weights[layer.name], recipe.quant.weight_bits, layer.channel_axis)
+        for layer in base.layers
+    }
+    weights = {name: q.dequantize() for name, q in quantized.items()}
+    return Compressed(model, recipe, base.skeleton, base.layers, weights, quantized, base.macs, base.left_whole)

@@ -7,9 +7,10 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from core.errors import InvalidSettingError
-from core.pruning import CRITERIA, SCOPES
+from core.pruning import CRITERIA, GRANULARITIES, SCOPES
 
 MAX_PRUNE_AMOUNT = 0.99
+MAX_CHANNEL_MULTIPLE = 64
 WEIGHT_BITS_RANGE = range(2, 9)
 FLOAT_BITS = 32
 RECIPE_FORMAT = 1
@@ -30,20 +31,38 @@ def _from_dict(cls, data: Any, where: str):
 
 @dataclass(frozen=True)
 class PruneConfig:
-    """Unstructured pruning: zero `amount` of the prunable weights, chosen by `criterion`, over `scope`."""
+    """Remove `amount` of the prunable weights (unstructured), channels or residual blocks (`granularity`),
+    the least important first by `criterion`, over `scope`; `channel_multiple` rounds kept channel counts up."""
 
     amount: float = 0.0
     criterion: str = "l1"
     scope: str = "global"
     seed: int = 0
+    granularity: str = "unstructured"
+    channel_multiple: int = 1
 
     def __post_init__(self) -> None:
         if isinstance(self.amount, bool) or not isinstance(self.amount, int | float):
             raise InvalidSettingError(f"prune amount must be a number, got {self.amount!r}")
         if not 0.0 <= self.amount <= MAX_PRUNE_AMOUNT:
             raise InvalidSettingError(f"prune amount must be in [0, {MAX_PRUNE_AMOUNT}], got {self.amount}")
+        if self.granularity not in GRANULARITIES:
+            raise InvalidSettingError(
+                f"unknown granularity {self.granularity!r}; choose from {', '.join(GRANULARITIES)}"
+            )
         if self.criterion not in CRITERIA:
             raise InvalidSettingError(f"unknown criterion {self.criterion!r}; choose from {', '.join(CRITERIA)}")
+        if self.granularity not in CRITERIA[self.criterion].granularities:
+            usable = [name for name, info in CRITERIA.items() if self.granularity in info.granularities]
+            raise InvalidSettingError(
+                f"criterion {self.criterion!r} does not apply to {self.granularity} pruning; "
+                f"choose from {', '.join(usable)}"
+            )
+        multiple = self.channel_multiple
+        if isinstance(multiple, bool) or not isinstance(multiple, int) or not 1 <= multiple <= MAX_CHANNEL_MULTIPLE:
+            raise InvalidSettingError(
+                f"channel multiple must be an integer in 1-{MAX_CHANNEL_MULTIPLE}, got {multiple!r}"
+            )
         if self.scope not in SCOPES:
             raise InvalidSettingError(f"unknown scope {self.scope!r}; choose from {', '.join(SCOPES)}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):

@@ -17,7 +17,7 @@ from onnx.reference import ReferenceEvaluator
 NEVER_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
 # Initializers are only folded into a result of at most this many elements, so folding never blows up a model
 # (an Expand of a scalar into a huge activation-sized tensor would).
-MAX_FOLDED_ELEMENTS = 50_000_000
+MAX_FOLDED_ELEMENTS = 200_000_000
 MIN_IR_FOR_PRIVATE_INITIALIZERS = 4
 
 
@@ -94,4 +94,3 @@ def _names_used_in_subgraphs(nodes: list[onnx.NodeProto]) -> set[str]:
                 used |= {name for sub_node in sub.node for name in sub_node.input}
                 used |= _names_used_in_subgraphs(list(sub.node))
     return used
-

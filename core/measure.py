@@ -6,12 +6,9 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper
 
 from core.compress import Compressed
 from core.config import Recipe
-from core.graph import PRUNABLE_OPS
 from core.model import Model
 from core.quantization import code_counts
 from core.report import (
@@ -30,35 +27,6 @@ from core.runtime import create_session, run
 
 HISTOGRAM_BINS = 64
 GZIP_LEVEL = 1  # level 1 ranks sizes the same as level 9 here and is several times faster on 50-100 MB models
-
-
-def dense_macs(model: Model) -> dict[str, int]:
-    """Multiply-accumulates per prunable weight for one sample, from tensor shapes ONNX Runtime really produces."""
-    layer_names = {layer.name for layer in model.layers}
-    uses = []  # (weight name, node, input index)
-    for node in model.proto.graph.node:
-        if node.op_type in PRUNABLE_OPS:
-            uses += [(name, node, index) for index, name in enumerate(node.input) if name in layer_names]
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model.proto)
-    existing = {output.name for output in probe.graph.output}
-    wanted = sorted({node.output[0] for _, node, _ in uses} | {node.input[0] for _, node, _ in uses})
-    probe.graph.output.extend(
-        helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in wanted if name not in existing
-    )
-    session = create_session(probe.SerializeToString())
-    shapes = dict(zip(wanted, (value.shape for value in session.run(wanted, model.latency_feed)), strict=True))
-    by_name = {layer.name: layer for layer in model.layers}
-    macs = dict.fromkeys(layer_names, 0)
-    for name, node, _index in uses:
-        layer = by_name[name]
-        if node.op_type == "ConvTranspose":
-            # every input pixel meets every weight once
-            macs[name] += int(np.prod(shapes[node.input[0]][2:])) * layer.params
-        else:
-            # each output element is a dot product over params / out_channels weights
-            macs[name] += int(np.prod(shapes[node.output[0]])) * layer.params // layer.out_channels
-    return macs
 
 
 def original_histograms(model: Model) -> dict[str, Histogram]:
@@ -92,11 +60,14 @@ def histograms(compressed: Compressed) -> dict[str, Histogram]:
 
 
 def layer_stats(compressed: Compressed) -> list[LayerStats]:
+    """Every layer of the original model; a layer removed with its block has no weights left."""
     model = compressed.model
     bits = compressed.recipe.quant.weight_bits
     stats = []
     for layer in model.layers:
-        zeros = int(layer.params - np.count_nonzero(compressed.weights[layer.name]))
+        values = compressed.weights.get(layer.name)
+        nonzero = 0 if values is None else int(np.count_nonzero(values))
+        zeros = layer.params - nonzero
         stats.append(
             LayerStats(
                 name=layer.name,
@@ -108,7 +79,12 @@ def layer_stats(compressed: Compressed) -> list[LayerStats]:
                 sparsity=zeros / layer.params,
                 bits=bits,
                 macs=model.macs[layer.name],
-                collapsed=zeros == layer.params,
+                collapsed=values is not None and nonzero == 0,
+                shape_after=[] if values is None else list(values.shape),
+                channels=layer.out_channels,
+                channels_kept=0 if values is None else values.shape[layer.channel_axis],
+                macs_after=compressed.macs.get(layer.name, 0),
+                left_whole=compressed.left_whole.get(layer.name),
             )
         )
     return stats
@@ -123,6 +99,7 @@ def totals(layers: list[LayerStats]) -> dict[str, int | float]:
         "nonzero": params - zeros,
         "sparsity": zeros / params,
         "macs": sum(layer.macs for layer in layers),
+        "macs_after": sum(layer.macs_after for layer in layers),
     }
 
 
@@ -178,10 +155,15 @@ def model_info(model: Model) -> ModelInfo:
 def speed_notes(recipe: Recipe) -> list[str]:
     """What the chosen settings can and cannot do for ONNX Runtime speed, said before anyone measures."""
     notes = []
-    if recipe.prune.amount > 0:
+    if recipe.prune.amount > 0 and recipe.prune.granularity == "unstructured":
         notes.append(
             "Unstructured sparsity runs on dense kernels in ONNX Runtime: the gzip-compressed file shrinks, "
             "the speed does not change."
+        )
+    elif recipe.prune.amount > 0:
+        notes.append(
+            f"{recipe.prune.granularity.capitalize()} pruning removes the weights from the graph: ONNX Runtime runs "
+            "fewer multiply-accumulates, and latency tends to follow the MAC count (measure to see by how much)."
         )
     if recipe.quant.enabled:
         notes.append(
@@ -242,6 +224,7 @@ def build_report(
         collapsed_layers=summary.collapsed_layers,
         histograms=summary.histograms,
         quantization_codes=summary.quantization_codes,
+        left_whole={layer.node: layer.left_whole for layer in summary.layers if layer.left_whole},
         size_bytes=size_bytes,
         fidelity=fidelity(model, outputs),
         accuracy=accuracy(model, outputs),

@@ -9,6 +9,7 @@ from functools import cached_property
 import numpy as np
 import onnx
 
+from core.channels import ChannelGraph
 from core.graph import Layer, without_initializers
 from core.report import SizeStats
 from sample_models import EvalSet
@@ -56,9 +57,9 @@ class Model:
 
     @cached_property
     def macs(self) -> dict[str, int]:
-        from core.measure import dense_macs
+        from core.macs import graph_macs
 
-        return dense_macs(self)
+        return graph_macs(self.proto, self.layers, self.latency_feed)
 
     @cached_property
     def original_histograms(self) -> dict:
@@ -72,3 +73,17 @@ class Model:
         from core.measure import size_of
 
         return size_of(self.onnx_bytes)
+
+    @cached_property
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape of every tensor for one batch-1 run (the latency feed)."""
+        from core.tensors import tensor_shapes
+
+        return tensor_shapes(self.proto, self.latency_feed)
+
+    @cached_property
+    def channel_graph(self) -> ChannelGraph:
+        """Which output channels can be removed together, and what shrinks with them."""
+        from core.channels import analyse
+
+        return analyse(self.proto, self.tensor_shapes)

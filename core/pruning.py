@@ -11,18 +11,41 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# criterion name -> (weights, rng) -> scores; the lowest scores are pruned first.
-Criterion = Callable[[np.ndarray, np.random.Generator], np.ndarray]
-
-CRITERIA: dict[str, Criterion] = {
-    "l1": lambda weights, rng: np.abs(weights),
-    "random": lambda weights, rng: rng.random(weights.shape, dtype=np.float32),
+GRANULARITIES: dict[str, str] = {
+    "unstructured": "single weights set to zero: smaller gzip file, same speed on dense kernels",
+    "channel": "whole output channels and neurons removed, with everything that depends on them: really faster",
+    "block": "whole residual blocks dropped where the skip path keeps the shapes valid",
 }
-CRITERIA_HELP = {"l1": "smallest |w| first", "random": "uniformly at random (seeded baseline)"}
+ALL_GRANULARITIES = tuple(GRANULARITIES)
+
+
+@dataclass(frozen=True)
+class CriterionInfo:
+    help: str
+    granularities: tuple[str, ...]
+
+
+CRITERIA: dict[str, CriterionInfo] = {
+    "l1": CriterionInfo("smallest magnitude first: |w|, a channel's mean |w|, a block's last layer", ALL_GRANULARITIES),
+    "l2": CriterionInfo(
+        "smallest L2 norm (root-mean-square) of a channel's filter or a block's last layer", ("channel", "block")
+    ),
+    "activation": CriterionInfo(
+        "smallest mean |activation| x filter norm on calibration inputs (blocks: |branch| / |skip|)",
+        ("channel", "block"),
+    ),
+    "random": CriterionInfo("uniformly at random (seeded baseline)", ALL_GRANULARITIES),
+}
 
 SCOPES: dict[str, str] = {
-    "global": "one threshold over all prunable weights",
-    "layer": "the same fraction in every layer",
+    "global": "one threshold over all prunable weights (channels: scores normalised per coupled group)",
+    "layer": "the same fraction in every layer (channels: in every group of coupled layers)",
+}
+
+# criterion -> (weights, rng) -> a score per weight; the lowest are pruned first (unstructured granularity)
+ELEMENT_SCORES: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
+    "l1": lambda weights, rng: np.abs(weights),
+    "random": lambda weights, rng: rng.random(weights.shape, dtype=np.float32),
 }
 
 
@@ -45,7 +68,7 @@ class PruneIndex:
     @classmethod
     def prepare(cls, weights: Mapping[str, np.ndarray], criterion: str, scope: str, seed: int) -> PruneIndex:
         rng = np.random.default_rng(seed)
-        scores = {name: CRITERIA[criterion](values, rng).ravel() for name, values in weights.items()}
+        scores = {name: ELEMENT_SCORES[criterion](values, rng).ravel() for name, values in weights.items()}
         total = sum(score.size for score in scores.values())
         if scope == "layer":
             ranks = {name: _ranks(score) for name, score in scores.items()}

@@ -8,16 +8,23 @@ from typing import Any
 
 @dataclass(frozen=True)
 class LayerStats:
+    """One prunable layer of the original model and what compression left of it."""
+
     name: str
     node: str
     op_type: str
     shape: list[int]
     params: int
-    zeros: int
-    sparsity: float
+    zeros: int  # weights set to zero or physically removed
+    sparsity: float  # zeros / params
     bits: int
-    macs: int
+    macs: int  # per sample, original
     collapsed: bool  # every weight zero: the layer's output no longer depends on its input
+    shape_after: list[int] = field(default_factory=list)  # empty when the layer was removed with its block
+    channels: int = 0  # output channels, original
+    channels_kept: int = 0
+    macs_after: int = 0  # per sample, as ONNX Runtime runs the compressed graph (dense kernels)
+    left_whole: str | None = None  # structured pruning: why none of its channels could be removed
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,7 @@ class Report:
     collapsed_layers: list[str]
     histograms: dict[str, Histogram]  # "all" and one per layer name
     quantization_codes: dict[str, CodeCounts]
+    left_whole: dict[str, str]  # structured pruning: layer node -> why it could not be pruned
     size_bytes: dict[str, SizeStats]  # "original" and "compressed"
     fidelity: Fidelity
     accuracy: Accuracy | None

@@ -5,8 +5,24 @@ from core.benchmark import stats
 from core.report import CodeCounts, Histogram, LayerStats
 
 
-def _layer(node: str, zeros: int, params: int = 100) -> LayerStats:
-    return LayerStats(node, node, "Conv", [10, 10], params, zeros, zeros / params, 32, 1000, zeros == params)
+def _layer(node: str, zeros: int, params: int = 100, kept: int = 10, reason: str | None = None) -> LayerStats:
+    return LayerStats(
+        node,
+        node,
+        "Conv",
+        [10, 10],
+        params,
+        zeros,
+        zeros / params,
+        32,
+        1000,
+        zeros == params,
+        shape_after=[kept, 10],
+        channels=10,
+        channels_kept=kept,
+        macs_after=100 * kept,
+        left_whole=reason,
+    )
 
 
 def test_sparsity_chart_keeps_graph_order_and_marks_collapsed_layers():
@@ -19,7 +35,17 @@ def test_sparsity_chart_keeps_graph_order_and_marks_collapsed_layers():
     assert list(after.marker.color) == [COMPRESSED, COLLAPSED, COMPRESSED]
     assert [annotation.x for annotation in figure.layout.annotations] == ["b"]
     assert "1 layer(s) collapsed" in figure.layout.title.text
-    assert "%{customdata[2]:,} of %{customdata[3]:,} zero" in after.hovertemplate
+    assert "%{customdata[2]:,} of %{customdata[3]:,} weights zero or removed" in after.hovertemplate
+    assert after.text is None  # no channel labels when no channel was removed
+
+
+def test_sparsity_chart_labels_kept_channels_and_why_layers_stayed_whole():
+    original = [_layer("a", 0), _layer("b", 0)]
+    compressed = [_layer("a", 50, kept=5), _layer("b", 0, reason="is part of the graph output 'y'")]
+    after = sparsity_chart(original, compressed).data[1]
+    assert list(after.text) == ["5/10", "10/10"]
+    assert [row[4] for row in after.customdata] == ["5 of 10", "10 of 10"]
+    assert after.customdata[1][5] == "left whole: is part of the graph output 'y'"
 
 
 def test_histogram_chart_overlays_both_on_the_same_bins():

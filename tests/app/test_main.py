@@ -46,12 +46,13 @@ def test_the_page_starts_on_digits_cnn_with_every_view(downloads):
     assert _metrics(app) == {
         "Size on disk": "0.16 MB",
         "Non-zero weights": "37,840",
+        "MACs per sample": "829 k",
         "Accuracy": "99.7%",
         "Median latency": "—",
     }
     titles = [chart.proto.spec for chart in app.get("plotly_chart")]
     assert len(titles) == 2 and "Per-layer sparsity" in titles[0] and "Weights of all layers" in titles[1]
-    assert len(app.dataframe) == 1 and app.dataframe[0].value.shape == (9, 9)
+    assert len(app.dataframe) == 1 and app.dataframe[0].value.shape == (9, 12)
     assert set(downloads) == {"digits-cnn-squeezed.onnx", "digits-cnn-recipe.json", "digits-cnn-report.json"}
 
 
@@ -135,3 +136,25 @@ def test_measuring_latency_fills_the_panel_and_the_headline():
     assert _metrics(app)["Median latency"].endswith(" ms")
     assert any("runs" in markdown.value and "median" in markdown.value for markdown in app.markdown)
     assert any("ONNX Runtime latency per run" in chart.proto.spec for chart in app.get("plotly_chart"))
+
+
+def test_channel_granularity_shrinks_the_graph_and_its_macs(downloads, digits_cnn):
+    app = _app()
+    app.selectbox(key="granularity").set_value("channel").run()
+    assert [option.split(":")[0] for option in app.selectbox(key="criterion").options] == [
+        "l1",
+        "l2",
+        "activation",
+        "random",
+    ]
+    app.slider(key="prune_percent").set_value(50).run()
+    assert not app.exception
+    data = downloads["digits-cnn-squeezed.onnx"]
+    expected = compress(digits_cnn, Recipe(PruneConfig(0.5, granularity="channel"), model="digits-cnn"))
+    assert data == export_bytes(expected)
+    macs_after = sum(expected.macs.values())
+    assert macs_after < 0.4 * sum(digits_cnn.macs.values())
+    metric = next(m for m in app.metric if m.label == "MACs per sample")
+    assert metric.value == f"{macs_after / 1e3:.3g} k" and metric.delta.startswith("-")
+    assert len(data) < 0.45 * len(digits_cnn.onnx_bytes)
+    assert any("fewer multiply-accumulates" in info.value for info in app.info)

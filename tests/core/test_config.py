@@ -7,6 +7,8 @@ from core import InvalidSettingError, PruneConfig, QuantConfig, Recipe
 
 def test_recipe_json_round_trip():
     recipe = Recipe(PruneConfig(0.37, "random", "layer", seed=5), QuantConfig(4), model="digits-cnn", model_sha256="ab")
+    structured = Recipe(PruneConfig(0.5, "activation", "global", granularity="channel", channel_multiple=8))
+    assert Recipe.from_json(structured.to_json()) == structured
     assert Recipe.from_json(recipe.to_json()) == recipe
     assert Recipe.from_dict(recipe.to_dict()).to_dict() == recipe.to_dict()
 
@@ -30,7 +32,7 @@ def test_edges_of_ranges_are_accepted():
 
 
 def test_unknown_choices_name_the_known_ones():
-    with pytest.raises(InvalidSettingError, match="unknown criterion 'l7'; choose from l1, random"):
+    with pytest.raises(InvalidSettingError, match="unknown criterion 'l7'; choose from l1, l2, activation, random"):
         PruneConfig(0.5, criterion="l7")
     with pytest.raises(InvalidSettingError, match="unknown scope 'model'; choose from global, layer"):
         PruneConfig(0.5, scope="model")
@@ -43,3 +45,22 @@ def test_recipe_rejects_unknown_keys_and_bad_json():
         Recipe.from_json("{not json")
     with pytest.raises(InvalidSettingError, match="unsupported recipe format"):
         Recipe.from_dict({"prune": {}})
+
+
+def test_criteria_are_checked_against_the_granularity():
+    with pytest.raises(
+        InvalidSettingError, match="criterion 'l2' does not apply to unstructured pruning; choose from l1, random"
+    ):
+        PruneConfig(0.5, criterion="l2")
+    with pytest.raises(
+        InvalidSettingError, match="unknown granularity 'filter'; choose from unstructured, channel, block"
+    ):
+        PruneConfig(0.5, granularity="filter")
+    with pytest.raises(InvalidSettingError, match="channel multiple must be an integer in 1-64, got 0"):
+        PruneConfig(0.5, granularity="channel", channel_multiple=0)
+    assert PruneConfig(0.5, "activation", granularity="channel", channel_multiple=8).channel_multiple == 8
+
+
+def test_recipes_without_the_structured_fields_still_load():
+    old = {"format": 1, "prune": {"amount": 0.5, "criterion": "l1", "scope": "layer", "seed": 0}, "quant": {}}
+    assert Recipe.from_dict(old).prune == PruneConfig(0.5, "l1", "layer")

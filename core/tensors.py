@@ -1,0 +1,46 @@
+"""Intermediate tensors of a graph, read by running it in ONNX Runtime with those tensors exposed as outputs.
+
+Shapes come from a real run rather than static inference, because exported graphs often leave shapes symbolic.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from core.runtime import create_session
+
+
+def _element_types(model: onnx.ModelProto) -> dict[str, int]:
+    """The element type of every tensor whose type shape inference can tell."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {}
+    for value in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
+        if value.type.HasField("tensor_type") and value.type.tensor_type.elem_type:
+            types[value.name] = value.type.tensor_type.elem_type
+    return types
+
+
+def intermediate_values(
+    model: onnx.ModelProto, feeds: dict[str, np.ndarray], names: list[str] | None = None
+) -> dict[str, np.ndarray]:
+    """Values of `names` (default: every node output whose type is known) for one run on `feeds`."""
+    types = _element_types(model)
+    produced = [name for node in model.graph.node for name in node.output if name]
+    wanted = [name for name in (produced if names is None else names) if name in types]
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    existing = {output.name for output in probe.graph.output}
+    probe.graph.output.extend(
+        helper.make_tensor_value_info(name, types[name], None) for name in wanted if name not in existing
+    )
+    session = create_session(probe.SerializeToString())
+    return dict(zip(wanted, session.run(wanted, feeds), strict=True))
+
+
+def tensor_shapes(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+    shapes = {name: tuple(values.shape) for name, values in feeds.items()}
+    shapes |= {name: tuple(values.shape) for name, values in intermediate_values(model, feeds).items()}
+    shapes |= {init.name: tuple(init.dims) for init in model.graph.initializer}
+    return shapes
