@@ -17,8 +17,8 @@ def results() -> dict[str, Latency]:
     return st.session_state.setdefault("latency_results", {})
 
 
-def result_key(source: str, recipe_json: str) -> str:
-    return f"{source}\n{recipe_json}"
+def result_key(source: str, recipe_json: str, threads: int) -> str:
+    return f"{source}\n{recipe_json}\n{threads}"
 
 
 def verdict(latency: Latency) -> str:
@@ -31,9 +31,9 @@ def verdict(latency: Latency) -> str:
 
 
 @st.fragment
-def panel(source: str, recipe_json: str, budget_s: float, requested: bool) -> None:
+def panel(source: str, recipe_json: str, budget_s: float, threads: int, requested: bool) -> None:
     st.subheader("ONNX Runtime latency")
-    key = result_key(source, recipe_json)
+    key = result_key(source, recipe_json, threads)
     clicked = st.button("Measure latency", key="measure_panel")
     if clicked or requested:
         model, exported = cache.model(source), cache.exported(source, recipe_json)
@@ -43,7 +43,7 @@ def panel(source: str, recipe_json: str, budget_s: float, requested: bool) -> No
             bar.progress(fraction, text=f"Measuring, original and compressed interleaved… {fraction:.0%}")
 
         results()[key] = compare_latency(
-            model.onnx_bytes, exported.data, model.latency_feed, budget_s=budget_s, progress=show
+            model.onnx_bytes, exported.data, model.latency_feed, budget_s=budget_s, threads=threads, progress=show
         )
         bar.empty()
         st.rerun()  # the whole page, so the headline latency metric shows the new numbers too

@@ -228,7 +228,7 @@ def main() -> None:
 
     with st.spinner("Exporting and running the compressed model…"):
         exported = cache.exported(controls.source, recipe_json)
-    measured = latency.results().get(latency.result_key(controls.source, recipe_json))
+    measured = latency.results().get(latency.result_key(controls.source, recipe_json, controls.latency_threads))
     with metrics_box:
         measured_metrics(place, model, exported.report, measured)
         for note in speed_notes(recipe):
@@ -239,7 +239,9 @@ def main() -> None:
     st.subheader("Export")
     downloads(model, exported, recipe, measured)
     with latency_box:
-        latency.panel(controls.source, recipe_json, controls.latency_budget_s, controls.measure_latency)
+        latency.panel(
+            controls.source, recipe_json, controls.latency_budget_s, controls.latency_threads, controls.measure_latency
+        )
 
 
 main()

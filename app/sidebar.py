@@ -12,8 +12,10 @@ import streamlit as st
 
 from app import cache
 from core import SqueezeError
+from core.benchmark import LATENCY_THREADS
 from core.config import FLOAT_BITS, MAX_PRUNE_AMOUNT, WEIGHT_BITS_RANGE, PruneConfig, QuantConfig
 from core.pruning import CRITERIA, GRANULARITIES, SCOPES
+from core.runtime import default_threads
 from sample_models import SAMPLES
 
 DEFAULT_SAMPLE = "digits-cnn"
@@ -28,6 +30,7 @@ class Controls:
     prune: PruneConfig
     quant: QuantConfig
     latency_budget_s: float
+    latency_threads: int
     measure_latency: bool
 
 
@@ -91,6 +94,9 @@ def render() -> Controls:
         key="granularity",
         help="\n\n".join(f"**{k}**: {v}" for k, v in GRANULARITIES.items()),
     )
+    if st.session_state.get("scope_for") != granularity:  # each granularity starts on the engine's default scope
+        st.session_state.scope = PruneConfig(granularity=granularity).scope
+        st.session_state.scope_for = granularity
     unit = {"unstructured": "weights set to zero", "channel": "channels removed", "block": "blocks dropped"}[
         granularity
     ]
@@ -126,6 +132,13 @@ def render() -> Controls:
 
     st.header("Latency")
     budget = st.slider("Time budget (s)", 1, 30, 5, key="latency_budget", help="Interleaved runs stop after this.")
+    cores = default_threads()
+    threads = st.selectbox(
+        "Intra-op threads",
+        sorted({LATENCY_THREADS, cores}),
+        key="latency_threads",
+        help="One thread gives the steadier batch-1 figure on a small shared machine; every result records it.",
+    )
     st.button("Measure latency", key="measure_sidebar", on_click=_request_latency, width="stretch")
 
     amount = min(percent / 100, MAX_PRUNE_AMOUNT)
@@ -134,5 +147,6 @@ def render() -> Controls:
         prune=PruneConfig(amount, criterion, scope, seed, granularity, multiple),
         quant=QuantConfig(FLOAT_BITS if bits == BITS_OFF else int(bits)),
         latency_budget_s=float(budget),
+        latency_threads=int(threads),
         measure_latency=st.session_state.pop("latency_requested", False),
     )

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from core.benchmark import compare_latency, measure_latency
+from core.benchmark import LATENCY_THREADS, compare_latency, measure_latency
 from core.compress import compress
 from core.config import PruneConfig, QuantConfig, Recipe
 from core.errors import InvalidSettingError, SqueezeError
@@ -15,7 +15,7 @@ from core.export import export_bytes
 from core.files import write_atomic
 from core.loading import load_model
 from core.measure import build_report
-from core.pruning import CRITERIA, SCOPES
+from core.pruning import CRITERIA, GRANULARITIES, SCOPES
 
 EXIT_USAGE = 2
 
@@ -39,9 +39,22 @@ def _parser() -> argparse.ArgumentParser:
     squeeze.add_argument(
         "--prune", type=float, default=None, metavar="AMOUNT", help="fraction of weights to zero, 0-0.99"
     )
+    squeeze.add_argument(
+        "--granularity",
+        choices=list(GRANULARITIES),
+        default=None,
+        help="unstructured (zeros, default), channel (removed: faster) or block (residual blocks dropped)",
+    )
     squeeze.add_argument("--criterion", choices=list(CRITERIA), default=None)
     squeeze.add_argument("--scope", choices=list(SCOPES), default=None)
     squeeze.add_argument("--seed", type=int, default=None, help="seed of the random criterion")
+    squeeze.add_argument(
+        "--channel-multiple",
+        type=int,
+        default=None,
+        metavar="N",
+        help="round kept channel counts up to a multiple of N",
+    )
     squeeze.add_argument("--bits", type=int, default=None, help="weight bits 2-8, or 32 for off (default)")
     squeeze.add_argument(
         "--apply-recipe", type=Path, metavar="RECIPE.json", help="take settings from a recipe; flags override it"
@@ -51,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     squeeze.add_argument("--recipe", type=Path, metavar="RECIPE.json", help="where to write the recipe")
     squeeze.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     squeeze.add_argument("--budget", type=float, default=6.0, metavar="SECONDS", help="latency time budget")
+    squeeze.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help=f"ONNX Runtime intra-op threads for latency (default {LATENCY_THREADS})",
+    )
 
     bench = commands.add_parser("bench", help="interleaved ONNX Runtime latency of one model or two side by side")
     bench.add_argument("model")
@@ -110,12 +129,16 @@ def _recipe_from_args(args: argparse.Namespace, model_name: str, model_sha: str)
             raise InvalidSettingError(
                 f"the recipe was made for a different model ({base.model})", str(args.apply_recipe)
             )
-    prune = base.prune.to_dict()
+    # Without a recipe only the given flags are set, so defaults that depend on each other (scope on granularity)
+    # resolve as they do everywhere else.
+    prune = base.prune.to_dict() if args.apply_recipe else {}
     for key, value in (
         ("amount", args.prune),
         ("criterion", args.criterion),
         ("scope", args.scope),
         ("seed", args.seed),
+        ("granularity", args.granularity),
+        ("channel_multiple", args.channel_multiple),
     ):
         if value is not None:
             prune[key] = value
@@ -127,6 +150,10 @@ def _validate_settings(args: argparse.Namespace) -> None:
     """Settings checked before the (possibly slow) model load, so a typo fails at once."""
     if args.prune is not None:
         PruneConfig(amount=args.prune)
+    if args.granularity is not None and args.criterion is not None:
+        PruneConfig(criterion=args.criterion, granularity=args.granularity)
+    if args.channel_multiple is not None:
+        PruneConfig(channel_multiple=args.channel_multiple)
     if args.bits is not None:
         QuantConfig(args.bits)
 
@@ -143,7 +170,9 @@ def _compress(args: argparse.Namespace) -> None:
     latency = None
     if not args.no_latency:
         print(f"measuring latency (interleaved, ~{args.budget:.0f} s)...", file=sys.stderr)
-        latency = compare_latency(model.onnx_bytes, data, model.latency_feed, budget_s=args.budget)
+        latency = compare_latency(
+            model.onnx_bytes, data, model.latency_feed, budget_s=args.budget, threads=args.threads
+        )
     report = build_report(compressed, data, latency)
     # Everything is computed before anything is written: a failure above leaves no file behind.
     write_atomic(args.out, data)
@@ -173,6 +202,13 @@ def _print_summary(report) -> None:
         print(
             f"accuracy {report.accuracy.original:.2%} -> {report.accuracy.compressed:.2%} on {report.accuracy.samples} labelled samples"
         )
+    if totals["macs_after"] != totals["macs"]:
+        print(
+            f"MACs per sample {totals['macs']:,} -> {totals['macs_after']:,} "
+            f"({totals['macs'] / max(totals['macs_after'], 1):.2f}x fewer)"
+        )
+    for node, reason in report.left_whole.items():
+        print(f"left whole: {node}: {reason}")
     if report.collapsed_layers:
         print(f"collapsed (all weights zero): {', '.join(report.collapsed_layers)}")
     if report.latency_ms:

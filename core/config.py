@@ -36,7 +36,7 @@ class PruneConfig:
 
     amount: float = 0.0
     criterion: str = "l1"
-    scope: str = "global"
+    scope: str = ""  # empty: "global" for unstructured, "layer" (uniform, as Torch-Pruning defaults) otherwise
     seed: int = 0
     granularity: str = "unstructured"
     channel_multiple: int = 1
@@ -63,6 +63,8 @@ class PruneConfig:
             raise InvalidSettingError(
                 f"channel multiple must be an integer in 1-{MAX_CHANNEL_MULTIPLE}, got {multiple!r}"
             )
+        if not self.scope:
+            object.__setattr__(self, "scope", "global" if self.granularity == "unstructured" else "layer")
         if self.scope not in SCOPES:
             raise InvalidSettingError(f"unknown scope {self.scope!r}; choose from {', '.join(SCOPES)}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
