@@ -37,3 +37,4 @@ test: install-test
 bench: install-test
 	$(PYTHON) bench/live_prune.py
 	$(PYTHON) bench/slider_update.py
+	$(PYTHON) bench/channel_speed.py

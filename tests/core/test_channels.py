@@ -136,3 +136,31 @@ def test_onnx_model_zoo_graphs_prune_or_say_why(name):
         assert any(REFUSED_LIGHT[name] in reason for reason in compressed.left_whole.values())
     else:
         assert removed > 0
+
+
+@pytest.mark.parametrize("amount", [0.1, 0.5])
+def test_removing_channels_equals_zeroing_them_in_the_original(digits_cnn, amount):
+    """The torch export folds BatchNorm into the convs, so a channel whose filters and biases are zero outputs
+    exactly zero everywhere: the pruned graph must compute what the original computes with those zeroed."""
+    from core.compress import prepare_index
+
+    recipe = _channel(amount)
+    index = prepare_index(digits_cnn, recipe)
+    removed = index.removed_roots(amount, "layer", 1)
+    graph = index.graph
+    gone = np.isin(graph.roots, list(removed))
+    arrays = {init.name: numpy_helper.to_array(init).copy() for init in digits_cnn.proto.graph.initializer}
+    for channel, producers in graph.producers.items():
+        for producer in producers:
+            if gone[channel]:
+                np.moveaxis(arrays[producer.weight], producer.axis, 0)[producer.index] = 0
+    for edit in graph.slices:
+        if arrays[edit.initializer].ndim == 1:  # biases
+            arrays[edit.initializer][gone[graph.tensors[edit.tensor].ids]] = 0
+    masked = onnx.ModelProto()
+    masked.CopyFrom(digits_cnn.proto)
+    del masked.graph.initializer[:]
+    masked.graph.initializer.extend(numpy_helper.from_array(values, name) for name, values in arrays.items())
+    expected = _outputs(masked.SerializeToString(), digits_cnn.eval_set.inputs)
+    pruned = _outputs(export_bytes(compress(digits_cnn, recipe)), digits_cnn.eval_set.inputs)
+    np.testing.assert_allclose(pruned, expected, rtol=0, atol=1e-4)

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
@@ -154,3 +155,27 @@ def test_exported_onnx_passes_the_full_checker(tmp_path, capsys):
     onnx.checker.check_model(onnx.load(str(out)), full_check=True)
     stored = {init.name: init.data_type for init in onnx.load(str(out)).graph.initializer}
     assert sum(dtype == onnx.TensorProto.INT8 for dtype in stored.values()) == 3 + 3  # codes and zero points
+
+
+def test_channel_pruning_of_an_onnx_file_with_no_pytorch_source(tmp_path, capsys):
+    from tests.graphs import structured_cnn
+
+    model = tmp_path / "cnn.onnx"
+    model.write_bytes(structured_cnn().SerializeToString())
+    out, report_path = tmp_path / "small.onnx", tmp_path / "r.json"
+    argv = ["compress", str(model), "--granularity", "channel", "--prune", "0.5", "--out", str(out)]
+    assert main([*argv, "--report", str(report_path), "--budget", "0.2"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(report_path.read_text())
+    assert report["settings"]["prune"]["granularity"] == "channel" and report["settings"]["prune"]["scope"] == "layer"
+    assert f"MACs per sample {report['totals']['macs']:,} -> {report['totals']['macs_after']:,}" in printed
+    assert report["totals"]["macs_after"] < 0.5 * report["totals"]["macs"]
+    assert "left whole: fc: is part of the graph output 'y'" in printed
+    assert run(create_session(out.read_bytes()), {"x": np.zeros((2, 3, 8, 8), np.float32)})[0].shape == (2, 4)
+
+
+def test_a_criterion_that_does_not_fit_the_granularity_exits_2(tmp_path, capsys):
+    line = _fail(
+        ["compress", "digits-cnn", "--criterion", "l2", "--prune", "0.5", "--out", str(tmp_path / "o.onnx")], capsys
+    )
+    assert line == "error: criterion 'l2' does not apply to unstructured pruning; choose from l1, random"
