@@ -142,6 +142,42 @@ def histograms(model: Model, summary: WeightSummary, bits: int) -> None:
         )
 
 
+def chosen_blocks(controls: sidebar.Controls) -> tuple[str, ...]:
+    """The blocks picked by hand in the block panel (read before the panel is drawn), limited to this model's."""
+    with st.spinner("Finding residual blocks and measuring what dropping each one costs…"):
+        index = cache.prune_index(controls.source, "block", controls.prune.criterion, "layer", controls.prune.seed)
+    names = [block.name for block in index.blocks]
+    st.session_state.block_names = names
+    chosen = [name for name in st.session_state.get("drop_blocks", []) if name in names]
+    st.session_state.drop_blocks = chosen
+    return tuple(chosen)
+
+
+def block_panel(costs: tuple, labelled: bool) -> None:
+    """Every droppable residual block with what dropping it alone costs, so the user can pick."""
+    st.subheader("Residual blocks")
+    if not costs:
+        st.info("No residual block in this graph can be dropped: none has a skip path that keeps the shapes valid.")
+        return
+    st.multiselect(
+        "Drop exactly these blocks (overrides the amount slider)",
+        st.session_state.block_names,
+        key="drop_blocks",
+        help="Each row below says what dropping that block alone costs, measured on the evaluation inputs.",
+    )
+    rows = []
+    for cost in costs:
+        row = {"block": cost.name, "dropped": cost.dropped, "layers inside": ", ".join(cost.layers), "MACs": cost.macs}
+        if labelled:
+            row["accuracy without it"] = f"{cost.accuracy:.1%}"
+        elif cost.top1_agreement is not None:
+            row["top-1 agreement without it"] = f"{cost.top1_agreement:.1%}"
+        row["cosine to original without it"] = round(cost.cosine_mean, 4)
+        row["importance (criterion)"] = round(cost.score, 4)
+        rows.append(row)
+    st.dataframe(rows, width="stretch", hide_index=True)
+
+
 def layer_table(summary: WeightSummary) -> None:
     rows = [
         {
@@ -210,7 +246,10 @@ def main() -> None:
     except SqueezeError as error:
         st.error(str(error))
         return
-    recipe = Recipe(controls.prune, controls.quant, model=model.name, model_sha256=model.sha256)
+    prune = controls.prune
+    if prune.granularity == "block":
+        prune = replace(prune, drop_blocks=chosen_blocks(controls))
+    recipe = Recipe(prune, controls.quant, model=model.name, model_sha256=model.sha256)
     recipe_json = recipe.to_json()
     st.markdown(f"**{model.name}**: {model.description or model.source}")
 
@@ -234,6 +273,8 @@ def main() -> None:
         for note in speed_notes(recipe):
             st.info(note)
     latency_box = st.container()
+    if prune.granularity == "block":
+        block_panel(live.compressed.blocks, exported.report.accuracy is not None)
     st.subheader("Per-layer detail")
     layer_table(live.summary)
     st.subheader("Export")

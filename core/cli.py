@@ -49,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     squeeze.add_argument("--scope", choices=list(SCOPES), default=None)
     squeeze.add_argument("--seed", type=int, default=None, help="seed of the random criterion")
     squeeze.add_argument(
+        "--drop-blocks",
+        type=lambda text: [name for name in text.split(",") if name],
+        default=None,
+        metavar="ADD1,ADD2",
+        help="block granularity: drop exactly these residual blocks (their Add node names)",
+    )
+    squeeze.add_argument(
         "--channel-multiple",
         type=int,
         default=None,
@@ -139,6 +146,7 @@ def _recipe_from_args(args: argparse.Namespace, model_name: str, model_sha: str)
         ("seed", args.seed),
         ("granularity", args.granularity),
         ("channel_multiple", args.channel_multiple),
+        ("drop_blocks", args.drop_blocks),
     ):
         if value is not None:
             prune[key] = value
@@ -206,6 +214,11 @@ def _print_summary(report) -> None:
         print(
             f"MACs per sample {totals['macs']:,} -> {totals['macs_after']:,} "
             f"({totals['macs'] / max(totals['macs_after'], 1):.2f}x fewer)"
+        )
+    for block in report.blocks:
+        quality = f"accuracy {block.accuracy:.2%}" if block.accuracy is not None else f"cosine {block.cosine_mean:.4f}"
+        print(
+            f"block {block.name}: {'DROPPED' if block.dropped else 'kept'}; alone it costs {quality}, {block.macs:,} MACs"
         )
     for node, reason in report.left_whole.items():
         print(f"left whole: {node}: {reason}")

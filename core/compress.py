@@ -8,12 +8,13 @@ work on whatever graph results, so every technique composes the same way.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from core.blocks import BlockCost, BlockIndex, drop_blocks
 from core.config import Recipe
 from core.errors import UnsupportedModelError
 from core.graph import Layer, find_prunable_layers, opset_version, with_weights, without_initializers
@@ -25,7 +26,7 @@ from core.structured import ChannelIndex, apply_channel_removal, channel_activat
 
 MIN_QDQ_OPSET = 13  # per-axis DequantizeLinear
 
-Index = PruneIndex | ChannelIndex
+Index = PruneIndex | ChannelIndex | BlockIndex
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,6 +39,7 @@ class Compressed:
     quantized: dict[str, QuantizedWeight]  # empty when quantization is off
     macs: Mapping[str, int]  # per layer, multiply-accumulates per sample of the graph as ONNX Runtime runs it
     left_whole: Mapping[str, str] = field(default_factory=dict)  # structured: layers kept whole, and why
+    blocks: tuple[BlockCost, ...] = ()  # block granularity: every droppable block, its cost, and whether dropped
 
     def reference_onnx(self) -> onnx.ModelProto:
         """The graph with the effective weights as float: what the export must compute."""
@@ -63,18 +65,28 @@ def prepare_index(model: Model, recipe: Recipe) -> Index:
             settings.seed,
             lambda: channel_activations(model.proto, graph, model.eval_set.inputs),
         )
-    if settings.granularity == "unstructured":
-        return PruneIndex.prepare(model.weights, settings.criterion, settings.scope, settings.seed)
-    raise UnsupportedModelError(f"{settings.granularity} pruning is not available yet", model.source)
+    if settings.granularity == "block":
+        return BlockIndex.prepare(model, settings.criterion, settings.seed)
+    return PruneIndex.prepare(model.weights, settings.criterion, settings.scope, settings.seed)
 
 
 def _structurally_pruned(model: Model, recipe: Recipe, index: Index | None) -> Compressed:
     settings = recipe.prune
-    if not isinstance(index, ChannelIndex):
+    expected = BlockIndex if settings.granularity == "block" else ChannelIndex
+    if not isinstance(index, expected):
         index = prepare_index(model, recipe)
-    assert isinstance(index, ChannelIndex)
-    removed = index.removed_roots(settings.amount, settings.scope, settings.channel_multiple)
-    proto = apply_channel_removal(model.proto, index.graph, removed)
+    left_whole: dict[str, str] = {}
+    blocks: tuple[BlockCost, ...] = ()
+    if isinstance(index, BlockIndex):
+        chosen = index.chosen(settings.amount, settings.drop_blocks)
+        proto = drop_blocks(model.proto, chosen)
+        dropped = {block.name for block in chosen}
+        blocks = tuple(replace(cost, dropped=cost.name in dropped) for cost in index.costs)
+    else:
+        assert isinstance(index, ChannelIndex)
+        removed = index.removed_roots(settings.amount, settings.scope, settings.channel_multiple)
+        proto = apply_channel_removal(model.proto, index.graph, removed)
+        left_whole = dict(index.left_whole)
     names = {layer.name for layer in model.layers}
     layers = tuple(layer for layer in find_prunable_layers(proto) if layer.name in names)
     initializers = {init.name: init for init in proto.graph.initializer}
@@ -85,7 +97,7 @@ def _structurally_pruned(model: Model, recipe: Recipe, index: Index | None) -> C
         weights[layer.name] = values
     skeleton = without_initializers(proto, set(weights))
     macs = graph_macs(proto, layers, model.latency_feed)
-    return Compressed(model, recipe, skeleton, layers, weights, {}, macs, dict(index.left_whole))
+    return Compressed(model, recipe, skeleton, layers, weights, {}, macs, left_whole, blocks)
 
 
 def compress(model: Model, recipe: Recipe, index: Index | None = None) -> Compressed:
@@ -95,7 +107,7 @@ def compress(model: Model, recipe: Recipe, index: Index | None = None) -> Compre
             model.source,
         )
     settings = recipe.prune
-    if settings.amount > 0 and settings.granularity != "unstructured":
+    if settings.active and settings.granularity != "unstructured":
         base = _structurally_pruned(model, recipe, index)
     else:
         weights = dict(model.weights)
@@ -112,4 +124,4 @@ def compress(model: Model, recipe: Recipe, index: Index | None = None) -> Compre
         for layer in base.layers
     }
     weights = {name: q.dequantize() for name, q in quantized.items()}
-    return Compressed(model, recipe, base.skeleton, base.layers, weights, quantized, base.macs, base.left_whole)
+    return replace(base, weights=weights, quantized=quantized)

@@ -40,6 +40,7 @@ class PruneConfig:
     seed: int = 0
     granularity: str = "unstructured"
     channel_multiple: int = 1
+    drop_blocks: tuple[str, ...] = ()  # block granularity: drop exactly these (by Add node name) instead of `amount`
 
     def __post_init__(self) -> None:
         if isinstance(self.amount, bool) or not isinstance(self.amount, int | float):
@@ -63,6 +64,12 @@ class PruneConfig:
             raise InvalidSettingError(
                 f"channel multiple must be an integer in 1-{MAX_CHANNEL_MULTIPLE}, got {multiple!r}"
             )
+        if isinstance(self.drop_blocks, list):  # from JSON
+            object.__setattr__(self, "drop_blocks", tuple(self.drop_blocks))
+        if not isinstance(self.drop_blocks, tuple) or not all(isinstance(name, str) for name in self.drop_blocks):
+            raise InvalidSettingError(f"drop_blocks must be a list of block names, got {self.drop_blocks!r}")
+        if self.drop_blocks and self.granularity != "block":
+            raise InvalidSettingError("drop_blocks only applies to block granularity")
         if not self.scope:
             object.__setattr__(self, "scope", "global" if self.granularity == "unstructured" else "layer")
         if self.scope not in SCOPES:
@@ -71,7 +78,12 @@ class PruneConfig:
             raise InvalidSettingError(f"seed must be an integer, got {self.seed!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self) | {"drop_blocks": list(self.drop_blocks)}
+
+    @property
+    def active(self) -> bool:
+        """Whether these settings prune anything at all."""
+        return self.amount > 0 or bool(self.drop_blocks)
 
     @classmethod
     def from_dict(cls, data: Any) -> PruneConfig:

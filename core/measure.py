@@ -10,11 +10,10 @@ import numpy as np
 from core.compress import Compressed
 from core.config import Recipe
 from core.model import Model
+from core.quality import accuracy, fidelity
 from core.quantization import code_counts
 from core.report import (
-    Accuracy,
     CodeCounts,
-    Fidelity,
     Histogram,
     Latency,
     LayerStats,
@@ -107,38 +106,6 @@ def size_of(onnx_bytes: bytes) -> SizeStats:
     return SizeStats(raw=len(onnx_bytes), gzip=len(zlib.compress(onnx_bytes, GZIP_LEVEL)))
 
 
-def fidelity(model: Model, outputs: list[np.ndarray]) -> Fidelity:
-    reference, candidate = model.reference_outputs[0], outputs[0]
-    samples = reference.shape[0] if reference.ndim >= 2 else 1
-    a = reference.reshape(samples, -1).astype(np.float64)
-    b = candidate.reshape(samples, -1).astype(np.float64)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    cosine = np.where(norms > 0, (a * b).sum(1) / np.maximum(norms, 1e-300), np.where(np.allclose(a, b), 1.0, 0.0))
-    is_classifier = model.task == "classification" or (
-        model.task == "unknown" and reference.ndim == 2 and reference.shape[1] > 1
-    )
-    agreement = float((a.argmax(1) == b.argmax(1)).mean()) if is_classifier else None
-    return Fidelity(
-        inputs="random" if model.eval_inputs_are_random else "sample",
-        samples=samples,
-        top1_agreement=agreement,
-        cosine_mean=float(cosine.mean()),
-        cosine_min=float(cosine.min()),
-        max_abs_error=float(np.max(np.abs(a - b))),
-    )
-
-
-def accuracy(model: Model, outputs: list[np.ndarray]) -> Accuracy | None:
-    labels = model.eval_set.labels
-    if labels is None:
-        return None
-
-    def score(logits: np.ndarray) -> float:
-        return float((logits.argmax(1) == labels).mean())
-
-    return Accuracy(score(model.reference_outputs[0]), score(outputs[0]), len(labels))
-
-
 def model_info(model: Model) -> ModelInfo:
     return ModelInfo(
         name=model.name,
@@ -155,12 +122,12 @@ def model_info(model: Model) -> ModelInfo:
 def speed_notes(recipe: Recipe) -> list[str]:
     """What the chosen settings can and cannot do for ONNX Runtime speed, said before anyone measures."""
     notes = []
-    if recipe.prune.amount > 0 and recipe.prune.granularity == "unstructured":
+    if recipe.prune.active and recipe.prune.granularity == "unstructured":
         notes.append(
             "Unstructured sparsity runs on dense kernels in ONNX Runtime: the gzip-compressed file shrinks, "
             "the speed does not change."
         )
-    elif recipe.prune.amount > 0:
+    elif recipe.prune.active:
         notes.append(
             f"{recipe.prune.granularity.capitalize()} pruning removes the weights from the graph: ONNX Runtime runs "
             "fewer multiply-accumulates, and latency tends to follow the MAC count (measure to see by how much)."
@@ -225,6 +192,7 @@ def build_report(
         histograms=summary.histograms,
         quantization_codes=summary.quantization_codes,
         left_whole={layer.node: layer.left_whole for layer in summary.layers if layer.left_whole},
+        blocks=list(compressed.blocks),
         size_bytes=size_bytes,
         fidelity=fidelity(model, outputs),
         accuracy=accuracy(model, outputs),

@@ -128,6 +128,7 @@ class Report:
     histograms: dict[str, Histogram]  # "all" and one per layer name
     quantization_codes: dict[str, CodeCounts]
     left_whole: dict[str, str]  # structured pruning: layer node -> why it could not be pruned
+    blocks: list[Any]  # block granularity: every droppable block (BlockCost), its cost alone, whether dropped
     size_bytes: dict[str, SizeStats]  # "original" and "compressed"
     fidelity: Fidelity
     accuracy: Accuracy | None

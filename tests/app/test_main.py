@@ -158,3 +158,15 @@ def test_channel_granularity_shrinks_the_graph_and_its_macs(downloads, digits_cn
     assert metric.value == f"{macs_after / 1e3:.3g} k" and metric.delta.startswith("-")
     assert len(data) < 0.45 * len(digits_cnn.onnx_bytes)
     assert any("fewer multiply-accumulates" in info.value for info in app.info)
+
+
+def test_block_granularity_lists_each_blocks_cost_and_drops_the_picked_one():
+    app = _app()
+    app.selectbox(key="granularity").set_value("block").run()
+    blocks = app.dataframe[0].value
+    assert list(blocks["block"]) == ["/block1/Add", "/block2/Add", "/block3/Add"]
+    assert list(blocks["accuracy without it"]) == ["16.2%", "59.3%", "98.9%"]
+    app.multiselect(key="drop_blocks").set_value(["/block3/Add"]).run()
+    assert not app.exception
+    assert list(app.dataframe[0].value["dropped"]) == [False, False, True]
+    assert _metrics(app)["Accuracy"] == "98.9%"
