@@ -153,7 +153,7 @@ def chosen_blocks(controls: sidebar.Controls) -> tuple[str, ...]:
     return tuple(chosen)
 
 
-def block_panel(costs: tuple, labelled: bool) -> None:
+def block_panel(costs: list, labelled: bool) -> None:
     """Every droppable residual block with what dropping it alone costs, so the user can pick."""
     st.subheader("Residual blocks")
     if not costs:
@@ -274,7 +274,11 @@ def main() -> None:
             st.info(note)
     latency_box = st.container()
     if prune.granularity == "block":
-        block_panel(live.compressed.blocks, exported.report.accuracy is not None)
+        index = cache.prune_index(controls.source, "block", prune.criterion, "layer", prune.seed)
+        dropped = {cost.name for cost in live.compressed.blocks if cost.dropped}
+        block_panel(
+            [replace(cost, dropped=cost.name in dropped) for cost in index.costs], model.eval_set.labels is not None
+        )
     st.subheader("Per-layer detail")
     layer_table(live.summary)
     st.subheader("Export")
