@@ -14,9 +14,11 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from core.activations import choose_mode, smooth_matmul_inputs
 from core.blocks import BlockCost, BlockIndex, drop_blocks
+from core.calibration import calibration_for
 from core.config import Recipe
-from core.errors import UnsupportedModelError
+from core.errors import InvalidSettingError, UnsupportedModelError
 from core.graph import Layer, find_prunable_layers, opset_version, with_weights, without_initializers
 from core.macs import graph_macs
 from core.model import Model
@@ -40,6 +42,9 @@ class Compressed:
     macs: Mapping[str, int]  # per layer, multiply-accumulates per sample of the graph as ONNX Runtime runs it
     left_whole: Mapping[str, str] = field(default_factory=dict)  # structured: layers kept whole, and why
     blocks: tuple[BlockCost, ...] = ()  # block granularity: every droppable block, its cost, and whether dropped
+    activation_mode: str = "none"  # resolved: "none", "dynamic" or "static"
+    mode_reason: str = ""
+    weight_sqnr: Mapping[str, float] = field(default_factory=dict)  # per quantized layer, dB
 
     def reference_onnx(self) -> onnx.ModelProto:
         """The graph with the effective weights as float: what the export must compute."""
@@ -119,9 +124,44 @@ def compress(model: Model, recipe: Recipe, index: Index | None = None) -> Compre
         base = Compressed(model, recipe, model.skeleton, model.layers, weights, {}, model.macs)
     if not recipe.quant.enabled:
         return base
+    mode, reason = resolve_activation_mode(model, recipe.quant.activations)
+    keep = set(recipe.quant.keep_float)
+    unknown = sorted(keep - {layer.node for layer in model.layers})
+    if unknown:
+        raise InvalidSettingError(f"keep_float names no prunable layer: {', '.join(unknown)}")
+    if mode == "dynamic" and recipe.quant.smooth_alpha:
+        base = _smoothed(base, recipe.quant.smooth_alpha, keep)
     quantized = {
         layer.name: quantize_weight(base.weights[layer.name], recipe.quant.weight_bits, layer.channel_axis)
         for layer in base.layers
+        if layer.node not in keep
     }
-    weights = {name: q.dequantize() for name, q in quantized.items()}
-    return replace(base, weights=weights, quantized=quantized)
+    weights = base.weights | {name: q.dequantize() for name, q in quantized.items()}
+    sqnr = {name: weight_sqnr_db(base.weights[name], weights[name]) for name in quantized}
+    return replace(
+        base, weights=weights, quantized=quantized, activation_mode=mode, mode_reason=reason, weight_sqnr=sqnr
+    )
+
+
+def resolve_activation_mode(model: Model, requested: str) -> tuple[str, str]:
+    """The activation mode to use, and why (`auto` decides by where the model's MACs are)."""
+    if requested != "auto":
+        return requested, f"{requested} was asked for"
+    conv = sum(model.macs[layer.name] for layer in model.layers if layer.op_type in ("Conv", "ConvTranspose"))
+    return choose_mode(conv, sum(model.macs.values()) - conv)
+
+
+def weight_sqnr_db(original: np.ndarray, quantized: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio in dB; infinite when quantization changed nothing."""
+    signal = float(np.sum(original.astype(np.float64) ** 2))
+    noise = float(np.sum((original.astype(np.float64) - quantized) ** 2))
+    return float("inf") if noise == 0 else 10 * np.log10(signal / noise) if signal > 0 else float("-inf")
+
+
+def _smoothed(base: Compressed, alpha: float, keep: set[str]) -> Compressed:
+    """The graph with SmoothQuant scales folded in: the same float function, easier to quantize dynamically."""
+    calibration = calibration_for(base.model, "sample").inputs
+    proto = smooth_matmul_inputs(base.reference_onnx(), calibration, alpha, keep)
+    initializers = {init.name: init for init in proto.graph.initializer}
+    weights = {layer.name: numpy_helper.to_array(initializers[layer.name]) for layer in base.layers}
+    return replace(base, skeleton=without_initializers(proto, set(weights)), weights=weights)

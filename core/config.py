@@ -92,11 +92,21 @@ class PruneConfig:
 
 @dataclass(frozen=True)
 class QuantConfig:
-    """Weight quantization: symmetric, per output channel, round to nearest; 32 bits means off."""
+    """Weights: symmetric, per output channel, round to nearest, `weight_bits` (32 = off). Activations: `none`
+    (weight-only), int8 `dynamic` or `static` (calibrated on `calibration` with `calib_method`), or `auto`.
+    Layers named in `keep_float` (node names) stay float. `smooth_alpha` (dynamic only) moves activation
+    outliers into the weights first; empty means the tool's default."""
 
     weight_bits: int = FLOAT_BITS
+    activations: str = "none"
+    calibration: str = "sample"  # "sample", "random", or the path of an .npz of input arrays
+    calib_method: str = "minmax"
+    keep_float: tuple[str, ...] = ()
+    smooth_alpha: float | None = None
 
     def __post_init__(self) -> None:
+        from core.activations import ACTIVATION_MODES, CALIBRATION_METHODS, SMOOTH_ALPHA
+
         bits = self.weight_bits
         if (
             isinstance(bits, bool)
@@ -104,13 +114,35 @@ class QuantConfig:
             or (bits not in WEIGHT_BITS_RANGE and bits != FLOAT_BITS)
         ):
             raise InvalidSettingError(f"weight bits must be 2-8, or 32 for off; got {bits!r}")
+        if self.activations not in ACTIVATION_MODES:
+            raise InvalidSettingError(
+                f"unknown activation mode {self.activations!r}; choose from {', '.join(ACTIVATION_MODES)}"
+            )
+        if self.activations != "none" and bits == FLOAT_BITS:
+            raise InvalidSettingError(f"int8 activations ({self.activations}) need quantized weights: set bits 2-8")
+        if self.calib_method not in CALIBRATION_METHODS:
+            raise InvalidSettingError(
+                f"unknown calibration method {self.calib_method!r}; choose from {', '.join(CALIBRATION_METHODS)}"
+            )
+        if not isinstance(self.calibration, str) or not self.calibration:
+            raise InvalidSettingError("calibration must be 'sample', 'random' or the path of an .npz file")
+        if isinstance(self.keep_float, list):  # from JSON
+            object.__setattr__(self, "keep_float", tuple(self.keep_float))
+        if not all(isinstance(name, str) for name in self.keep_float):
+            raise InvalidSettingError(f"keep_float must be a list of layer names, got {self.keep_float!r}")
+        if self.smooth_alpha is None:
+            object.__setattr__(self, "smooth_alpha", SMOOTH_ALPHA if self.activations == "dynamic" else 0.0)
+        if isinstance(self.smooth_alpha, bool) or not isinstance(self.smooth_alpha, int | float):
+            raise InvalidSettingError(f"smooth_alpha must be a number in [0, 1), got {self.smooth_alpha!r}")
+        if not 0 <= self.smooth_alpha < 1:
+            raise InvalidSettingError(f"smooth_alpha must be a number in [0, 1), got {self.smooth_alpha!r}")
 
     @property
     def enabled(self) -> bool:
         return self.weight_bits != FLOAT_BITS
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self) | {"keep_float": list(self.keep_float)}
 
     @classmethod
     def from_dict(cls, data: Any) -> QuantConfig:

@@ -126,9 +126,12 @@ def parse_onnx(data: bytes, source: str) -> onnx.ModelProto:
     return proto
 
 
-def random_inputs_for(proto: onnx.ModelProto, source: str) -> dict[str, np.ndarray]:
-    """Seeded inputs matching the graph's input spec: normal floats, ones for integers; symbolic dims become 8 (batch) or 16."""
-    rng = np.random.default_rng(RANDOM_EVAL_SEED)
+def random_inputs_for(
+    proto: onnx.ModelProto, source: str, batch: int = RANDOM_EVAL_BATCH, seed: int = RANDOM_EVAL_SEED
+) -> dict[str, np.ndarray]:
+    """Seeded inputs matching the graph's input spec: normal floats, ones for integers; symbolic dims become
+    `batch` (first axis) or 16."""
+    rng = np.random.default_rng(seed)
     initializer_names = {init.name for init in proto.graph.initializer}
     feeds = {}
     for value in proto.graph.input:
@@ -138,9 +141,7 @@ def random_inputs_for(proto: onnx.ModelProto, source: str) -> dict[str, np.ndarr
             raise UnsupportedModelError(f"input {value.name!r} is not a tensor", source)
         dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
         shape = [
-            dim.dim_value
-            if dim.HasField("dim_value") and dim.dim_value > 0
-            else (RANDOM_EVAL_BATCH if axis == 0 else 16)
+            dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else (batch if axis == 0 else 16)
             for axis, dim in enumerate(value.type.tensor_type.shape.dim)
         ]
         if np.issubdtype(dtype, np.floating):
