@@ -7,6 +7,7 @@ recipe's JSON), never live objects.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import streamlit as st
@@ -77,7 +78,8 @@ def live(source: str, recipe_json: str) -> Live:
 
 
 @st.cache_resource(max_entries=MAX_RESULTS, show_spinner=False)
-def exported(source: str, recipe_json: str) -> Exported:
+def exported(source: str, recipe_json: str, _progress: Callable[[float], None] | None = None) -> Exported:
+    """`_progress` (not part of the cache key) hears how far static calibration has got."""
     result = live(source, recipe_json)
-    data = export_bytes(result.compressed)
+    data = export_bytes(result.compressed, _progress)
     return Exported(data, build_report(result.compressed, data, summary=result.summary))

@@ -30,8 +30,18 @@ def verdict(latency: Latency) -> str:
     return f"No measurable difference ({speedup:.2f}×, inside the ±{NOISE_BAND:.0%} noise band)."
 
 
+def agreement(expected: str, latency: Latency) -> str:
+    """Whether the measurement confirms the verdict given before it."""
+    speedup = latency.speedup or 1.0
+    measured = "faster" if speedup >= 1 + NOISE_BAND else "slower" if speedup <= 1 - NOISE_BAND else "no faster"
+    if expected == "mixed":
+        return f"measured {measured}"
+    confirmed = measured == expected or (expected == "no faster" and measured == "slower")
+    return "the measurement **confirms** it" if confirmed else f"the measurement **contradicts** it ({measured})"
+
+
 @st.fragment
-def panel(source: str, recipe_json: str, budget_s: float, threads: int, requested: bool) -> None:
+def panel(source: str, recipe_json: str, budget_s: float, threads: int, requested: bool, expected: str) -> None:
     st.subheader("ONNX Runtime latency")
     key = result_key(source, recipe_json, threads)
     clicked = st.button("Measure latency", key="measure_panel")
@@ -59,7 +69,7 @@ def panel(source: str, recipe_json: str, budget_s: float, threads: int, requeste
     chart.plotly_chart(latency_chart(latency.original, latency.compressed), width="stretch")
     env = latency.environment
     with facts:
-        st.markdown(verdict(latency))
+        st.markdown(f"{verdict(latency)}  \nExpected beforehand: {expected}; {agreement(expected, latency)}.")
         for label, stats in (("original", latency.original), ("compressed", latency.compressed)):
             st.markdown(
                 f"**{label}**: median {stats.median:.3g} ms, p90 {stats.p90:.3g} ms, "

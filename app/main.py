@@ -15,8 +15,8 @@ from streamlit.delta_generator import DeltaGenerator
 
 from app import cache, latency, sidebar
 from app.charts import codes_chart, histogram_chart, sparsity_chart
-from core import Latency, Model, Recipe, SqueezeError, speed_notes
-from core.report import Report, WeightSummary
+from core import Latency, Model, Recipe, SqueezeError, Verdict
+from core.report import QuantizationInfo, Report, WeightSummary
 
 ALL_LAYERS = "All layers"
 
@@ -142,6 +142,41 @@ def histograms(model: Model, summary: WeightSummary, bits: int) -> None:
         )
 
 
+def show_verdict(verdict: Verdict) -> None:
+    """Before anything is measured: should these settings be faster on ONNX Runtime here, and why."""
+    marks = {"faster": "▲", "slower": "▼", "same": "■"}
+    lines = [f"- {marks[reason.effect]} {reason.text}" for reason in verdict.reasons]
+    text = f"**Expected on this CPU: {verdict.summary}.**" + ("\n" + "\n".join(lines) if lines else "")
+    {"faster": st.success, "slower": st.warning}.get(verdict.expectation, st.info)(text)
+
+
+def quantization_panel(model: Model, info: QuantizationInfo) -> None:
+    """What was quantized and how, and which layers hurt: the per-layer SQNR, with a keep-in-float choice."""
+    st.subheader("Quantization")
+    st.markdown(
+        f"**{info.mode}** ({info.reason}). Weights: {info.stored_as}. Activations: {info.activations}."
+        + (f" Calibration: {info.calibration}." if info.calibration else "")
+        + (f" SmoothQuant alpha {info.smooth_alpha}." if info.smooth_alpha else "")
+    )
+    if info.calibration_is_random:
+        st.warning(
+            "Calibrated on seeded random inputs: activation ranges may not match real data, accuracy may be off."
+        )
+    st.multiselect(
+        "Keep these layers in float",
+        [layer.node for layer in model.layers],
+        key="keep_float",
+        help="Layers with the lowest output SQNR hurt most; keeping them in float costs some speed.",
+    )
+    rows = sorted(info.sqnr, key=lambda row: (row.output_db is None, row.output_db or 0.0))
+    st.dataframe(
+        [{"layer": row.node, "output SQNR (dB)": row.output_db, "weight SQNR (dB)": row.weight_db} for row in rows],
+        width="stretch",
+        hide_index=True,
+    )
+    st.caption("SQNR = 10·log10(signal² / error²), original against quantized on the evaluation inputs; ~6 dB per bit.")
+
+
 def chosen_blocks(controls: sidebar.Controls) -> tuple[str, ...]:
     """The blocks picked by hand in the block panel (read before the panel is drawn), limited to this model's."""
     with st.spinner("Finding residual blocks and measuring what dropping each one costs…"):
@@ -249,7 +284,17 @@ def main() -> None:
     prune = controls.prune
     if prune.granularity == "block":
         prune = replace(prune, drop_blocks=chosen_blocks(controls))
-    recipe = Recipe(prune, controls.quant, model=model.name, model_sha256=model.sha256)
+    quant = controls.quant
+    if quant.enabled:
+        # picked in the diagnosis table further down (its value from the last run), limited to this model's layers
+        nodes = [layer.node for layer in model.layers]
+        st.session_state.keep_float = [name for name in st.session_state.get("keep_float", []) if name in nodes]
+        quant = replace(quant, keep_float=tuple(st.session_state.keep_float))
+    try:
+        recipe = Recipe(prune, quant, model=model.name, model_sha256=model.sha256)
+    except SqueezeError as error:
+        st.error(str(error))
+        return
     recipe_json = recipe.to_json()
     st.markdown(f"**{model.name}**: {model.description or model.source}")
 
@@ -266,13 +311,25 @@ def main() -> None:
         histograms(model, live.summary, controls.quant.weight_bits)
 
     with st.spinner("Exporting and running the compressed model…"):
-        exported = cache.exported(controls.source, recipe_json)
+        bar = st.empty()
+
+        def calibrating(fraction: float) -> None:
+            bar.progress(fraction, text=f"Calibrating static int8 activations… {fraction:.0%}")
+
+        try:
+            exported = cache.exported(controls.source, recipe_json, calibrating)
+        except SqueezeError as error:
+            bar.empty()
+            st.error(str(error))
+            return
+        bar.empty()
     measured = latency.results().get(latency.result_key(controls.source, recipe_json, controls.latency_threads))
     with metrics_box:
         measured_metrics(place, model, exported.report, measured)
-        for note in speed_notes(recipe):
-            st.info(note)
+        show_verdict(exported.report.verdict)
     latency_box = st.container()
+    if recipe.quant.enabled and exported.report.quantization:
+        quantization_panel(model, exported.report.quantization)
     if prune.granularity == "block":
         index = cache.prune_index(controls.source, "block", prune.criterion, "layer", prune.seed)
         dropped = {cost.name for cost in live.compressed.blocks if cost.dropped}
@@ -285,7 +342,12 @@ def main() -> None:
     downloads(model, exported, recipe, measured)
     with latency_box:
         latency.panel(
-            controls.source, recipe_json, controls.latency_budget_s, controls.latency_threads, controls.measure_latency
+            controls.source,
+            recipe_json,
+            controls.latency_budget_s,
+            controls.latency_threads,
+            controls.measure_latency,
+            exported.report.verdict.expectation,
         )
 
 

@@ -12,6 +12,7 @@ import streamlit as st
 
 from app import cache
 from core import SqueezeError
+from core.activations import ACTIVATION_MODES, CALIBRATION_METHODS
 from core.benchmark import LATENCY_THREADS
 from core.config import FLOAT_BITS, MAX_PRUNE_AMOUNT, WEIGHT_BITS_RANGE, PruneConfig, QuantConfig
 from core.pruning import CRITERIA, GRANULARITIES, SCOPES
@@ -129,6 +130,34 @@ def render() -> Controls:
     bits = st.select_slider(
         "Weight bits (per output channel, symmetric)", options=options, value=BITS_OFF, key="weight_bits"
     )
+    activations, calibration, method = "none", "sample", "minmax"
+    if bits != BITS_OFF:
+        activations = st.selectbox(
+            "Activations",
+            list(ACTIVATION_MODES),
+            key="activations",
+            format_func=lambda name: f"{name}: {ACTIVATION_MODES[name]}",
+        )
+    if activations in ("static", "auto"):
+        calibration = st.selectbox(
+            "Calibration inputs",
+            ["sample", "random", "upload"],
+            key="calibration",
+            format_func=lambda name: {
+                "sample": "the model's own evaluation inputs",
+                "random": "seeded random inputs (accuracy may be off)",
+                "upload": "an .npz of input arrays",
+            }[name],
+        )
+        if calibration == "upload":
+            upload = st.file_uploader("Calibration .npz", type=["npz"], key="calibration_upload")
+            calibration = str(_store_upload(upload.name, upload.getvalue())) if upload else "sample"
+        method = st.selectbox(
+            "Calibration method",
+            list(CALIBRATION_METHODS),
+            key="calib_method",
+            format_func=lambda name: f"{name}: {CALIBRATION_METHODS[name]}",
+        )
 
     st.header("Latency")
     budget = st.slider("Time budget (s)", 1, 30, 5, key="latency_budget", help="Interleaved runs stop after this.")
@@ -145,7 +174,7 @@ def render() -> Controls:
     return Controls(
         source=sources[choice],
         prune=PruneConfig(amount, criterion, scope, seed, granularity, multiple),
-        quant=QuantConfig(FLOAT_BITS if bits == BITS_OFF else int(bits)),
+        quant=QuantConfig(FLOAT_BITS if bits == BITS_OFF else int(bits), activations, calibration, method),
         latency_budget_s=float(budget),
         latency_threads=int(threads),
         measure_latency=st.session_state.pop("latency_requested", False),

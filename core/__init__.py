@@ -9,10 +9,11 @@ from core.config import PruneConfig, QuantConfig, Recipe
 from core.errors import InvalidSettingError, ModelLoadError, SqueezeError, UnsupportedModelError
 from core.export import export_bytes
 from core.loading import load_model, model_from_bytes
-from core.measure import build_report, speed_notes, summarize_weights
+from core.measure import build_report, summarize_weights
 from core.model import Model
 from core.pruning import CRITERIA, SCOPES
 from core.report import Latency, Report, WeightSummary
+from core.verdict import Verdict, speed_verdict
 
 __all__ = [
     "CRITERIA",
@@ -30,7 +31,8 @@ __all__ = [
     "Latency",
     "WeightSummary",
     "build_report",
-    "speed_notes",
+    "speed_verdict",
+    "Verdict",
     "summarize_weights",
     "compare_latency",
     "compress",

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from core.activations import ACTIVATION_MODES, CALIBRATION_METHODS
 from core.benchmark import LATENCY_THREADS, compare_latency, measure_latency
 from core.compress import compress
 from core.config import PruneConfig, QuantConfig, Recipe
@@ -63,6 +64,22 @@ def _parser() -> argparse.ArgumentParser:
         help="round kept channel counts up to a multiple of N",
     )
     squeeze.add_argument("--bits", type=int, default=None, help="weight bits 2-8, or 32 for off (default)")
+    squeeze.add_argument(
+        "--activations",
+        choices=list(ACTIVATION_MODES),
+        default=None,
+        help="none (weight-only, default), dynamic or static int8 activations, or auto (picked per model)",
+    )
+    squeeze.add_argument(
+        "--calibration",
+        default=None,
+        metavar="sample|random|PATH.npz",
+        help="static: calibration inputs (default sample)",
+    )
+    squeeze.add_argument("--calib-method", choices=list(CALIBRATION_METHODS), default=None)
+    squeeze.add_argument(
+        "--keep-float", nargs="+", default=None, metavar="LAYER", help="layers (node names) left in float"
+    )
     squeeze.add_argument(
         "--apply-recipe", type=Path, metavar="RECIPE.json", help="take settings from a recipe; flags override it"
     )
@@ -150,8 +167,17 @@ def _recipe_from_args(args: argparse.Namespace, model_name: str, model_sha: str)
     ):
         if value is not None:
             prune[key] = value
-    bits = args.bits if args.bits is not None else base.quant.weight_bits
-    return Recipe(PruneConfig(**prune), QuantConfig(bits), model=model_name, model_sha256=model_sha)
+    quant = base.quant.to_dict() if args.apply_recipe else {}
+    for key, value in (
+        ("weight_bits", args.bits),
+        ("activations", args.activations),
+        ("calibration", args.calibration),
+        ("calib_method", args.calib_method),
+        ("keep_float", args.keep_float),
+    ):
+        if value is not None:
+            quant[key] = value
+    return Recipe(PruneConfig(**prune), QuantConfig(**quant), model=model_name, model_sha256=model_sha)
 
 
 def _validate_settings(args: argparse.Namespace) -> None:
@@ -174,6 +200,8 @@ def _compress(args: argparse.Namespace) -> None:
     model = load_model(args.model)
     recipe = _recipe_from_args(args, model.name, model.sha256)
     compressed = compress(model, recipe)
+    if compressed.activation_mode == "static":
+        print("calibrating static int8 activations...", file=sys.stderr)
     data = export_bytes(compressed)
     latency = None
     if not args.no_latency:
@@ -220,6 +248,19 @@ def _print_summary(report) -> None:
         print(
             f"block {block.name}: {'DROPPED' if block.dropped else 'kept'}; alone it costs {quality}, {block.macs:,} MACs"
         )
+    if report.quantization:
+        info = report.quantization
+        print(f"quantization: {info.mode} ({info.reason}); weights {info.stored_as}; activations {info.activations}")
+        if info.calibration:
+            warning = " (random: accuracy may be off)" if info.calibration_is_random else ""
+            print(f"  calibrated on {info.calibration}{warning}")
+        worst = sorted((row for row in info.sqnr if row.output_db is not None), key=lambda row: row.output_db)[:3]
+        if worst:
+            print("  lowest output SQNR: " + ", ".join(f"{row.node} {row.output_db:.1f} dB" for row in worst))
+    verdict = report.verdict
+    print(f"expected speed: {verdict.summary}")
+    for reason in verdict.reasons:
+        print(f"  [{reason.effect}] {reason.text}")
     for node, reason in report.left_whole.items():
         print(f"left whole: {node}: {reason}")
     if report.collapsed_layers:

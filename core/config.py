@@ -131,7 +131,7 @@ class QuantConfig:
         if not all(isinstance(name, str) for name in self.keep_float):
             raise InvalidSettingError(f"keep_float must be a list of layer names, got {self.keep_float!r}")
         if self.smooth_alpha is None:
-            object.__setattr__(self, "smooth_alpha", SMOOTH_ALPHA if self.activations == "dynamic" else 0.0)
+            object.__setattr__(self, "smooth_alpha", SMOOTH_ALPHA if self.activations in ("dynamic", "auto") else 0.0)
         if isinstance(self.smooth_alpha, bool) or not isinstance(self.smooth_alpha, int | float):
             raise InvalidSettingError(f"smooth_alpha must be a number in [0, 1), got {self.smooth_alpha!r}")
         if not 0 <= self.smooth_alpha < 1:

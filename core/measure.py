@@ -6,25 +6,31 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import onnx
 
-from core.compress import Compressed
-from core.config import Recipe
+from core.calibration import calibration_for
+from core.compress import Compressed, weight_sqnr_db
 from core.model import Model
 from core.quality import accuracy, fidelity
-from core.quantization import code_counts
+from core.quantization import code_counts, levels
 from core.report import (
     CodeCounts,
     Histogram,
     Latency,
+    LayerSqnr,
     LayerStats,
     ModelInfo,
+    QuantizationInfo,
     Report,
     SizeStats,
     WeightSummary,
 )
 from core.runtime import create_session, run
+from core.tensors import intermediate_values
+from core.verdict import speed_verdict
 
 HISTOGRAM_BINS = 64
+SQNR_SAMPLES = 16  # eval inputs run through both models to compare layer outputs
 GZIP_LEVEL = 1  # level 1 ranks sizes the same as level 9 here and is several times faster on 50-100 MB models
 
 
@@ -119,26 +125,73 @@ def model_info(model: Model) -> ModelInfo:
     )
 
 
-def speed_notes(recipe: Recipe) -> list[str]:
-    """What the chosen settings can and cannot do for ONNX Runtime speed, said before anyone measures."""
-    notes = []
-    if recipe.prune.active and recipe.prune.granularity == "unstructured":
-        notes.append(
-            "Unstructured sparsity runs on dense kernels in ONNX Runtime: the gzip-compressed file shrinks, "
-            "the speed does not change."
+def _finite(db: float) -> float | None:
+    """dB rounded for reading; None where quantization changed nothing (infinite SQNR has no JSON form)."""
+    return round(float(db), 2) if np.isfinite(db) else None
+
+
+def storage_description(mode: str, bits: int) -> str:
+    """How the quantized weights sit in the exported file."""
+    if mode == "none":
+        grid = "int8 codes" if bits == 8 else f"int8 codes on a {bits}-bit grid ({levels(bits)} levels)"
+        return f"{grid} + DequantizeLinear (per output channel)"
+    grid = "int8" if bits == 8 else f"int8 holding a {bits}-bit grid ({levels(bits)} levels)"
+    return f"{grid}, per output channel, written by ONNX Runtime's quantize_{mode}"
+
+
+def quantization_info(compressed: Compressed, export_bytes: bytes) -> QuantizationInfo | None:
+    quant = compressed.recipe.quant
+    if not quant.enabled:
+        return None
+    mode = compressed.activation_mode
+    calibration = calibration_for(compressed.model, quant.calibration) if mode == "static" else None
+    activations = {
+        "none": "float",
+        "dynamic": "uint8, range taken from each input at run time",
+        "static": f"uint8, ranges calibrated beforehand ({quant.calib_method})",
+    }[mode]
+    return QuantizationInfo(
+        mode=mode,
+        reason=compressed.mode_reason,
+        weight_bits=quant.weight_bits,
+        levels=levels(quant.weight_bits),
+        stored_as=storage_description(mode, quant.weight_bits),
+        activations=activations,
+        calibration=None if calibration is None else calibration.description,
+        calibration_is_random=bool(calibration and calibration.random),
+        keep_float=list(quant.keep_float),
+        smooth_alpha=quant.smooth_alpha if mode == "dynamic" else 0.0,
+        sqnr=layer_sqnr(compressed, export_bytes),
+    )
+
+
+def layer_sqnr(compressed: Compressed, export_bytes: bytes) -> list[LayerSqnr]:
+    """Per quantized layer: the weight's SQNR, and its output's (original model against the export) where the
+    export still has that tensor with the original's shape."""
+    model = compressed.model
+    exported = onnx.load_from_string(export_bytes)
+    # Quantizers rename tensors but keep node names: match each layer's output by its node.
+    before_names = {node.name: node.output[0] for node in model.proto.graph.node if node.name}
+    after_names = {node.name: node.output[0] for node in exported.graph.node if node.name}
+    by_name = {layer.name: layer for layer in compressed.layers}
+    pairs = {
+        name: (before_names[node], after_names[node])
+        for name in compressed.weight_sqnr
+        if (node := by_name[name].node) in before_names and node in after_names
+    }
+    feeds = {name: values[:SQNR_SAMPLES] for name, values in model.eval_set.inputs.items()}
+    before = intermediate_values(model.proto, feeds, sorted({pair[0] for pair in pairs.values()}))
+    after = intermediate_values(exported, feeds, sorted({pair[1] for pair in pairs.values()}))
+    result = []
+    for name, weight_db in compressed.weight_sqnr.items():
+        original, quantized = pairs.get(name, ("", ""))
+        output_db = None
+        if original in before and quantized in after and before[original].shape == after[quantized].shape:
+            output_db = weight_sqnr_db(before[original], after[quantized])
+        result.append(
+            LayerSqnr(by_name[name].node, round(weight_db, 2), None if output_db is None else round(output_db, 2))
         )
-    elif recipe.prune.active:
-        notes.append(
-            f"{recipe.prune.granularity.capitalize()} pruning removes the weights from the graph: ONNX Runtime runs "
-            "fewer multiply-accumulates, and latency tends to follow the MAC count (measure to see by how much)."
-        )
-    if recipe.quant.enabled:
-        notes.append(
-            f"Weight-only quantization stores {recipe.quant.weight_bits}-bit codes as int8 + DequantizeLinear: "
-            "the file is about 4x smaller, but ONNX Runtime dequantizes the weights on every run, so expect no "
-            "speed-up and often a slowdown; int8 activations are what make a model faster."
-        )
-    return notes
+    return result
 
 
 def quantization_codes(compressed: Compressed) -> dict[str, CodeCounts]:
@@ -182,7 +235,7 @@ def build_report(
         notes.append("No evaluation data: fidelity is measured on seeded random inputs and accuracy is unknown.")
     if model.trained is False:
         notes.append("This model is untrained (random weights): use it for size and latency, not accuracy.")
-    notes += speed_notes(compressed.recipe)
+    verdict = speed_verdict(compressed)
     return Report(
         model=model_info(model),
         settings=compressed.recipe.to_dict(),
@@ -196,6 +249,8 @@ def build_report(
         size_bytes=size_bytes,
         fidelity=fidelity(model, outputs),
         accuracy=accuracy(model, outputs),
+        quantization=quantization_info(compressed, export_bytes),
+        verdict=verdict,
         latency_ms=latency,
         notes=notes,
     )

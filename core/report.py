@@ -56,6 +56,30 @@ class WeightSummary:
 
 
 @dataclass(frozen=True)
+class LayerSqnr:
+    """Signal-to-quantization-noise ratio in dB: higher is better; every 6 dB is about one bit."""
+
+    node: str
+    weight_db: float | None  # None: the weights came through unchanged
+    output_db: float | None  # the layer's output, original model against the export, on the eval inputs
+
+
+@dataclass(frozen=True)
+class QuantizationInfo:
+    mode: str  # resolved activation mode: none, dynamic, static
+    reason: str
+    weight_bits: int
+    levels: int  # distinct values of the weight grid
+    stored_as: str
+    activations: str
+    calibration: str | None
+    calibration_is_random: bool
+    keep_float: list[str]
+    smooth_alpha: float
+    sqnr: list[LayerSqnr]
+
+
+@dataclass(frozen=True)
 class SizeStats:
     raw: int
     gzip: int
@@ -132,6 +156,8 @@ class Report:
     size_bytes: dict[str, SizeStats]  # "original" and "compressed"
     fidelity: Fidelity
     accuracy: Accuracy | None
+    quantization: QuantizationInfo | None = None
+    verdict: Any = None  # core.verdict.Verdict: the expected speed effect and its reasons
     latency_ms: Latency | None = None
     notes: list[str] = field(default_factory=list)
 

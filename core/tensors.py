@@ -28,7 +28,8 @@ def intermediate_values(
     """Values of `names` (default: every node output whose type is known) for one run on `feeds`."""
     types = _element_types(model)
     produced = [name for node in model.graph.node for name in node.output if name]
-    wanted = [name for name in (produced if names is None else names) if name in types]
+    available = set(produced) | set(feeds)
+    wanted = [name for name in (produced if names is None else names) if name in types and name in available]
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     existing = {output.name for output in probe.graph.output}
