@@ -7,6 +7,8 @@ recipe's JSON), never live objects.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -77,9 +79,24 @@ def live(source: str, recipe_json: str) -> Live:
     return Live(compressed, summarize_weights(compressed))
 
 
-@st.cache_resource(max_entries=MAX_RESULTS, show_spinner=False)
-def exported(source: str, recipe_json: str, _progress: Callable[[float], None] | None = None) -> Exported:
-    """`_progress` (not part of the cache key) hears how far static calibration has got."""
+# Exports are cached by hand rather than with st.cache_resource: building one reports calibration progress to
+# the page, and Streamlit cannot replay page elements drawn from inside a cached function.
+_EXPORTS: OrderedDict[tuple[str, str], Exported] = OrderedDict()
+_EXPORTS_LOCK = threading.Lock()
+
+
+def exported(source: str, recipe_json: str, progress: Callable[[float], None] | None = None) -> Exported:
+    """The export and its report, shared by every session; `progress` hears how far static calibration has got."""
+    key = (source, recipe_json)
+    with _EXPORTS_LOCK:
+        if key in _EXPORTS:
+            _EXPORTS.move_to_end(key)
+            return _EXPORTS[key]
     result = live(source, recipe_json)
-    data = export_bytes(result.compressed, _progress)
-    return Exported(data, build_report(result.compressed, data, summary=result.summary))
+    data = export_bytes(result.compressed, progress)
+    value = Exported(data, build_report(result.compressed, data, summary=result.summary))
+    with _EXPORTS_LOCK:
+        _EXPORTS[key] = value
+        while len(_EXPORTS) > MAX_RESULTS:
+            _EXPORTS.popitem(last=False)
+    return value

@@ -172,3 +172,20 @@ def test_block_granularity_lists_each_blocks_cost_and_drops_the_picked_one():
     assert not app.exception
     assert list(app.dataframe[0].value["dropped"]) == [False, False, True]
     assert _metrics(app)["Accuracy"] == "98.9%"
+
+
+def test_resnet18_8_bits_auto_chooses_static_says_faster_and_measures_it():
+    app = _app()
+    resnet = next(option for option in app.selectbox(key="model_choice").options if option.startswith("resnet18"))
+    app.selectbox(key="model_choice").set_value(resnet).run()
+    app.select_slider(key="weight_bits").set_value(8).run()
+    app.selectbox(key="activations").set_value("auto").run()
+    assert not app.exception
+    assert any(md.value.startswith("**static** (convolutions carry 100% of the MACs") for md in app.markdown)
+    verdict = next(box.value for box in app.success)
+    assert verdict.startswith("**Expected on this CPU: should run faster.**") and "static QDQ" in verdict
+    app.slider(key="latency_budget").set_value(2).run()
+    app.button(key="measure_panel").click().run()
+    assert not app.exception
+    measured = next(md.value for md in app.markdown if md.value.startswith("The compressed model ran"))
+    assert "faster" in measured and "Expected beforehand: faster; the measurement **confirms** it." in measured
