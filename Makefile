@@ -38,3 +38,4 @@ bench: install-test
 	$(PYTHON) bench/live_prune.py
 	$(PYTHON) bench/slider_update.py
 	$(PYTHON) bench/channel_speed.py
+	$(PYTHON) bench/quant_speed.py
