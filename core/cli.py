@@ -202,7 +202,7 @@ def _compress(args: argparse.Namespace) -> None:
     compressed = compress(model, recipe)
     if compressed.activation_mode == "static":
         print("calibrating static int8 activations...", file=sys.stderr)
-    data = export_bytes(compressed)
+    data = export_bytes(compressed, _print_progress("calibration"))
     latency = None
     if not args.no_latency:
         print(f"measuring latency (interleaved, ~{args.budget:.0f} s)...", file=sys.stderr)
@@ -217,6 +217,19 @@ def _compress(args: argparse.Namespace) -> None:
     if args.report:
         write_atomic(args.report, (json.dumps(report.to_dict(), indent=1) + "\n").encode())
     _print_summary(report)
+
+
+def _print_progress(what: str):
+    """A progress callback that prints each new tenth to stderr, so long runs show they are alive."""
+    shown = [-1]
+
+    def report(fraction: float) -> None:
+        tenth = int(fraction * 10)
+        if tenth > shown[0]:
+            shown[0] = tenth
+            print(f"  {what} {fraction:.0%}", file=sys.stderr)
+
+    return report
 
 
 def _print_summary(report) -> None:
