@@ -12,6 +12,7 @@ import onnx
 
 from core.errors import InvalidSettingError
 from core.model import Model
+from sample_models import SAMPLES
 
 MAX_CALIBRATION_SAMPLES = 64
 RANDOM_CALIBRATION_BATCH = 32
@@ -78,11 +79,20 @@ def load_npz(path: Path, model: Model) -> dict[str, np.ndarray]:
 
 def calibration_for(model: Model, source: str) -> Calibration:
     if source == "sample":
+        sample = SAMPLES.get(model.source.removeprefix("sample:")) if model.source.startswith("sample:") else None
+        if sample is not None and sample.calibration_inputs is not None:
+            inputs = sample.calibration_inputs()
+            count = len(next(iter(inputs.values())))
+            return Calibration(
+                inputs, False, f"{count} calibration inputs of the sample, apart from its evaluation set"
+            )
         inputs = {name: values[:MAX_CALIBRATION_SAMPLES] for name, values in model.eval_set.inputs.items()}
         count = len(next(iter(inputs.values())))
         if model.eval_inputs_are_random:
             return Calibration(inputs, True, f"{count} seeded random inputs (the model has no evaluation data)")
-        return Calibration(inputs, False, f"{count} of the sample's own inputs")
+        return Calibration(
+            inputs, False, f"{count} of the model's evaluation inputs (the ones fidelity is measured on)"
+        )
     if source == "random":
         from core.loading import random_inputs_for
 
