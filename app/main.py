@@ -302,7 +302,11 @@ def main() -> None:
     with metrics_box:
         place = Headline(*st.columns(5))
     sparsity_col, histogram_col = st.columns(2)
-    live = cache.live(controls.source, recipe_json)
+    try:
+        live = cache.live(controls.source, recipe_json)
+    except SqueezeError as error:  # settings this model cannot take (an old opset for quantization, say)
+        st.error(f"{model.name}: {error.reason}")  # the model's name, not the server's path of an upload
+        return
     weight_metrics(place, live.summary)
     with sparsity_col:
         original = cache.original_summary(controls.source)
@@ -320,7 +324,8 @@ def main() -> None:
             exported = cache.exported(controls.source, recipe_json, calibrating)
         except SqueezeError as error:
             bar.empty()
-            st.error(str(error))
+            # a file's name, never the server's path of an upload
+            st.error(f"{Path(error.source).name}: {error.reason}" if error.source else error.reason)
             return
         bar.empty()
     measured = latency.results().get(latency.result_key(controls.source, recipe_json, controls.latency_threads))

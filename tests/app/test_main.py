@@ -189,3 +189,17 @@ def test_resnet18_8_bits_auto_chooses_static_says_faster_and_measures_it():
     assert not app.exception
     measured = next(md.value for md in app.markdown if md.value.startswith("The compressed model ran"))
     assert "faster" in measured and "Expected beforehand: faster; the measurement **confirms** it." in measured
+
+
+def test_settings_a_model_cannot_take_show_the_reason_and_keep_the_page(tmp_path):
+    app = _app()
+    old = conv_gemm_model()
+    old.opset_import[0].version = 11  # per-axis DequantizeLinear needs opset 13
+    app.file_uploader(key="upload").set_value(("old.onnx", old.SerializeToString(), "application/octet-stream")).run()
+    app.select_slider(key="weight_bits").set_value(8).run()
+    assert not app.exception
+    assert [error.value for error in app.error] == [
+        "old.onnx: weight quantization needs ONNX opset >= 13; this model uses opset 11"
+    ]
+    app.select_slider(key="weight_bits").set_value("off").run()
+    assert not app.exception and not app.error and _metrics(app)["Non-zero weights"] == "294"
