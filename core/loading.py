@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +15,16 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
+from core.archive import safe_extract
 from core.errors import ModelLoadError, UnsupportedModelError
+from core.external_data import all_tensors, check_external_data, has_external_data
 from core.files import atomic_path
 from core.folding import fold_constants
+from core.formats import refuse_if_code, sniff
 from core.graph import find_prunable_layers
 from core.model import Model
+from core.runtime import create_session
+from core.sandbox import run_isolated
 from sample_models import SAMPLES, EvalSet
 
 # Bump when the export of sample models changes, so stale cache entries are not reused.
@@ -35,26 +41,74 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def load_model(source: str | os.PathLike[str]) -> Model:
-    """A sample name (see `sample_models.SAMPLES`) or the path of an .onnx file."""
+def load_model(source: str | os.PathLike[str], workdir: Path | None = None) -> Model:
+    """A sample name (see `sample_models.SAMPLES`), or a user's file or folder: an .onnx (external data beside
+    it), a .zip of one (or of a Hugging Face folder), a Hugging Face folder, or a safetensors state dict of a
+    sample architecture. What a file is comes from its bytes; code formats are refused. Zips are extracted
+    into `workdir` (a fresh temporary folder when not given)."""
     text = str(source)
     if text in SAMPLES:
         return load_sample(text)
     path = Path(text)
     if path.suffix == "" and os.sep not in text and not path.exists():
         raise ModelLoadError(f"unknown sample model; known samples: {', '.join(SAMPLES)}", text)
+    if not path.exists():
+        raise ModelLoadError("no such file", text)
+    kind = sniff(path)
+    refuse_if_code(path, kind)
+    if kind == "zip":
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        root = workdir or Path(tempfile.mkdtemp(prefix="squeezelab-"))
+        folder = safe_extract(path, root / f"{path.stem}-{digest}")
+        return load_folder(folder, name=path.name, source=text)
+    if kind == "directory":
+        return load_folder(path, name=path.name, source=text)
+    if kind == "safetensors":
+        from core.state_dicts import load_state_dict
+
+        return load_state_dict(path)
     return load_onnx_file(path)
 
 
-def load_onnx_file(path: Path) -> Model:
-    if not path.exists():
-        raise ModelLoadError("no such file", str(path))
+def load_folder(folder: Path, *, name: str, source: str) -> Model:
+    """A Hugging Face folder (config.json + safetensors) or a folder holding one .onnx with its external data."""
+    code = sorted(str(path.relative_to(folder)) for path in folder.rglob("*.py"))
+    if code:
+        raise UnsupportedModelError(f"the folder holds Python code ({', '.join(code[:3])}): it is never run", source)
+    # the model's config sits beside its weights (sentence-transformers folders hold other config.json files)
+    configs = sorted(
+        (path for path in folder.rglob("config.json") if list(path.parent.glob("*.safetensors"))),
+        key=lambda path: len(path.parts),
+    )
+    models = list(folder.rglob("*.onnx"))
+    if len(models) == 1:
+        return load_onnx_file(models[0], name=name, source=source)
+    if len(models) > 1:
+        listed = ", ".join(sorted(str(path.relative_to(folder)) for path in models)[:4])
+        raise UnsupportedModelError(f"several .onnx files ({listed}); upload one model at a time", source)
+    if not configs:
+        configs = sorted(folder.rglob("config.json"), key=lambda path: len(path.parts))
+    if configs:
+        from core.hugging_face import load_hugging_face_folder
+
+        return load_hugging_face_folder(configs[0].parent, name=name, source=source)
+    raise UnsupportedModelError(
+        "no model inside: expected one .onnx file, or a Hugging Face folder (config.json + *.safetensors)", source
+    )
+
+
+def load_onnx_file(path: Path, *, name: str | None = None, source: str | None = None) -> Model:
+    source = source or str(path)
     if not path.is_file():
-        raise ModelLoadError("not a file", str(path))
-    if path.suffix.lower() != ".onnx":
-        raise UnsupportedModelError("unsupported file type; expected an .onnx file", str(path))
+        raise ModelLoadError("not a file", source)
     data = path.read_bytes()
-    return model_from_bytes(data, name=path.name, source=str(path))
+    proto = parse_onnx(data, source, folder=path.parent)
+    if has_external_data(proto):
+        onnx.load_external_data_for_model(proto, str(path.parent))
+        data = proto.SerializeToString()
+    feeds = random_inputs_for(proto, source)
+    run_isolated(probe_model, data, feeds, source=source, what="ONNX Runtime on this model")
+    return model_from_bytes(data, name=name or path.name, source=source)
 
 
 def model_from_bytes(
@@ -108,7 +162,7 @@ def model_from_bytes(
     return model
 
 
-def parse_onnx(data: bytes, source: str) -> onnx.ModelProto:
+def parse_onnx(data: bytes, source: str, folder: Path | None = None) -> onnx.ModelProto:
     if not data:
         raise ModelLoadError("empty file", source)
     try:
@@ -117,8 +171,12 @@ def parse_onnx(data: bytes, source: str) -> onnx.ModelProto:
         raise ModelLoadError("not an ONNX model (the protobuf does not parse; corrupt or truncated?)", source) from None
     if proto.ir_version <= 0 or not proto.HasField("graph") or not proto.graph.node:
         raise ModelLoadError("not an ONNX model (no graph inside)", source)
-    if any(init.data_location == onnx.TensorProto.EXTERNAL for init in proto.graph.initializer):
-        raise UnsupportedModelError("ONNX models with external data are not supported yet", source)
+    check_domains(proto, source)
+    check_tensor_sizes(proto, source)
+    if has_external_data(proto):
+        if folder is None:
+            raise UnsupportedModelError("the model keeps weights in external data files: upload it as a .zip", source)
+        check_external_data(proto, folder, source)
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as error:
@@ -188,6 +246,49 @@ def _state_digest(state: dict[str, np.ndarray]) -> str:
         digest.update(f"{key}:{value.dtype.str}:{value.shape}".encode())
         digest.update(value.tobytes())
     return digest.hexdigest()
+
+
+# Operator domains whose kernels ship inside ONNX Runtime; anything else needs a custom op library, which this
+# tool never registers.
+KNOWN_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training"}
+MAX_TENSOR_ELEMENTS = 2**34
+
+
+def check_domains(proto: onnx.ModelProto, source: str) -> None:
+    domains = {entry.domain for entry in proto.opset_import} | {node.domain for node in proto.graph.node}
+    custom = sorted(domains - KNOWN_DOMAINS)
+    if custom:
+        raise UnsupportedModelError(
+            f"uses custom operators (domain {', '.join(custom)}): custom op libraries are never loaded", source
+        )
+
+
+def check_tensor_sizes(proto: onnx.ModelProto, source: str) -> None:
+    """Refuse tensors whose declared shape does not match the bytes they hold, before anything allocates them."""
+    for tensor in all_tensors(proto):
+        elements = 1
+        for dim in tensor.dims:
+            if dim < 0:
+                raise ModelLoadError(f"tensor {tensor.name!r} declares a negative dimension", source)
+            elements *= dim
+        if elements > MAX_TENSOR_ELEMENTS:
+            raise ModelLoadError(f"tensor {tensor.name!r} declares {elements:,} elements", source)
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or not tensor.HasField("raw_data"):
+            continue
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize if tensor.data_type else 0
+        if itemsize and tensor.data_type not in STRING_OR_PACKED and len(tensor.raw_data) != elements * itemsize:
+            raise ModelLoadError(
+                f"tensor {tensor.name!r} declares {elements:,} elements but holds {len(tensor.raw_data):,} bytes",
+                source,
+            )
+
+
+STRING_OR_PACKED = {onnx.TensorProto.STRING, onnx.TensorProto.INT4, onnx.TensorProto.UINT4}
+
+
+def probe_model(data: bytes, feeds: dict[str, np.ndarray], progress=None) -> list[tuple[int, ...]]:
+    """Runs in a sandbox child: create a session and run once; the output shapes."""
+    return [tuple(output.shape) for output in create_session(data).run(None, feeds)]
 
 
 def _first_line(error: BaseException) -> str:

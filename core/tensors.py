@@ -30,6 +30,8 @@ def intermediate_values(
     produced = [name for node in model.graph.node for name in node.output if name]
     available = set(produced) | set(feeds)
     wanted = [name for name in (produced if names is None else names) if name in types and name in available]
+    if not wanted:
+        return {}  # ONNX Runtime reads an empty output list as "every output"
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     existing = {output.name for output in probe.graph.output}

@@ -1,0 +1,129 @@
+"""A user's Hugging Face folder: refused if it carries code, otherwise loaded by transformers with safetensors
+only, no remote code and local files only, exported to ONNX once (in a sandbox child) and cached.
+
+The exported model is the encoder followed by mean pooling and L2 normalisation (sentence embeddings), evaluated
+by embedding fidelity on the sentences the project ships.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import ModelLoadError, UnsupportedModelError
+from core.model import Model
+from core.sandbox import run_isolated
+
+EXPORT_FORMAT = 1
+EXPORT_TIMEOUT_S = 600.0
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+
+def _check_folder(folder: Path, source: str) -> None:
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise ModelLoadError("config.json is not readable JSON", source) from None
+    for name in ("config.json", "tokenizer_config.json"):
+        path = folder / name
+        if path.exists() and "auto_map" in path.read_text(encoding="utf-8", errors="replace"):
+            raise UnsupportedModelError(f"{name} asks for remote code (auto_map): it is never run", source)
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise ModelLoadError("config.json has no model_type", source)
+    if not list(folder.glob("*.safetensors")):
+        pickled = [path.name for path in folder.glob("*.bin")] + [path.name for path in folder.glob("*.pt")]
+        detail = f" ({', '.join(pickled)} would need unpickling, which runs code)" if pickled else ""
+        raise UnsupportedModelError(f"no *.safetensors weights in the folder{detail}", source)
+
+
+def _digest(folder: Path) -> str:
+    digest = hashlib.sha256(f"hf-export-{EXPORT_FORMAT}".encode())
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and (path.suffix in (".json", ".safetensors", ".txt")):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def export_folder(folder: str, onnx_path: str, eval_path: str, progress=None) -> str:
+    """Runs in a sandbox child: load with transformers (safetensors, no remote code, offline), export, tokenize."""
+    import os
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from sample_models import data
+    from sample_models.architectures import SentenceEncoder
+    from sample_models.registry import MINILM_MAX_TOKENS, _export_module
+
+    encoder = AutoModel.from_pretrained(
+        folder, local_files_only=True, use_safetensors=True, trust_remote_code=False, attn_implementation="eager"
+    )
+    axes = {0: "batch", 1: "tokens"}
+    example = (torch.ones(1, 16, dtype=torch.int64), torch.ones(1, 16, dtype=torch.int64))
+    _export_module(
+        SentenceEncoder(encoder),
+        example,
+        Path(onnx_path),
+        ["input_ids", "attention_mask"],
+        "embedding",
+        {"input_ids": axes, "attention_mask": axes, "embedding": {0: "batch"}},
+    )
+    has_tokenizer = any((Path(folder) / name).exists() for name in TOKENIZER_FILES)
+    if has_tokenizer:
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+        tokens = tokenizer(
+            data.sentences(), padding="max_length", truncation=True, max_length=MINILM_MAX_TOKENS, return_tensors="np"
+        )
+        ids, mask = tokens["input_ids"].astype(np.int64), tokens["attention_mask"].astype(np.int64)
+    else:
+        vocabulary = int(getattr(encoder.config, "vocab_size", 1000))
+        ids = np.random.default_rng(0).integers(0, vocabulary, (8, MINILM_MAX_TOKENS), dtype=np.int64)
+        mask = np.ones_like(ids)
+    np.savez(eval_path, input_ids=ids, attention_mask=mask)
+    return "tokenizer" if has_tokenizer else "random"
+
+
+def load_hugging_face_folder(folder: Path, *, name: str, source: str) -> Model:
+    from core.files import atomic_path
+    from core.loading import cache_dir, model_from_bytes
+    from sample_models import EvalSet
+
+    _check_folder(folder, source)
+    entry = cache_dir() / f"hf-{_digest(folder)[:24]}"
+    onnx_path, eval_path, kind_path = entry / "model.onnx", entry / "eval.npz", entry / "inputs.txt"
+    if not (onnx_path.exists() and eval_path.exists() and kind_path.exists()):
+        entry.mkdir(parents=True, exist_ok=True)
+        with atomic_path(onnx_path) as onnx_tmp, atomic_path(eval_path) as eval_tmp:
+            kind = run_isolated(
+                export_folder,
+                str(folder),
+                str(onnx_tmp),
+                str(eval_tmp) + ".npz",
+                source=source,
+                what="loading the Hugging Face folder with transformers and exporting it to ONNX",
+                timeout_s=EXPORT_TIMEOUT_S,
+            )
+            Path(str(eval_tmp) + ".npz").replace(eval_tmp)
+        kind_path.write_text(kind)
+    with np.load(eval_path, allow_pickle=False) as stored:
+        inputs = {key: stored[key] for key in stored.files}
+    random_inputs = kind_path.read_text().strip() == "random"
+    model = model_from_bytes(
+        onnx_path.read_bytes(),
+        name=name,
+        source=source,
+        description="Hugging Face encoder, mean-pooled sentence embeddings",
+        task="embedding",
+        trained=True,
+        eval_set=EvalSet(inputs, None),
+    )
+    if random_inputs:
+        from dataclasses import replace
+
+        model = replace(model, eval_inputs_are_random=True)
+    return model
