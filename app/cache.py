@@ -11,6 +11,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import streamlit as st
 
@@ -53,8 +54,9 @@ class Exported:
 
 
 @st.cache_resource(max_entries=MAX_MODELS, show_spinner=False)
-def model(source: str) -> Model:
-    return load_model(source)
+def model(source: str, _workdir: str | None = None) -> Model:
+    """`_workdir` (not part of the key): where a zip upload is extracted, the uploading session's own folder."""
+    return load_model(source, Path(_workdir) if _workdir else None)
 
 
 @st.cache_resource(max_entries=MAX_MODELS, show_spinner=False)

@@ -22,8 +22,8 @@ ALL_LAYERS = "All layers"
 
 
 def load(source: str) -> Model:
-    with st.spinner(f"Loading {source} (a sample is exported to ONNX once, then cached on disk)…"):
-        return cache.model(source)
+    with st.spinner(f"Loading {Path(source).name} (exported to ONNX once where needed, then cached on disk)…"):
+        return cache.model(source, str(sidebar.session_folder() / "extracted"))
 
 
 def _change(difference: float, text: str) -> str | None:

@@ -22,7 +22,7 @@ from sample_models import SAMPLES
 DEFAULT_SAMPLE = "digits-cnn"
 MAX_PRUNE_PERCENT = 95
 BITS_OFF = "off"
-UPLOAD_ROOT = Path(tempfile.gettempdir()) / "squeezelab-uploads"
+UPLOAD_TYPES = ["onnx", "zip", "safetensors"]
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,18 @@ def _sample_label(name: str) -> str:
     return f"{name} — {SAMPLES[name].description}"
 
 
+def session_folder() -> Path:
+    """This browser session's own folder for uploads and extracted zips. It is held by a TemporaryDirectory in the
+    session's state, so it is removed when the session ends and its state is dropped."""
+    if "workdir" not in st.session_state:
+        st.session_state.workdir = tempfile.TemporaryDirectory(prefix="squeezelab-session-")
+    return Path(st.session_state.workdir.name)
+
+
 def _store_upload(name: str, data: bytes) -> Path:
-    """The upload on disk under its content hash, with a file name reduced to safe characters."""
+    """The upload in the session folder under its content hash, with a file name reduced to safe characters."""
     safe_name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).name) or "model.onnx"
-    folder = UPLOAD_ROOT / hashlib.sha256(data).hexdigest()[:24]
+    folder = session_folder() / "uploads" / hashlib.sha256(data).hexdigest()[:24]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / safe_name
     if not path.exists():
@@ -58,7 +66,7 @@ def _on_upload() -> None:
         return
     path = _store_upload(upload.name, upload.getvalue())
     try:
-        cache.model(str(path))
+        cache.model(str(path), str(session_folder() / "extracted"))
     except SqueezeError as error:
         st.session_state.upload_error = f"{upload.name}: {error.reason}"
         return
@@ -79,11 +87,12 @@ def render() -> Controls:
     st.header("Model")
     choice = st.selectbox("Model", list(sources), key="model_choice", label_visibility="collapsed")
     st.file_uploader(
-        "…or upload an .onnx file",
-        type=["onnx"],
+        "…or upload a model",
+        type=UPLOAD_TYPES,
         key="upload",
         on_change=_on_upload,
-        help="The file stays on this server.",
+        help="ONNX (zip it with its external data files), a Hugging Face folder as a .zip, or a safetensors state "
+        "dict of a sample architecture; at most 200 MB. It stays in this session's folder, removed when the session ends.",
     )
     if "upload_error" in st.session_state:
         st.error(st.session_state.upload_error)

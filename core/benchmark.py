@@ -114,3 +114,27 @@ def compare_latency(original: bytes, compressed: bytes | None, feeds: dict[str, 
     after = results[1] if compressed is not None else None
     speedup = results[0].median / after.median if after else None
     return Latency(original=results[0], compressed=after, environment=env, speedup=speedup)
+
+
+def _compare_in_child(original: bytes, compressed: bytes, feeds, options: dict, progress=None) -> Latency:
+    return compare_latency(original, compressed, feeds, progress=progress, **options)
+
+
+def compare_latency_isolated(
+    original: bytes, compressed: bytes, feeds: dict[str, np.ndarray], *, source: str, progress=None, **options
+) -> Latency:
+    """compare_latency in a sandbox child, for users' models: a crash or hang ends the child, not the caller."""
+    from core.sandbox import run_isolated
+
+    budget = float(options.get("budget_s", 6.0))
+    return run_isolated(
+        _compare_in_child,
+        original,
+        compressed,
+        feeds,
+        options,
+        source=source,
+        what="measuring latency",
+        timeout_s=budget * 4 + 120,
+        progress=progress,
+    )

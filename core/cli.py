@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from core.activations import ACTIVATION_MODES, CALIBRATION_METHODS
-from core.benchmark import LATENCY_THREADS, compare_latency, measure_latency
+from core.benchmark import LATENCY_THREADS, compare_latency, compare_latency_isolated, measure_latency
 from core.compress import compress
 from core.config import PruneConfig, QuantConfig, Recipe
 from core.errors import InvalidSettingError, SqueezeError
@@ -206,9 +206,11 @@ def _compress(args: argparse.Namespace) -> None:
     latency = None
     if not args.no_latency:
         print(f"measuring latency (interleaved, ~{args.budget:.0f} s)...", file=sys.stderr)
-        latency = compare_latency(
-            model.onnx_bytes, data, model.latency_feed, budget_s=args.budget, threads=args.threads
-        )
+        options = {"budget_s": args.budget, "threads": args.threads}
+        if model.source.startswith("sample:"):
+            latency = compare_latency(model.onnx_bytes, data, model.latency_feed, **options)
+        else:  # a user's model runs in a sandbox child
+            latency = compare_latency_isolated(model.onnx_bytes, data, model.latency_feed, source=model.name, **options)
     report = build_report(compressed, data, latency)
     # Everything is computed before anything is written: a failure above leaves no file behind.
     write_atomic(args.out, data)

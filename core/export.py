@@ -14,6 +14,16 @@ import onnx
 from core.activations import quantize_dynamic_int8, quantize_static_qdq
 from core.calibration import calibration_for
 from core.compress import Compressed
+from core.sandbox import run_isolated
+
+
+def quantize_activations(
+    float_model: bytes, mode: str, calibration: dict, method: str, keep: list[str], progress=None
+) -> bytes:
+    model = onnx.load_from_string(float_model)
+    if mode == "static":
+        return quantize_static_qdq(model, calibration, method, keep, progress)
+    return quantize_dynamic_int8(model, keep)
 
 
 def export_bytes(compressed: Compressed, progress: Callable[[float], None] | None = None) -> bytes:
@@ -25,14 +35,16 @@ def export_bytes(compressed: Compressed, progress: Callable[[float], None] | Non
     if mode == "none":
         proto = compressed.export_onnx()
     else:
-        float_model = compressed.reference_onnx()
-        keep = list(compressed.recipe.quant.keep_float)
-        if mode == "static":
-            calibration = calibration_for(compressed.model, compressed.recipe.quant.calibration)
-            method = compressed.recipe.quant.calib_method
-            data = quantize_static_qdq(float_model, calibration.inputs, method, keep, progress)
-        else:
-            data = quantize_dynamic_int8(float_model, keep)
+        quant = compressed.recipe.quant
+        float_model = compressed.reference_onnx().SerializeToString()
+        inputs = calibration_for(compressed.model, quant.calibration).inputs if mode == "static" else {}
+        arguments = (float_model, mode, inputs, quant.calib_method, list(quant.keep_float))
+        if compressed.model.source.startswith("sample:"):
+            data = quantize_activations(*arguments, progress=progress)
+        else:  # a user's model: ONNX Runtime's quantizers run it, so they run in a sandbox child
+            data = run_isolated(
+                quantize_activations, *arguments, source=compressed.model.name, what="quantization", progress=progress
+            )
         proto = onnx.load_from_string(data)
     onnx.checker.check_model(proto, full_check=True)
     return proto.SerializeToString()

@@ -203,3 +203,62 @@ def test_settings_a_model_cannot_take_show_the_reason_and_keep_the_page(tmp_path
     ]
     app.select_slider(key="weight_bits").set_value("off").run()
     assert not app.exception and not app.error and _metrics(app)["Non-zero weights"] == "294"
+
+
+def _tiny_upload(app: AppTest) -> AppTest:
+    app.file_uploader(key="upload").set_value(
+        ("tiny.onnx", conv_gemm_model().SerializeToString(), "application/octet-stream")
+    )
+    return app.run()
+
+
+def test_a_child_killed_mid_benchmark_gives_an_error_and_the_app_recovers():
+    import os
+    import signal
+    import threading
+    import time
+
+    from core.sandbox import current_children
+
+    app = _tiny_upload(_app())
+    app.slider(key="latency_budget").set_value(20).run()
+    killed = []
+
+    def kill_the_benchmark() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed:
+            for pid in current_children():
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_the_benchmark)
+    killer.start()
+    app.button(key="measure_panel").click().run()
+    killer.join()
+    assert killed and not app.exception
+    assert any("measuring latency crashed (SIGKILL); the server is unaffected" in error.value for error in app.error)
+    app.slider(key="latency_budget").set_value(1).run()
+    app.button(key="measure_panel").click().run()
+    assert not app.exception and _metrics(app)["Median latency"].endswith(" ms")
+
+
+def test_a_hostile_upload_is_refused_in_the_page_and_the_session_folder_goes_with_the_session():
+    import gc
+    import pickle
+    from pathlib import Path
+
+    app = _app()
+    disguised = ("weights.onnx", pickle.dumps({"a": 1}), "application/octet-stream")  # judged by bytes, not name
+    app.file_uploader(key="upload").set_value(disguised).run()
+    assert [error.value for error in app.error] == [
+        "weights.onnx: a pickled file (PyTorch .pt/.pth/.bin/.ckpt): loading it would run code inside it; "
+        "save a safetensors state dict or export to ONNX instead"
+    ]
+    assert app.selectbox(key="model_choice").value.startswith("digits-cnn") and not app.exception
+    folder = Path(app.session_state["workdir"].name)
+    assert (folder / "uploads").is_dir()
+    del app
+    gc.collect()
+    assert not folder.exists()
