@@ -5,18 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from core.activations import ACTIVATION_MODES, CALIBRATION_METHODS
 from core.benchmark import LATENCY_THREADS, compare_latency, compare_latency_isolated, measure_latency
 from core.compress import compress
-from core.config import PruneConfig, QuantConfig, Recipe
+from core.config import FLOAT_BITS, PruneConfig, QuantConfig, Recipe
 from core.errors import InvalidSettingError, SqueezeError
 from core.export import export_bytes
 from core.files import write_atomic
 from core.loading import load_model
 from core.measure import build_report
 from core.pruning import CRITERIA, GRANULARITIES, SCOPES
+from core.sensitivity import DEFAULT_AMOUNTS, DEFAULT_BITS, cached_scan
 
 EXIT_USAGE = 2
 
@@ -95,12 +97,56 @@ def _parser() -> argparse.ArgumentParser:
         help=f"ONNX Runtime intra-op threads for latency (default {LATENCY_THREADS})",
     )
 
+    sensitivity = commands.add_parser(
+        "sensitivity", help="each prunable layer alone at several amounts and bit widths: the quality it loses"
+    )
+    sensitivity.add_argument("model")
+    sensitivity.add_argument("--amounts", type=_floats, default=list(DEFAULT_AMOUNTS), metavar="A,B,...")
+    sensitivity.add_argument("--bits", type=_ints, default=list(DEFAULT_BITS), metavar="B,C,...")
+    sensitivity.add_argument("--json", type=Path, metavar="OUT.json", help="write the scan as JSON")
+
     bench = commands.add_parser("bench", help="interleaved ONNX Runtime latency of one model or two side by side")
     bench.add_argument("model")
     bench.add_argument("other", nargs="?")
     bench.add_argument("--budget", type=float, default=6.0, metavar="SECONDS")
     bench.add_argument("--threads", type=int, default=None)
     return parser
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(item) for item in text.split(",") if item]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(item) for item in text.split(",") if item]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+
+
+def _sensitivity(args: argparse.Namespace) -> None:
+    for amount in args.amounts:
+        PruneConfig(amount)
+    for bits in args.bits:
+        if bits != FLOAT_BITS:
+            QuantConfig(bits)
+    if args.json is not None and not args.json.parent.is_dir():
+        raise InvalidSettingError("the folder to write into does not exist", str(args.json))
+    model = load_model(args.model)
+    started = time.perf_counter()
+    result = cached_scan(model, tuple(args.amounts), tuple(bits for bits in args.bits if bits != FLOAT_BITS),
+                         progress=_print_progress("scan"))  # fmt: skip
+    print(f"{model.name}: {result.metric} drop per layer alone (baseline {result.baseline:.4f}, "
+          f"{result.samples} inputs; {time.perf_counter() - started:.1f} s)")  # fmt: skip
+    width = max(len(layer) for layer in result.layers)
+    print(" " * (width + 2) + "".join(f"{setting:>12}" for setting in result.settings))
+    for layer, drops in zip(result.layers, result.drops, strict=True):
+        print(f"  {layer:<{width}}" + "".join(f"{drop:>12.4f}" for drop in drops))
+    if args.json:
+        write_atomic(args.json, (json.dumps(result.to_dict(), indent=1) + "\n").encode())
 
 
 def _inspect(args: argparse.Namespace) -> None:
@@ -312,7 +358,7 @@ def _bench(args: argparse.Namespace) -> None:
     _print_latency([model.name for model in models], results, env)
 
 
-COMMANDS = {"inspect": _inspect, "compress": _compress, "bench": _bench}
+COMMANDS = {"inspect": _inspect, "compress": _compress, "bench": _bench, "sensitivity": _sensitivity}
 
 
 def main(argv: list[str] | None = None) -> int:
