@@ -11,7 +11,7 @@ from pathlib import Path
 from core.activations import ACTIVATION_MODES, CALIBRATION_METHODS
 from core.benchmark import LATENCY_THREADS, compare_latency, compare_latency_isolated, measure_latency
 from core.compress import compress
-from core.config import FLOAT_BITS, PruneConfig, QuantConfig, Recipe
+from core.config import FLOAT_BITS, LayerOverride, PruneConfig, QuantConfig, Recipe
 from core.errors import InvalidSettingError, SqueezeError
 from core.export import export_bytes
 from core.files import write_atomic
@@ -66,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
         help="round kept channel counts up to a multiple of N",
     )
     squeeze.add_argument("--bits", type=int, default=None, help="weight bits 2-8, or 32 for off (default)")
+    squeeze.add_argument(
+        "--override",
+        action="append",
+        default=None,
+        metavar="LAYER=amount:A,bits:B|skip",
+        help="one layer's own settings (repeatable), e.g. /fc/Gemm=bits:4 or /stem/stem.0/Conv=skip",
+    )
     squeeze.add_argument(
         "--activations",
         choices=list(ACTIVATION_MODES),
@@ -223,7 +230,13 @@ def _recipe_from_args(args: argparse.Namespace, model_name: str, model_sha: str)
     ):
         if value is not None:
             quant[key] = value
-    return Recipe(PruneConfig(**prune), QuantConfig(**quant), model=model_name, model_sha256=model_sha)
+    overrides = base.overrides
+    if args.override:
+        given = [LayerOverride.parse(text) for text in args.override]
+        replaced = {override.layer for override in given}
+        overrides = tuple(o for o in base.overrides if o.layer not in replaced) + tuple(given)
+    return Recipe(PruneConfig(**prune), QuantConfig(**quant), model=model_name, model_sha256=model_sha,
+                  overrides=overrides)  # fmt: skip
 
 
 def _validate_settings(args: argparse.Namespace) -> None:

@@ -17,12 +17,12 @@ from onnx import numpy_helper
 from core.activations import choose_mode, smooth_matmul_inputs
 from core.blocks import BlockCost, BlockIndex, drop_blocks
 from core.calibration import calibration_for
-from core.config import Recipe
+from core.config import FLOAT_BITS, Recipe
 from core.errors import InvalidSettingError, UnsupportedModelError
 from core.graph import Layer, find_prunable_layers, opset_version, with_weights, without_initializers
 from core.macs import graph_macs
 from core.model import Model
-from core.pruning import PruneIndex, prune
+from core.pruning import PruneIndex, prune, prune_layer
 from core.quantization import QuantizedWeight, quantize_weight
 from core.structured import ChannelIndex, apply_channel_removal, channel_activations
 
@@ -106,7 +106,8 @@ def _structurally_pruned(model: Model, recipe: Recipe, index: Index | None) -> C
 
 
 def compress(model: Model, recipe: Recipe, index: Index | None = None) -> Compressed:
-    if recipe.quant.enabled and opset_version(model.proto) < MIN_QDQ_OPSET:
+    quantizing = recipe.quant.enabled or any(override.bits not in (None, FLOAT_BITS) for override in recipe.overrides)
+    if quantizing and opset_version(model.proto) < MIN_QDQ_OPSET:
         raise UnsupportedModelError(
             f"weight quantization needs ONNX opset >= {MIN_QDQ_OPSET}; this model uses opset {opset_version(model.proto)}",
             model.source,
@@ -121,8 +122,10 @@ def compress(model: Model, recipe: Recipe, index: Index | None = None) -> Compre
                 index = prepare_index(model, recipe)
             assert isinstance(index, PruneIndex)
             weights = prune(weights, index, settings.amount)
+        weights = _apply_pruning_overrides(model, recipe, weights, index)
         base = Compressed(model, recipe, model.skeleton, model.layers, weights, {}, model.macs)
-    if not recipe.quant.enabled:
+    bits = _layer_bits(model, recipe)
+    if not any(width != FLOAT_BITS for width in bits.values()):
         return base
     mode, reason = resolve_activation_mode(model, recipe.quant.activations)
     keep = set(recipe.quant.keep_float)
@@ -132,15 +135,55 @@ def compress(model: Model, recipe: Recipe, index: Index | None = None) -> Compre
     if mode == "dynamic" and recipe.quant.smooth_alpha:
         base = _smoothed(base, recipe.quant.smooth_alpha, keep)
     quantized = {
-        layer.name: quantize_weight(base.weights[layer.name], recipe.quant.weight_bits, layer.channel_axis)
+        layer.name: quantize_weight(base.weights[layer.name], bits[layer.node], layer.channel_axis)
         for layer in base.layers
-        if layer.node not in keep
+        if layer.node not in keep and bits.get(layer.node, FLOAT_BITS) != FLOAT_BITS
     }
     weights = base.weights | {name: q.dequantize() for name, q in quantized.items()}
     sqnr = {name: weight_sqnr_db(base.weights[name], weights[name]) for name in quantized}
     return replace(
         base, weights=weights, quantized=quantized, activation_mode=mode, mode_reason=reason, weight_sqnr=sqnr
     )
+
+
+def _check_override_layers(model: Model, recipe: Recipe) -> None:
+    nodes = {layer.node for layer in model.layers}
+    unknown = sorted(override.layer for override in recipe.overrides if override.layer not in nodes)
+    if unknown:
+        raise InvalidSettingError(f"overrides name no prunable layer: {', '.join(unknown)}")
+
+
+def _apply_pruning_overrides(model: Model, recipe: Recipe, weights: dict, index: Index | None) -> dict:
+    """Layers with their own amount are pruned at it (ranked within the layer); skipped layers keep every weight."""
+    _check_override_layers(model, recipe)
+    own = [(layer, recipe.override(layer.node)) for layer in model.layers if recipe.override(layer.node)]
+    if not own:
+        return weights
+    if any(override.amount for _, override in own) and not isinstance(index, PruneIndex):
+        index = prepare_index(model, recipe)
+    weights = dict(weights)
+    for layer, override in own:
+        if override.skip or override.amount is not None:
+            weights[layer.name] = model.weights[layer.name]
+        if override.amount:
+            assert isinstance(index, PruneIndex)
+            weights[layer.name] = prune_layer(model.weights[layer.name], index.ranks[layer.name], override.amount)
+    return weights
+
+
+def _layer_bits(model: Model, recipe: Recipe) -> dict[str, int]:
+    """Each layer's weight bits: the recipe's, or its override's (skip: float)."""
+    _check_override_layers(model, recipe)
+    bits = {}
+    for layer in model.layers:
+        override = recipe.override(layer.node)
+        width = recipe.quant.weight_bits
+        if override is not None and override.skip:
+            width = FLOAT_BITS
+        elif override is not None and override.bits is not None:
+            width = override.bits
+        bits[layer.node] = width
+    return bits
 
 
 def resolve_activation_mode(model: Model, requested: str) -> tuple[str, str]:

@@ -150,6 +150,51 @@ class QuantConfig:
 
 
 @dataclass(frozen=True)
+class LayerOverride:
+    """One layer's own settings: its own pruning amount (unstructured), its own weight bits (32: float), or skip
+    (neither pruned nor quantized)."""
+
+    layer: str  # the node name, as `inspect` lists it
+    amount: float | None = None
+    bits: int | None = None
+    skip: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.layer, str) or not self.layer:
+            raise InvalidSettingError("an override needs the layer's node name")
+        if self.amount is not None:
+            PruneConfig(self.amount)
+        if self.bits is not None:
+            QuantConfig(self.bits)
+        if not isinstance(self.skip, bool):
+            raise InvalidSettingError(f"override skip must be true or false, got {self.skip!r}")
+        if self.skip and (self.amount is not None or self.bits is not None):
+            raise InvalidSettingError(f"override of {self.layer}: skip leaves the layer alone; drop amount and bits")
+        if not self.skip and self.amount is None and self.bits is None:
+            raise InvalidSettingError(f"override of {self.layer} sets nothing: give amount, bits or skip")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: value for key, value in asdict(self).items() if value is not None and value is not False}
+
+    @classmethod
+    def parse(cls, text: str) -> LayerOverride:
+        """`LAYER=amount:0.3,bits:4` or `LAYER=skip` (the CLI's form)."""
+        layer, _, settings = text.rpartition("=")
+        if not layer:
+            raise InvalidSettingError(f"override {text!r}: expected LAYER=amount:A,bits:B or LAYER=skip")
+        if settings == "skip":
+            return cls(layer, skip=True)
+        values: dict[str, Any] = {}
+        for part in settings.split(","):
+            key, _, value = part.partition(":")
+            try:
+                values[key] = {"amount": float, "bits": int}[key](value)
+            except (KeyError, ValueError):
+                raise InvalidSettingError(f"override {text!r}: expected amount:A, bits:B or skip") from None
+        return cls(layer, **values)
+
+
+@dataclass(frozen=True)
 class Recipe:
     """Every setting that turns a model into its compressed export; applying it again gives the same bytes."""
 
@@ -157,6 +202,18 @@ class Recipe:
     quant: QuantConfig = field(default_factory=QuantConfig)
     model: str | None = None
     model_sha256: str | None = None
+    overrides: tuple[LayerOverride, ...] = ()
+
+    def __post_init__(self) -> None:
+        layers = [override.layer for override in self.overrides]
+        if len(set(layers)) != len(layers):
+            raise InvalidSettingError("a layer is overridden twice")
+        structural = self.prune.granularity != "unstructured"
+        if structural and any(override.amount is not None or override.skip for override in self.overrides):
+            raise InvalidSettingError("per-layer amounts and skip apply to unstructured pruning; set bits here")
+
+    def override(self, layer: str) -> LayerOverride | None:
+        return next((override for override in self.overrides if override.layer == layer), None)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -165,6 +222,7 @@ class Recipe:
             "model_sha256": self.model_sha256,
             "prune": self.prune.to_dict(),
             "quant": self.quant.to_dict(),
+            "overrides": [override.to_dict() for override in self.overrides],
         }
 
     @classmethod
@@ -173,7 +231,7 @@ class Recipe:
             raise InvalidSettingError("a recipe must be a JSON object")
         if data.get("format") != RECIPE_FORMAT:
             raise InvalidSettingError(f"unsupported recipe format {data.get('format')!r}; expected {RECIPE_FORMAT}")
-        unknown = sorted(set(data) - {"format", "model", "model_sha256", "prune", "quant"})
+        unknown = sorted(set(data) - {"format", "model", "model_sha256", "prune", "quant", "overrides"})
         if unknown:
             raise InvalidSettingError(f"unknown recipe key(s): {', '.join(unknown)}")
         return cls(
@@ -181,6 +239,7 @@ class Recipe:
             quant=QuantConfig.from_dict(data.get("quant", {})),
             model=data.get("model"),
             model_sha256=data.get("model_sha256"),
+            overrides=tuple(_from_dict(LayerOverride, entry, "override") for entry in data.get("overrides", [])),
         )
 
     def to_json(self) -> str:

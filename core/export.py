@@ -38,7 +38,9 @@ def export_bytes(compressed: Compressed, progress: Callable[[float], None] | Non
         quant = compressed.recipe.quant
         float_model = compressed.reference_onnx().SerializeToString()
         inputs = calibration_for(compressed.model, quant.calibration).inputs if mode == "static" else {}
-        arguments = (float_model, mode, inputs, quant.calib_method, list(quant.keep_float))
+        # every layer this tool left in float (keep_float, skipped, 32-bit overrides) stays float in ONNX Runtime too
+        keep = [layer.node for layer in compressed.layers if layer.name not in compressed.quantized]
+        arguments = (float_model, mode, inputs, quant.calib_method, keep)
         if compressed.model.source.startswith("sample:"):
             data = quantize_activations(*arguments, progress=progress)
         else:  # a user's model: ONNX Runtime's quantizers run it, so they run in a sandbox child

@@ -67,9 +67,10 @@ def histograms(compressed: Compressed) -> dict[str, Histogram]:
 def layer_stats(compressed: Compressed) -> list[LayerStats]:
     """Every layer of the original model; a layer removed with its block has no weights left."""
     model = compressed.model
-    bits = compressed.recipe.quant.weight_bits
     stats = []
     for layer in model.layers:
+        quantized = compressed.quantized.get(layer.name)
+        bits = quantized.bits if quantized is not None else 32
         values = compressed.weights.get(layer.name)
         nonzero = 0 if values is None else int(np.count_nonzero(values))
         zeros = layer.params - nonzero

@@ -98,3 +98,13 @@ def prune(weights: Mapping[str, np.ndarray], index: PruneIndex, amount: float) -
     return {
         name: np.where(masks[name].reshape(values.shape), values, np.float32(0)) for name, values in weights.items()
     }
+
+
+def prune_layer(values: np.ndarray, ranks: np.ndarray, amount: float) -> np.ndarray:
+    """One layer pruned at its own amount, by its weights' ranks (within-layer order is kept even when the ranks
+    are global)."""
+    count = round(amount * ranks.size)
+    if count == 0:
+        return values
+    cutoff = np.partition(ranks, count - 1)[count - 1]
+    return np.where((ranks > cutoff).reshape(values.shape), values, np.float32(0))
