@@ -19,6 +19,7 @@ from core.loading import load_model
 from core.measure import build_report
 from core.pruning import CRITERIA, GRANULARITIES, SCOPES
 from core.sensitivity import DEFAULT_AMOUNTS, DEFAULT_BITS, cached_scan
+from core.sweep import best_on_front, sweep, to_csv
 
 EXIT_USAGE = 2
 
@@ -112,6 +113,16 @@ def _parser() -> argparse.ArgumentParser:
     sensitivity.add_argument("--bits", type=_ints, default=list(DEFAULT_BITS), metavar="B,C,...")
     sensitivity.add_argument("--json", type=Path, metavar="OUT.json", help="write the scan as JSON")
 
+    grid = commands.add_parser("sweep", help="a grid of settings, each exported and measured; the Pareto front")
+    grid.add_argument("model")
+    grid.add_argument("--prune", type=_floats, default=[0.0, 0.25, 0.5, 0.75], metavar="A,B,...")
+    grid.add_argument("--bits", type=_ints, default=[32, 8, 4], metavar="B,C,...")
+    grid.add_argument("--granularity", default="unstructured", metavar="G[,G2]", help="unstructured, channel, block")
+    grid.add_argument("--activations", choices=list(ACTIVATION_MODES), default="none")
+    grid.add_argument("--budget", type=float, default=1.0, metavar="SECONDS", help="latency budget per point")
+    grid.add_argument("--threads", type=int, default=None)
+    grid.add_argument("--csv", type=Path, metavar="OUT.csv")
+
     bench = commands.add_parser("bench", help="interleaved ONNX Runtime latency of one model or two side by side")
     bench.add_argument("model")
     bench.add_argument("other", nargs="?")
@@ -154,6 +165,32 @@ def _sensitivity(args: argparse.Namespace) -> None:
         print(f"  {layer:<{width}}" + "".join(f"{drop:>12.4f}" for drop in drops))
     if args.json:
         write_atomic(args.json, (json.dumps(result.to_dict(), indent=1) + "\n").encode())
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    if args.csv is not None and not args.csv.parent.is_dir():
+        raise InvalidSettingError("the folder to write into does not exist", str(args.csv))
+    granularities = [name for name in args.granularity.split(",") if name]
+    for granularity in granularities:
+        PruneConfig(granularity=granularity)
+    model = load_model(args.model)
+    started = time.perf_counter()
+    points = sweep(model, args.prune, args.bits, granularities, args.activations, args.budget, args.threads,
+                   progress=_print_progress("sweep"))  # fmt: skip
+    print(f"{model.name}: {len(points)} points in {time.perf_counter() - started:.1f} s "
+          f"(latency interleaved with the original, {args.budget:g} s each)")  # fmt: skip
+    print(f"  {'granularity':<13}{'amount':>7}{'bits':>6}{points[0].metric if points else 'quality':>10}"
+          f"{'size':>12}{'latency ms':>12}{'speed-up':>10}  front")  # fmt: skip
+    for point in points:
+        marks = ",".join(name for name, on in (("latency", point.front_latency), ("size", point.front_size)) if on)
+        print(f"  {point.granularity:<13}{point.amount:>7g}{point.bits:>6}{point.quality:>10.4f}{point.size_bytes:>12,}"
+              f"{point.latency_ms:>12.3f}{point.speedup:>9.2f}x  {marks}")  # fmt: skip
+    best = best_on_front(points)
+    if best:
+        print(f"suggested: {best.granularity} {best.amount:g}, {best.bits} bits ({best.metric} {best.quality:.4f}, "
+              f"{best.speedup:.2f}x)")  # fmt: skip
+    if args.csv:
+        write_atomic(args.csv, to_csv(points).encode())
 
 
 def _inspect(args: argparse.Namespace) -> None:
@@ -371,7 +408,7 @@ def _bench(args: argparse.Namespace) -> None:
     _print_latency([model.name for model in models], results, env)
 
 
-COMMANDS = {"inspect": _inspect, "compress": _compress, "bench": _bench, "sensitivity": _sensitivity}
+COMMANDS = {"inspect": _inspect, "compress": _compress, "bench": _bench, "sensitivity": _sensitivity, "sweep": _sweep}
 
 
 def main(argv: list[str] | None = None) -> int:
