@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import cache
-from app.charts import latency_chart
+from core.charts import latency_chart
 from core import Latency, SqueezeError, compare_latency
 from core.benchmark import compare_latency_isolated
 from sample_models import SAMPLES

@@ -14,7 +14,7 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from app import cache, latency, sidebar
-from app.charts import codes_chart, histogram_chart, sparsity_chart
+from core.charts import codes_chart, histogram_chart, sparsity_chart
 from core import Latency, Model, Recipe, SqueezeError, Verdict
 from core.report import QuantizationInfo, Report, WeightSummary
 

@@ -15,6 +15,7 @@ from core.config import FLOAT_BITS, LayerOverride, PruneConfig, QuantConfig, Rec
 from core.errors import InvalidSettingError, SqueezeError
 from core.export import export_bytes
 from core.files import write_atomic
+from core.html_report import render as render_html
 from core.loading import load_model
 from core.measure import build_report
 from core.pruning import CRITERIA, GRANULARITIES, SCOPES
@@ -123,6 +124,14 @@ def _parser() -> argparse.ArgumentParser:
     grid.add_argument("--threads", type=int, default=None)
     grid.add_argument("--csv", type=Path, metavar="OUT.csv")
 
+    share = commands.add_parser("report", help="a self-contained HTML report of a recipe applied to a model")
+    share.add_argument("model")
+    share.add_argument("--recipe", type=Path, required=True, metavar="RECIPE.json")
+    share.add_argument("--html", type=Path, required=True, metavar="OUT.html")
+    share.add_argument("--no-latency", action="store_true")
+    share.add_argument("--budget", type=float, default=6.0, metavar="SECONDS")
+    share.add_argument("--threads", type=int, default=None)
+
     bench = commands.add_parser("bench", help="interleaved ONNX Runtime latency of one model or two side by side")
     bench.add_argument("model")
     bench.add_argument("other", nargs="?")
@@ -191,6 +200,31 @@ def _sweep(args: argparse.Namespace) -> None:
               f"{best.speedup:.2f}x)")  # fmt: skip
     if args.csv:
         write_atomic(args.csv, to_csv(points).encode())
+
+
+def _report(args: argparse.Namespace) -> None:
+    if not args.html.parent.is_dir():
+        raise InvalidSettingError("the folder to write into does not exist", str(args.html))
+    model = load_model(args.model)
+    try:
+        recipe = Recipe.from_json(args.recipe.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise InvalidSettingError(error.strerror or "cannot read", str(args.recipe)) from None
+    except SqueezeError as error:
+        raise InvalidSettingError(error.reason, str(args.recipe)) from None
+    if recipe.model_sha256 and recipe.model_sha256 != model.sha256:
+        raise InvalidSettingError(f"the recipe was made for a different model ({recipe.model})", str(args.recipe))
+    compressed = compress(model, recipe)
+    data = export_bytes(compressed, _print_progress("calibration"))
+    latency = None
+    if not args.no_latency:
+        options = {"budget_s": args.budget, "threads": args.threads}
+        if model.source.startswith("sample:"):
+            latency = compare_latency(model.onnx_bytes, data, model.latency_feed, **options)
+        else:
+            latency = compare_latency_isolated(model.onnx_bytes, data, model.latency_feed, source=model.name, **options)
+    write_atomic(args.html, render_html(build_report(compressed, data, latency)).encode())
+    print(f"wrote {args.html} ({args.html.stat().st_size:,} bytes, opens offline)")
 
 
 def _inspect(args: argparse.Namespace) -> None:
@@ -408,7 +442,14 @@ def _bench(args: argparse.Namespace) -> None:
     _print_latency([model.name for model in models], results, env)
 
 
-COMMANDS = {"inspect": _inspect, "compress": _compress, "bench": _bench, "sensitivity": _sensitivity, "sweep": _sweep}
+COMMANDS = {
+    "inspect": _inspect,
+    "compress": _compress,
+    "bench": _bench,
+    "sensitivity": _sensitivity,
+    "sweep": _sweep,
+    "report": _report,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -91,6 +91,7 @@ def layer_stats(compressed: Compressed) -> list[LayerStats]:
                 channels_kept=0 if values is None else values.shape[layer.channel_axis],
                 macs_after=compressed.macs.get(layer.name, 0),
                 left_whole=compressed.left_whole.get(layer.name),
+                original_zeros=layer.params - int(np.count_nonzero(model.weights[layer.name])),
             )
         )
     return stats

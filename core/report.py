@@ -25,6 +25,7 @@ class LayerStats:
     channels_kept: int = 0
     macs_after: int = 0  # per sample, as ONNX Runtime runs the compressed graph (dense kernels)
     left_whole: str | None = None  # structured pruning: why none of its channels could be removed
+    original_zeros: int = 0  # zeros the original already had
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from app.charts import COLLAPSED, COMPRESSED, ORIGINAL, codes_chart, histogram_chart, latency_chart, sparsity_chart
 from core.benchmark import stats
+from core.charts import COLLAPSED, COMPRESSED, ORIGINAL, codes_chart, histogram_chart, latency_chart, sparsity_chart
 from core.report import CodeCounts, Histogram, LayerStats
 
 

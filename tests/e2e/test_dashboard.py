@@ -77,3 +77,22 @@ def _weights(path: Path) -> dict[str, np.ndarray]:
     proto = onnx.load(str(path))
     names = {layer.name for layer in find_prunable_layers(proto)}
     return {init.name: numpy_helper.to_array(init) for init in proto.graph.initializer if init.name in names}
+
+
+def test_the_html_report_renders_offline_in_a_browser(tmp_path, digits_cnn):
+    from core import PruneConfig, QuantConfig, Recipe, build_report, compress, export_bytes
+    from core.html_report import render
+
+    compressed = compress(digits_cnn, Recipe(PruneConfig(0.3), QuantConfig(4)))
+    page_path = tmp_path / "report.html"
+    page_path.write_text(render(build_report(compressed, export_bytes(compressed))))
+    with chromium() as browser:
+        context = browser.new_context(offline=True)
+        page = context.new_page()
+        requests = []
+        page.on("request", lambda request: requests.append(request.url))
+        page.goto(page_path.as_uri())
+        page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= 3")
+        assert page.evaluate("document.querySelectorAll('.js-plotly-plot').length") == 3
+        assert [url for url in requests if not url.startswith("file:")] == []
+        assert "99.72%" in page.content()

@@ -1,4 +1,5 @@
-"""Chart builders: pure functions from the engine's typed results to plotly figures, testable without a server.
+"""Chart builders: pure functions from the engine's typed results to plotly figures, used by the dashboard and the
+HTML report, testable without a server.
 
 Original and compressed keep the same colours in every chart. Both colours are mid-tone so they read on the
 light and the dark theme; backgrounds stay transparent so the theme shows through.
