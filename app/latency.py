@@ -5,9 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from app import cache
-from core.charts import latency_chart
 from core import Latency, SqueezeError, compare_latency
 from core.benchmark import compare_latency_isolated
+from core.charts import latency_chart
 from sample_models import SAMPLES
 
 # Below this relative difference of medians we do not call one model faster: run-to-run noise here is larger.

@@ -13,9 +13,10 @@ from pathlib import Path
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from app import cache, latency, sidebar
-from core.charts import codes_chart, histogram_chart, sparsity_chart
+from app import cache, explore, latency, sidebar
 from core import Latency, Model, Recipe, SqueezeError, Verdict
+from core.charts import codes_chart, histogram_chart, sparsity_chart
+from core.html_report import render as render_html
 from core.report import QuantizationInfo, Report, WeightSummary
 
 ALL_LAYERS = "All layers"
@@ -237,7 +238,7 @@ def layer_table(summary: WeightSummary) -> None:
 def downloads(model: Model, exported: cache.Exported, recipe: Recipe, measured: Latency | None) -> None:
     stem = Path(model.name).stem
     report = replace(exported.report, latency_ms=measured) if measured else exported.report
-    onnx_col, recipe_col, report_col = st.columns(3)
+    onnx_col, recipe_col, report_col, html_col = st.columns(4)
     onnx_col.download_button(
         f"Download {stem}-squeezed.onnx ({len(exported.data) / 1e6:.2f} MB)",
         exported.data,
@@ -262,6 +263,15 @@ def downloads(model: Model, exported: cache.Exported, recipe: Recipe, measured: 
         mime="application/json",
         on_click="ignore",
         key="download_report",
+    )
+    html_col.download_button(
+        "Download report.html",
+        render_html(report),
+        file_name=f"{stem}-report.html",
+        mime="text/html",
+        on_click="ignore",
+        key="download_html",
+        help="Self-contained: the settings, before/after numbers, charts, verdict and environment; opens offline.",
     )
     quant = f"{recipe.quant.weight_bits}-bit weights" if recipe.quant.enabled else "float32 weights"
     st.caption(
@@ -290,13 +300,15 @@ def main() -> None:
         nodes = [layer.node for layer in model.layers]
         st.session_state.keep_float = [name for name in st.session_state.get("keep_float", []) if name in nodes]
         quant = replace(quant, keep_float=tuple(st.session_state.keep_float))
+    st.markdown(f"**{model.name}**: {model.description or model.source}")
+    with st.expander("Per-layer overrides: a layer's own amount, bits, or skip"):
+        overrides = explore.overrides_editor(model)
     try:
-        recipe = Recipe(prune, quant, model=model.name, model_sha256=model.sha256)
+        recipe = Recipe(prune, quant, model=model.name, model_sha256=model.sha256, overrides=overrides)
     except SqueezeError as error:
         st.error(str(error))
         return
     recipe_json = recipe.to_json()
-    st.markdown(f"**{model.name}**: {model.description or model.source}")
 
     metrics_box = st.container()
     with metrics_box:
@@ -345,6 +357,12 @@ def main() -> None:
     layer_table(live.summary)
     st.subheader("Export")
     downloads(model, exported, recipe, measured)
+    st.subheader("Explore the trade-offs")
+    scan_tab, sweep_tab = st.tabs(["Per-layer sensitivity", "Pareto sweep"])
+    with scan_tab:
+        explore.sensitivity_tab(model, controls.source)
+    with sweep_tab:
+        explore.sweep_tab(model, controls.source)
     with latency_box:
         latency.panel(
             controls.source,

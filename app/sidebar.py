@@ -80,6 +80,9 @@ def _request_latency() -> None:
 
 
 def render() -> Controls:
+    # settings picked elsewhere on the page (a point of the Pareto sweep) take effect before the widgets exist
+    for key, value in st.session_state.pop("pending_settings", {}).items():
+        st.session_state[key] = value
     uploads: dict[str, str] = st.session_state.setdefault("uploads", {})
     sources = {_sample_label(name): name for name in SAMPLES} | uploads
     st.session_state.setdefault("model_choice", _sample_label(DEFAULT_SAMPLE))

@@ -169,3 +169,64 @@ def latency_chart(original: LatencyStats, compressed: LatencyStats) -> go.Figure
         yaxis={"title": "ms per batch-1 inference (log scale)", "type": "log"},
         showlegend=False,
     )
+
+
+def sensitivity_heatmap(
+    layers: list[str], settings: list[str], drops: list[list[float | None]], metric: str
+) -> go.Figure:
+    """Layers x settings, coloured by how much quality each costs alone."""
+    figure = go.Figure(
+        go.Heatmap(
+            z=[[None if drop is None else drop for drop in row] for row in drops],
+            x=settings,
+            y=layers,
+            colorscale="OrRd",
+            zmin=0,
+            colorbar={"title": f"{metric} drop"},
+            hovertemplate="%{y}<br>%{x}: drop %{z:.4f}<extra></extra>",
+        )
+    )
+    return _layout(
+        figure,
+        f"Sensitivity: {metric} lost by each layer alone",
+        yaxis={"autorange": "reversed", "title": None},
+        xaxis={"title": None},
+        height=max(320, 22 * len(layers) + 140),
+    )
+
+
+def sensitivity_curves(
+    layers: list[str], settings: list[str], drops: list[list[float | None]], metric: str
+) -> go.Figure:
+    """One line per layer: its drop against the pruning amount."""
+    columns = [index for index, setting in enumerate(settings) if setting.startswith("prune ")]
+    amounts = [float(settings[index].split()[1]) for index in columns]
+    figure = go.Figure()
+    for layer, row in zip(layers, drops, strict=True):
+        figure.add_scatter(
+            x=amounts, y=[row[index] for index in columns], mode="lines+markers", name=layer,
+            hovertemplate=f"{layer}<br>amount %{{x}}: drop %{{y:.4f}}<extra></extra>",
+        )  # fmt: skip
+    return _layout(figure, "Per-layer curves", xaxis={"title": "pruning amount"}, yaxis={"title": f"{metric} drop"})
+
+
+def pareto_chart(points: list, cost: str) -> go.Figure:
+    """Quality against latency or size; the front drawn as a line, every point clickable."""
+    values = [point.latency_ms if cost == "latency" else point.size_bytes / 1e6 for point in points]
+    on_front = [point.front_latency if cost == "latency" else point.front_size for point in points]
+    labels = [f"{p.granularity} {p.amount:g}, {'float' if p.bits == 32 else f'{p.bits}-bit'}" for p in points]
+    figure = go.Figure()
+    figure.add_scatter(
+        x=values, y=[point.quality for point in points], mode="markers", name="settings", text=labels,
+        customdata=list(range(len(points))),
+        marker={"color": [COMPRESSED if front else ORIGINAL for front in on_front], "size": 11},
+        hovertemplate="%{text}<br>quality %{y:.4f}<br>%{x:.4g}<extra></extra>",
+    )  # fmt: skip
+    front = sorted((value, point.quality) for value, point, flag in zip(values, points, on_front, strict=True) if flag)
+    figure.add_scatter(
+        x=[value for value, _ in front], y=[quality for _, quality in front], mode="lines", name="Pareto front",
+        line={"color": COMPRESSED, "dash": "dot"}, hoverinfo="skip",
+    )  # fmt: skip
+    unit = "median latency (ms)" if cost == "latency" else "size on disk (MB)"
+    metric = points[0].metric if points else "quality"
+    return _layout(figure, f"{metric} against {cost}", xaxis={"title": unit}, yaxis={"title": metric})

@@ -36,6 +36,11 @@ def _app() -> AppTest:
     return app
 
 
+def _tables(app: AppTest) -> list:
+    """The read-only tables (the overrides editor is a data editor, listed among dataframes too)."""
+    return [table for table in app.dataframe if not (table.key or "").startswith("overrides_")]
+
+
 def _metrics(app: AppTest) -> dict[str, str]:
     return {metric.label: metric.value for metric in app.metric}
 
@@ -52,8 +57,14 @@ def test_the_page_starts_on_digits_cnn_with_every_view(downloads):
     }
     titles = [chart.proto.spec for chart in app.get("plotly_chart")]
     assert len(titles) == 2 and "Per-layer sparsity" in titles[0] and "Weights of all layers" in titles[1]
-    assert len(app.dataframe) == 1 and app.dataframe[0].value.shape == (9, 12)
-    assert set(downloads) == {"digits-cnn-squeezed.onnx", "digits-cnn-recipe.json", "digits-cnn-report.json"}
+    assert len(_tables(app)) == 1 and _tables(app)[0].value.shape == (9, 12)
+    assert set(downloads) == {
+        "digits-cnn-squeezed.onnx",
+        "digits-cnn-recipe.json",
+        "digits-cnn-report.json",
+        "digits-cnn-report.html",
+    }
+    assert b"Speed on this CPU" in downloads["digits-cnn-report.html"]
 
 
 def test_moving_the_sliders_changes_sparsity_accuracy_and_size(downloads, digits_cnn):
@@ -165,12 +176,12 @@ def test_channel_granularity_shrinks_the_graph_and_its_macs(downloads, digits_cn
 def test_block_granularity_lists_each_blocks_cost_and_drops_the_picked_one():
     app = _app()
     app.selectbox(key="granularity").set_value("block").run()
-    blocks = app.dataframe[0].value
+    blocks = _tables(app)[0].value
     assert list(blocks["block"]) == ["/block1/Add", "/block2/Add", "/block3/Add"]
     assert list(blocks["accuracy without it"]) == ["16.2%", "59.3%", "98.9%"]
     app.multiselect(key="drop_blocks").set_value(["/block3/Add"]).run()
     assert not app.exception
-    assert list(app.dataframe[0].value["dropped"]) == [False, False, True]
+    assert list(_tables(app)[0].value["dropped"]) == [False, False, True]
     assert _metrics(app)["Accuracy"] == "98.9%"
 
 
@@ -262,3 +273,28 @@ def test_a_hostile_upload_is_refused_in_the_page_and_the_session_folder_goes_wit
     del app
     gc.collect()
     assert not folder.exists()
+
+
+def test_the_sensitivity_scan_and_the_sweep_run_from_the_page():
+    app = _app()
+    app.button(key="run_scan").click().run()
+    assert not app.exception
+    specs = [chart.proto.spec for chart in app.get("plotly_chart")]
+    assert any("Sensitivity: accuracy lost by each layer alone" in spec for spec in specs)
+    assert any("Per-layer curves" in spec for spec in specs)
+    app.multiselect(key="sweep_amounts").set_value([0.0, 0.5]).run()
+    app.multiselect(key="sweep_bits").set_value([32, 8]).run()
+    app.button(key="run_sweep").click().run()
+    assert not app.exception
+    specs = [chart.proto.spec for chart in app.get("plotly_chart")]
+    assert any("accuracy against latency" in spec for spec in specs) and any(
+        "accuracy against size" in spec for spec in specs
+    )
+
+
+def test_a_picked_sweep_point_loads_into_the_sidebar():
+    app = _app()
+    app.session_state["pending_settings"] = {"prune_percent": 25, "weight_bits": 8, "granularity": "channel"}
+    app.run()
+    assert app.slider(key="prune_percent").value == 25 and app.select_slider(key="weight_bits").value == 8
+    assert app.selectbox(key="granularity").value == "channel" and not app.exception

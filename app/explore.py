@@ -1,0 +1,113 @@
+"""Exploring trade-offs: the per-layer sensitivity scan, the Pareto sweep (click a point to load its settings) and
+per-layer overrides. Long runs show progress; pressing any other control stops them (Streamlit ends the run)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core import Model, SqueezeError
+from core.charts import pareto_chart, sensitivity_curves, sensitivity_heatmap
+from core.config import FLOAT_BITS, LayerOverride
+from core.sensitivity import DEFAULT_AMOUNTS, DEFAULT_BITS, cached_scan
+from core.sweep import sweep
+
+SWEEP_AMOUNTS = [0.0, 0.25, 0.5, 0.75, 0.9]
+SWEEP_BITS = [32, 8, 6, 4, 3]
+
+
+def sensitivity_tab(model: Model, source: str) -> None:
+    key = f"scan:{source}"
+    scans = st.session_state.setdefault("scans", {})
+    if st.button("Run the sensitivity scan", key="run_scan", help="Each layer alone at 4 amounts and 4 bit widths."):
+        bar = st.progress(0.0, text="Scanning…")
+        scans[key] = cached_scan(
+            model, DEFAULT_AMOUNTS, DEFAULT_BITS,
+            progress=lambda fraction: bar.progress(fraction, text=f"Scanning each layer alone… {fraction:.0%}"),
+        )  # fmt: skip
+        bar.empty()
+    result = scans.get(key)
+    if result is None:
+        st.caption("Not scanned yet. Results are cached per model, so a second scan of the same model is instant.")
+        return
+    st.plotly_chart(sensitivity_heatmap(result.layers, result.settings, result.drops, result.metric), width="stretch")
+    st.plotly_chart(sensitivity_curves(result.layers, result.settings, result.drops, result.metric), width="stretch")
+    worst = sorted(zip(result.layers, [row[2] or 0 for row in result.drops], strict=True), key=lambda item: -item[1])
+    st.caption(
+        "Most fragile at 75 % pruning: "
+        + ", ".join(f"{layer} ({drop:.3f})" for layer, drop in worst[:3])
+        + f". Measured on {result.samples} inputs against a baseline {result.metric} of {result.baseline:.4f}."
+    )
+
+
+def sweep_tab(model: Model, source: str) -> None:
+    left, right = st.columns(2)
+    amounts = left.multiselect("Amounts", SWEEP_AMOUNTS, default=[0.0, 0.25, 0.5, 0.75], key="sweep_amounts")
+    bits = right.multiselect("Weight bits (32 = float)", SWEEP_BITS, default=[32, 8, 4], key="sweep_bits")
+    granularity = st.session_state.get("granularity", "unstructured")
+    key = f"sweep:{source}:{granularity}:{sorted(amounts)}:{sorted(bits)}"
+    sweeps = st.session_state.setdefault("sweeps", {})
+    if st.button(f"Run the sweep ({len(amounts) * len(bits)} points, {granularity})", key="run_sweep"):
+        bar = st.progress(0.0, text="Sweeping…")
+        try:
+            sweeps[key] = sweep(
+                model, sorted(amounts), sorted(bits, reverse=True), (granularity,), budget_s=1.0,
+                progress=lambda fraction: bar.progress(fraction, text=f"Compressing, exporting, timing… {fraction:.0%}"),
+            )  # fmt: skip
+        except SqueezeError as error:
+            st.error(str(error))
+        bar.empty()
+    points = sweeps.get(key)
+    if not points:
+        st.caption("Not swept yet. Every point is exported and timed against the original, interleaved.")
+        return
+    for cost in ("latency", "size"):
+        event = st.plotly_chart(
+            pareto_chart(points, cost),
+            width="stretch",
+            on_select="rerun",
+            selection_mode="points",
+            key=f"pareto_{cost}",
+        )
+        chosen = [
+            p for p in (event.selection.points if event and event.selection else []) if p.get("curve_number") == 0
+        ]
+        if chosen:
+            point = points[chosen[0]["point_index"]]
+            st.session_state.pending_settings = {
+                "prune_percent": round(point.amount * 100),
+                "weight_bits": "off" if point.bits == FLOAT_BITS else point.bits,
+                "granularity": point.granularity,
+            }
+            st.rerun()
+    st.caption("Orange points are on the Pareto front: no other setting is both as good and as cheap. "
+               "Click a point to load its settings into the sidebar.")  # fmt: skip
+
+
+def overrides_editor(model: Model) -> tuple[LayerOverride, ...]:
+    """An editable table: per layer, its own amount, bits, or skip. Rows left empty follow the sidebar."""
+    rows = st.session_state.get("override_rows") or [
+        {"layer": layer.node, "amount %": None, "bits": None, "skip": False} for layer in model.layers
+    ]
+    if [row["layer"] for row in rows] != [layer.node for layer in model.layers]:
+        rows = [{"layer": layer.node, "amount %": None, "bits": None, "skip": False} for layer in model.layers]
+    edited = st.data_editor(
+        rows,
+        key=f"overrides_{model.sha256[:12]}",
+        width="stretch",
+        hide_index=True,
+        disabled=["layer"],
+        column_config={
+            "amount %": st.column_config.NumberColumn(min_value=0, max_value=99, step=1),
+            "bits": st.column_config.SelectboxColumn(options=[2, 3, 4, 5, 6, 7, 8, 32]),
+        },
+    )
+    overrides = []
+    for row in edited:
+        amount, bits, skip = row.get("amount %"), row.get("bits"), bool(row.get("skip"))
+        if skip:
+            overrides.append(LayerOverride(row["layer"], skip=True))
+        elif amount is not None or bits is not None:
+            overrides.append(LayerOverride(
+                row["layer"], None if amount is None else float(amount) / 100, None if bits is None else int(bits)
+            ))  # fmt: skip
+    return tuple(overrides)
