@@ -111,3 +111,54 @@ def overrides_editor(model: Model) -> tuple[LayerOverride, ...]:
                 row["layer"], None if amount is None else float(amount) / 100, None if bits is None else int(bits)
             ))  # fmt: skip
     return tuple(overrides)
+
+
+def snapshots_tab(model: Model, recipe, report) -> None:
+    """Save the current settings and results by name; compare, delete, export as CSV."""
+    from core.charts import comparison_latency_chart, comparison_sparsity_chart
+    from core.snapshots import SnapshotStore
+
+    store = SnapshotStore()
+    name_col, save_col = st.columns([3, 1])
+    name = name_col.text_input("Snapshot name", key="snapshot_name", placeholder="e.g. 50 % channels + int8")
+    if save_col.button("Save snapshot", key="save_snapshot", width="stretch"):
+        try:
+            store.save(name, recipe, report)
+            st.toast(f"Saved {name!r}")
+        except SqueezeError as error:
+            st.error(str(error))
+    snapshots = store.list(model.sha256)
+    if not snapshots:
+        st.caption(f"No snapshots of this model yet. They are kept in {store.path}, across restarts.")
+        return
+    rows = [
+        {
+            "id": s.id,
+            "name": s.name,
+            "settings": s.settings,
+            "size MB": round(s.size_bytes / 1e6, 3),
+            "non-zero": s.nonzero,
+            "MACs": s.macs,
+            s.metric: round(s.quality, 4),
+            "latency ms": None if s.latency_ms is None else round(s.latency_ms, 3),
+            "speed-up": None if s.speedup is None else round(s.speedup, 2),
+            "saved": s.created,
+        }  # fmt: skip
+        for s in snapshots
+    ]
+    st.dataframe(rows, width="stretch", hide_index=True)
+    labels = {f"{s.id}: {s.name}": s.id for s in snapshots}
+    chosen = st.multiselect("Compare", list(labels), key="compare_snapshots")
+    if len(chosen) >= 2:
+        reports = {label: store.report(labels[label]) for label in chosen}
+        st.plotly_chart(comparison_sparsity_chart({k: r["layers"] for k, r in reports.items()}), width="stretch")
+        timed = {k: r["latency_ms"]["compressed"]["samples"] for k, r in reports.items() if r.get("latency_ms")}
+        if timed:
+            st.plotly_chart(comparison_latency_chart(timed), width="stretch")
+    delete_col, csv_col = st.columns(2)
+    doomed = delete_col.selectbox("Delete", ["—", *labels], key="delete_snapshot")
+    if doomed != "—" and delete_col.button("Delete this snapshot", key="confirm_delete"):
+        store.delete(labels[doomed])
+        st.rerun()
+    csv_col.download_button("Snapshots as CSV", store.to_csv(model.sha256), file_name="snapshots.csv",
+                            mime="text/csv", on_click="ignore", key="snapshots_csv")  # fmt: skip

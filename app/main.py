@@ -358,11 +358,14 @@ def main() -> None:
     st.subheader("Export")
     downloads(model, exported, recipe, measured)
     st.subheader("Explore the trade-offs")
-    scan_tab, sweep_tab = st.tabs(["Per-layer sensitivity", "Pareto sweep"])
+    scan_tab, sweep_tab, snapshot_tab = st.tabs(["Per-layer sensitivity", "Pareto sweep", "Snapshots"])
     with scan_tab:
         explore.sensitivity_tab(model, controls.source)
     with sweep_tab:
         explore.sweep_tab(model, controls.source)
+    with snapshot_tab:
+        report = replace(exported.report, latency_ms=measured) if measured else exported.report
+        explore.snapshots_tab(model, recipe, report)
     with latency_box:
         latency.panel(
             controls.source,

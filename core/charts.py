@@ -230,3 +230,30 @@ def pareto_chart(points: list, cost: str) -> go.Figure:
     unit = "median latency (ms)" if cost == "latency" else "size on disk (MB)"
     metric = points[0].metric if points else "quality"
     return _layout(figure, f"{metric} against {cost}", xaxis={"title": unit}, yaxis={"title": metric})
+
+
+def comparison_sparsity_chart(named_layers: dict[str, list[dict]]) -> go.Figure:
+    """Per-layer sparsity of several snapshots side by side (layers as stored in their reports)."""
+    figure = go.Figure()
+    for name, layers in named_layers.items():
+        figure.add_bar(
+            x=[layer["node"] for layer in layers], y=[100 * layer["sparsity"] for layer in layers], name=name,
+            hovertemplate="%{x}<br>%{y:.1f} % zero or removed<extra>" + name + "</extra>",
+        )  # fmt: skip
+    return _layout(
+        figure, "Per-layer sparsity by snapshot", barmode="group", yaxis={"title": "weights zero or removed (%)"}
+    )
+
+
+def comparison_latency_chart(named_samples: dict[str, list[float]]) -> go.Figure:
+    figure = go.Figure()
+    for name, samples in named_samples.items():
+        figure.add_box(
+            y=samples, name=name, boxpoints="all", jitter=0.4, pointpos=0, marker={"size": 4, "opacity": 0.5}
+        )
+    return _layout(
+        figure,
+        "Latency of each snapshot's export (runs)",
+        yaxis={"title": "ms (log scale)", "type": "log"},
+        showlegend=False,
+    )

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,10 @@ def pytest_configure(config: pytest.Config) -> None:
         root = Path(config.rootpath) / "test-output" / "cache"
         root.mkdir(parents=True, exist_ok=True)
         os.environ["SQUEEZELAB_CACHE"] = str(root)
+    if "SQUEEZELAB_DATA" not in os.environ:  # snapshots: never the user's own database
+        data = Path(config.rootpath) / "test-output" / "data"
+        shutil.rmtree(data, ignore_errors=True)
+        os.environ["SQUEEZELAB_DATA"] = str(data)
 
 
 @pytest.fixture(scope="session")

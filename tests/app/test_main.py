@@ -298,3 +298,18 @@ def test_a_picked_sweep_point_loads_into_the_sidebar():
     app.run()
     assert app.slider(key="prune_percent").value == 25 and app.select_slider(key="weight_bits").value == 8
     assert app.selectbox(key="granularity").value == "channel" and not app.exception
+
+
+def test_two_snapshots_saved_and_compared():
+    app = _app()
+    app.text_input(key="snapshot_name").input("plain").run()
+    app.button(key="save_snapshot").click().run()
+    app.slider(key="prune_percent").set_value(50).run()
+    app.text_input(key="snapshot_name").input("half").run()
+    app.button(key="save_snapshot").click().run()
+    options = app.multiselect(key="compare_snapshots").options
+    names = [option.split(": ", 1)[1] for option in options]
+    assert names[-2:] == ["plain", "half"]
+    app.multiselect(key="compare_snapshots").set_value(options[-2:]).run()
+    assert not app.exception
+    assert any("Per-layer sparsity by snapshot" in chart.proto.spec for chart in app.get("plotly_chart"))
