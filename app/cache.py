@@ -81,6 +81,23 @@ def live(source: str, recipe_json: str) -> Live:
     return Live(compressed, summarize_weights(compressed))
 
 
+@st.cache_resource(max_entries=MAX_RESULTS, show_spinner=False)
+def allocation(source: str, target: float) -> list[tuple]:
+    """The uniform, global and auto plans for one target, each compressed and scored: (plan, quality, sparsity by
+    layer). Uses the model's cached sensitivity scan."""
+    from core.allocation import plans
+    from core.sensitivity import cached_scan
+
+    loaded = model(source)
+    compared = []
+    for plan in plans(loaded, cached_scan(loaded), target):
+        compressed = compress(loaded, plan.recipe)
+        report = build_report(compressed, export_bytes(compressed))
+        quality = report.accuracy.compressed if report.accuracy else report.fidelity.cosine_mean
+        compared.append((plan, quality, {layer.node: layer.sparsity for layer in report.layers}))
+    return compared
+
+
 # Exports are cached by hand rather than with st.cache_resource: building one reports calibration progress to
 # the page, and Streamlit cannot replay page elements drawn from inside a cached function.
 _EXPORTS: OrderedDict[tuple[str, str], Exported] = OrderedDict()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app import cache
 from core import Model, SqueezeError
 from core.charts import pareto_chart, sensitivity_curves, sensitivity_heatmap
 from core.config import FLOAT_BITS, LayerOverride
@@ -32,11 +33,44 @@ def sensitivity_tab(model: Model, source: str) -> None:
     st.plotly_chart(sensitivity_heatmap(result.layers, result.settings, result.drops, result.metric), width="stretch")
     st.plotly_chart(sensitivity_curves(result.layers, result.settings, result.drops, result.metric), width="stretch")
     worst = sorted(zip(result.layers, [row[2] or 0 for row in result.drops], strict=True), key=lambda item: -item[1])
+    allocation_panel(model, source)
     st.caption(
         "Most fragile at 75 % pruning: "
         + ", ".join(f"{layer} ({drop:.3f})" for layer, drop in worst[:3])
         + f". Measured on {result.samples} inputs against a baseline {result.metric} of {result.baseline:.4f}."
     )
+
+
+def allocation_panel(model: Model, source: str) -> None:
+    """A global target spread three ways: the same amount everywhere, one global threshold, and by sensitivity."""
+    target = st.slider("Target: % of all prunable weights", 5, 95, 50, 5, key="allocation_target") / 100
+    with st.spinner("Compressing and scoring the three plans…"):
+        compared = cache.allocation(source, target)
+    metric = "accuracy" if model.eval_set.labels is not None else "cosine"
+    st.dataframe(
+        [
+            {"layer": layer.node}
+            | {f"{plan.name} %": round(100 * per_layer[layer.node], 1) for plan, _, per_layer in compared}
+            for layer in model.layers
+        ]  # fmt: skip
+        + [{"layer": f"→ {metric}"} | {f"{plan.name} %": round(100 * quality, 2) for plan, quality, _ in compared}],
+        width="stretch",
+        hide_index=True,
+    )
+    auto = compared[-1][0]
+    if st.button("Use the auto plan as per-layer overrides", key="use_auto_plan"):
+        st.session_state.override_rows = [
+            {
+                "layer": layer.node,
+                "amount %": round(100 * auto.amounts.get(layer.node, 0.0), 2) or None,
+                "bits": None,
+                "skip": False,
+            }  # fmt: skip
+            for layer in model.layers
+        ]
+        st.session_state.override_version = st.session_state.get("override_version", 0) + 1
+        st.session_state.pending_settings = {"prune_percent": 0, "granularity": "unstructured"}
+        st.rerun()
 
 
 def sweep_tab(model: Model, source: str) -> None:
@@ -92,7 +126,7 @@ def overrides_editor(model: Model) -> tuple[LayerOverride, ...]:
         rows = [{"layer": layer.node, "amount %": None, "bits": None, "skip": False} for layer in model.layers]
     edited = st.data_editor(
         rows,
-        key=f"overrides_{model.sha256[:12]}",
+        key=f"overrides_{model.sha256[:12]}_{st.session_state.get('override_version', 0)}",
         width="stretch",
         hide_index=True,
         disabled=["layer"],

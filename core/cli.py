@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from core.activations import ACTIVATION_MODES, CALIBRATION_METHODS
+from core.allocation import plans
 from core.benchmark import LATENCY_THREADS, compare_latency, compare_latency_isolated, measure_latency
 from core.compress import compress
 from core.config import FLOAT_BITS, LayerOverride, PruneConfig, QuantConfig, Recipe
@@ -124,6 +125,17 @@ def _parser() -> argparse.ArgumentParser:
     grid.add_argument("--threads", type=int, default=None)
     grid.add_argument("--csv", type=Path, metavar="OUT.csv")
 
+    spread = commands.add_parser(
+        "allocate",
+        help="spread a pruning target over the layers using the sensitivity scan; compare with uniform and global",
+    )
+    spread.add_argument("model")
+    spread.add_argument(
+        "--target", type=float, required=True, metavar="AMOUNT", help="fraction of all prunable weights"
+    )
+    spread.add_argument("--bits", type=int, default=32)
+    spread.add_argument("--recipe", type=Path, metavar="RECIPE.json", help="write the auto plan's recipe here")
+
     share = commands.add_parser("report", help="a self-contained HTML report of a recipe applied to a model")
     share.add_argument("model")
     share.add_argument("--recipe", type=Path, required=True, metavar="RECIPE.json")
@@ -200,6 +212,27 @@ def _sweep(args: argparse.Namespace) -> None:
               f"{best.speedup:.2f}x)")  # fmt: skip
     if args.csv:
         write_atomic(args.csv, to_csv(points).encode())
+
+
+def _allocate(args: argparse.Namespace) -> None:
+    PruneConfig(args.target)
+    QuantConfig(args.bits)
+    if args.recipe is not None and not args.recipe.parent.is_dir():
+        raise InvalidSettingError("the folder to write into does not exist", str(args.recipe))
+    model = load_model(args.model)
+    scan = cached_scan(model, progress=_print_progress("scan"))
+    print(f"{model.name}: {args.target:.0%} of the prunable weights, three ways")
+    for plan in plans(model, scan, args.target, args.bits):
+        compressed = compress(model, plan.recipe)
+        report = build_report(compressed, export_bytes(compressed))
+        quality = report.accuracy.compressed if report.accuracy else report.fidelity.cosine_mean
+        name = "accuracy" if report.accuracy else "cosine"
+        print(f"  {plan.name:<8} {name} {quality:.4f}, sparsity {report.totals['sparsity']:.2%}")
+        if plan.name == "auto":
+            for node, amount in plan.amounts.items():
+                print(f"    {node}: {amount:.1%}")
+            if args.recipe:
+                write_atomic(args.recipe, plan.recipe.to_json().encode())
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -449,6 +482,7 @@ COMMANDS = {
     "sensitivity": _sensitivity,
     "sweep": _sweep,
     "report": _report,
+    "allocate": _allocate,
 }
 
 
