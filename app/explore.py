@@ -10,7 +10,7 @@ from core import Model, SqueezeError
 from core.charts import pareto_chart, sensitivity_curves, sensitivity_heatmap
 from core.config import FLOAT_BITS, LayerOverride
 from core.sensitivity import DEFAULT_AMOUNTS, DEFAULT_BITS, cached_scan
-from core.sweep import sweep
+from core.sweep import sweep, with_fronts
 
 SWEEP_AMOUNTS = [0.0, 0.25, 0.5, 0.75, 0.9]
 SWEEP_BITS = [32, 8, 6, 4, 3]
@@ -81,16 +81,18 @@ def sweep_tab(model: Model, source: str) -> None:
     key = f"sweep:{source}:{granularity}:{sorted(amounts)}:{sorted(bits)}"
     sweeps = st.session_state.setdefault("sweeps", {})
     if st.button(f"Run the sweep ({len(amounts) * len(bits)} points, {granularity})", key="run_sweep"):
-        bar = st.progress(0.0, text="Sweeping…")
+        bar = st.progress(0.0, text="Sweeping… (press any control to stop; finished points are kept)")
+        sweeps[key] = []  # filled point by point, so a stopped sweep keeps what finished
         try:
             sweeps[key] = sweep(
                 model, sorted(amounts), sorted(bits, reverse=True), (granularity,), budget_s=1.0,
                 progress=lambda fraction: bar.progress(fraction, text=f"Compressing, exporting, timing… {fraction:.0%}"),
+                on_point=sweeps[key].append,
             )  # fmt: skip
         except SqueezeError as error:
             st.error(str(error))
         bar.empty()
-    points = sweeps.get(key)
+    points = with_fronts(sweeps.get(key) or [])
     if not points:
         st.caption("Not swept yet. Every point is exported and timed against the original, interleaved.")
         return

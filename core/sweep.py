@@ -67,6 +67,7 @@ def sweep(
     threads: int | None = None,
     progress: Callable[[float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_point: Callable[[SweepPoint], None] | None = None,
 ) -> list[SweepPoint]:
     """Every combination, measured; a cancelled sweep returns the points that finished, fronts computed on them."""
     grid = [(granularity, amount, width) for granularity in granularities for amount in amounts for width in bits]
@@ -108,6 +109,8 @@ def sweep(
                 original.median / measured.median,
             )  # fmt: skip
         )
+        if on_point:
+            on_point(points[-1])
         if progress:
             progress((position + 1) / len(grid))
     by_latency = pareto_front([(point.quality, point.latency_ms) for point in points])
