@@ -113,11 +113,15 @@ def sweep(
             on_point(points[-1])
         if progress:
             progress((position + 1) / len(grid))
+    return with_fronts(points)
+
+
+def with_fronts(points: Sequence[SweepPoint]) -> list[SweepPoint]:
+    """The points with their Pareto-front flags computed among themselves."""
     by_latency = pareto_front([(point.quality, point.latency_ms) for point in points])
     by_size = pareto_front([(point.quality, point.size_bytes) for point in points])
-    return [
-        replace(point, front_latency=a, front_size=b) for point, a, b in zip(points, by_latency, by_size, strict=True)
-    ]
+    flags = zip(points, by_latency, by_size, strict=True)
+    return [replace(point, front_latency=latency, front_size=size) for point, latency, size in flags]
 
 
 def to_csv(points: Sequence[SweepPoint]) -> str:
