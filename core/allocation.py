@@ -1,5 +1,5 @@
-"""Sensitivity-aware allocation: spread a global pruning target over the layers using the sensitivity scan, more
-where it hurts less, preferring layers that carry a larger share of the parameters and MACs.
+"""Sensitivity-aware allocation: spread a global pruning target (or a mean bit width) over the layers using the
+sensitivity scan, more where it hurts less, preferring layers that carry a larger share of the parameters and MACs.
 
 Greedy on the scan's curves (linear between scanned amounts, no drop at 0): repeatedly take the step, on any
 layer, that costs the least quality per unit of (parameter share + MAC share) removed, until the target
@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.config import LayerOverride, PruneConfig, QuantConfig, Recipe
+from core.errors import InvalidSettingError
 from core.model import Model
 from core.sensitivity import Sensitivity
 
@@ -66,6 +67,43 @@ def allocate(model: Model, scan: Sensitivity, target: float) -> dict[str, float]
         step[layer.node] += 1
         removed += gained
     return {node: round(amount, 4) for node, amount in amounts.items()}
+
+
+def allocate_bits(model: Model, scan: Sensitivity, target_bits: float) -> dict[str, int]:
+    """Per-layer weight bits (from the scanned widths) whose parameter-weighted mean is at most `target_bits`,
+    lowering first where the scan says it costs least per bit saved."""
+    widths = sorted({int(setting.split()[1]) for setting in scan.settings if setting.startswith("bits ")}, reverse=True)
+    if not widths:
+        raise InvalidSettingError("the sensitivity scan has no bit widths to allocate from")
+    if not widths[-1] <= target_bits <= widths[0]:
+        raise InvalidSettingError(
+            f"a mean of {target_bits} bits is outside the scanned widths {widths[-1]}-{widths[0]}"
+        )
+    layers = [layer for layer in model.layers if layer.node in scan.layers]
+    total = sum(layer.params for layer in layers)
+    level = dict.fromkeys((layer.node for layer in layers), 0)
+
+    def drop(layer, index: int) -> float:
+        column = scan.settings.index(f"bits {widths[index]}")
+        return scan.drops[scan.layers.index(layer.node)][column] or 0.0
+
+    mean = float(widths[0])
+    while mean > target_bits + 1e-9:
+        candidates = [
+            (
+                (drop(layer, level[layer.node] + 1) - drop(layer, level[layer.node]))
+                / ((widths[level[layer.node]] - widths[level[layer.node] + 1]) * layer.params / total),
+                layer,
+            )  # fmt: skip
+            for layer in layers
+            if level[layer.node] + 1 < len(widths)
+        ]
+        if not candidates:
+            break
+        _, layer = min(candidates, key=lambda item: item[0])
+        mean -= (widths[level[layer.node]] - widths[level[layer.node] + 1]) * layer.params / total
+        level[layer.node] += 1
+    return {node: widths[index] for node, index in level.items()}
 
 
 def plans(model: Model, scan: Sensitivity, target: float, bits: int = 32) -> list[Plan]:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from core.activations import ACTIVATION_MODES, CALIBRATION_METHODS
-from core.allocation import plans
+from core.allocation import allocate_bits, plans
 from core.benchmark import LATENCY_THREADS, compare_latency, compare_latency_isolated, measure_latency
 from core.compress import compress
 from core.config import FLOAT_BITS, LayerOverride, PruneConfig, QuantConfig, Recipe
@@ -130,9 +130,8 @@ def _parser() -> argparse.ArgumentParser:
         help="spread a pruning target over the layers using the sensitivity scan; compare with uniform and global",
     )
     spread.add_argument("model")
-    spread.add_argument(
-        "--target", type=float, required=True, metavar="AMOUNT", help="fraction of all prunable weights"
-    )
+    spread.add_argument("--target", type=float, default=None, metavar="AMOUNT", help="fraction of all prunable weights")
+    spread.add_argument("--mean-bits", type=float, default=None, metavar="B", help="a mean weight bit width to spread")
     spread.add_argument("--bits", type=int, default=32)
     spread.add_argument("--recipe", type=Path, metavar="RECIPE.json", help="write the auto plan's recipe here")
 
@@ -215,6 +214,10 @@ def _sweep(args: argparse.Namespace) -> None:
 
 
 def _allocate(args: argparse.Namespace) -> None:
+    if (args.target is None) == (args.mean_bits is None):
+        raise InvalidSettingError("give either --target (a pruning amount) or --mean-bits")
+    if args.mean_bits is not None:
+        return _allocate_bits(args)
     PruneConfig(args.target)
     QuantConfig(args.bits)
     if args.recipe is not None and not args.recipe.parent.is_dir():
@@ -233,6 +236,24 @@ def _allocate(args: argparse.Namespace) -> None:
                 print(f"    {node}: {amount:.1%}")
             if args.recipe:
                 write_atomic(args.recipe, plan.recipe.to_json().encode())
+
+
+def _allocate_bits(args: argparse.Namespace) -> None:
+    model = load_model(args.model)
+    widths = allocate_bits(model, cached_scan(model, progress=_print_progress("scan")), args.mean_bits)
+    auto = Recipe(quant=QuantConfig(8), model=model.name, model_sha256=model.sha256,
+                  overrides=tuple(LayerOverride(node, bits=bits) for node, bits in widths.items()))  # fmt: skip
+    uniform = Recipe(quant=QuantConfig(int(args.mean_bits)), model=model.name, model_sha256=model.sha256)
+    print(f"{model.name}: a mean of {args.mean_bits:g} weight bits")
+    for name, recipe in ((f"uniform {int(args.mean_bits)}-bit", uniform), ("auto", auto)):
+        compressed = compress(model, recipe)
+        report = build_report(compressed, export_bytes(compressed))
+        quality = report.accuracy.compressed if report.accuracy else report.fidelity.cosine_mean
+        print(f"  {name:<16} {'accuracy' if report.accuracy else 'cosine'} {quality:.4f}")
+    for node, bits in widths.items():
+        print(f"    {node}: {bits} bits")
+    if args.recipe:
+        write_atomic(args.recipe, auto.to_json().encode())
 
 
 def _report(args: argparse.Namespace) -> None:

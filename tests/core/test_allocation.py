@@ -34,3 +34,20 @@ def test_the_cli_writes_the_auto_recipe(tmp_path, capsys):
         == 0
     )
     assert "sparsity 60.00%" in capsys.readouterr().out
+
+
+def test_bits_allocation_meets_the_mean_and_beats_uniform_bits(digits_cnn):
+    from core import QuantConfig, Recipe
+    from core.allocation import allocate_bits
+    from core.config import LayerOverride
+
+    scan = cached_scan(digits_cnn)
+    widths = allocate_bits(digits_cnn, scan, 4.0)
+    mean = sum(widths[layer.node] * layer.params for layer in digits_cnn.layers) / digits_cnn.prunable_params
+    assert mean <= 4.0 and set(widths.values()) <= {8, 6, 4, 3}
+    auto = Recipe(quant=QuantConfig(8), overrides=tuple(LayerOverride(node, bits=bits) for node, bits in widths.items()))
+    scores = {}
+    for name, recipe in (("auto", auto), ("uniform 4", Recipe(quant=QuantConfig(4)))):
+        compressed = compress(digits_cnn, recipe)
+        scores[name] = build_report(compressed, export_bytes(compressed)).accuracy.compressed
+    assert scores["auto"] >= scores["uniform 4"]
