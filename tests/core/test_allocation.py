@@ -45,7 +45,9 @@ def test_bits_allocation_meets_the_mean_and_beats_uniform_bits(digits_cnn):
     widths = allocate_bits(digits_cnn, scan, 4.0)
     mean = sum(widths[layer.node] * layer.params for layer in digits_cnn.layers) / digits_cnn.prunable_params
     assert mean <= 4.0 and set(widths.values()) <= {8, 6, 4, 3}
-    auto = Recipe(quant=QuantConfig(8), overrides=tuple(LayerOverride(node, bits=bits) for node, bits in widths.items()))
+    auto = Recipe(
+        quant=QuantConfig(8), overrides=tuple(LayerOverride(node, bits=bits) for node, bits in widths.items())
+    )
     scores = {}
     for name, recipe in (("auto", auto), ("uniform 4", Recipe(quant=QuantConfig(4)))):
         compressed = compress(digits_cnn, recipe)
