@@ -151,18 +151,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(item) for item in text.split(",") if item]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+def _listed(cast):
+    """An argparse type for comma-separated numbers."""
+
+    def parse(text: str) -> list:
+        try:
+            return [cast(item) for item in text.split(",") if item]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {cast.__name__}s separated by commas, got {text!r}") from None
+
+    return parse
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(item) for item in text.split(",") if item]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+_floats, _ints = _listed(float), _listed(int)
 
 
 def _sensitivity(args: argparse.Namespace) -> None:
@@ -334,27 +335,11 @@ def _recipe_from_args(args: argparse.Namespace, model_name: str, model_sha: str)
     # Without a recipe only the given flags are set, so defaults that depend on each other (scope on granularity)
     # resolve as they do everywhere else.
     prune = base.prune.to_dict() if args.apply_recipe else {}
-    for key, value in (
-        ("amount", args.prune),
-        ("criterion", args.criterion),
-        ("scope", args.scope),
-        ("seed", args.seed),
-        ("granularity", args.granularity),
-        ("channel_multiple", args.channel_multiple),
-        ("drop_blocks", args.drop_blocks),
-    ):
-        if value is not None:
-            prune[key] = value
+    prune |= _given(args, amount="prune", criterion="criterion", scope="scope", seed="seed",
+                    granularity="granularity", channel_multiple="channel_multiple", drop_blocks="drop_blocks")  # fmt: skip
     quant = base.quant.to_dict() if args.apply_recipe else {}
-    for key, value in (
-        ("weight_bits", args.bits),
-        ("activations", args.activations),
-        ("calibration", args.calibration),
-        ("calib_method", args.calib_method),
-        ("keep_float", args.keep_float),
-    ):
-        if value is not None:
-            quant[key] = value
+    quant |= _given(args, weight_bits="bits", activations="activations", calibration="calibration",
+                    calib_method="calib_method", keep_float="keep_float")  # fmt: skip
     overrides = base.overrides
     if args.override:
         given = [LayerOverride.parse(text) for text in args.override]
@@ -362,6 +347,11 @@ def _recipe_from_args(args: argparse.Namespace, model_name: str, model_sha: str)
         overrides = tuple(o for o in base.overrides if o.layer not in replaced) + tuple(given)
     return Recipe(PruneConfig(**prune), QuantConfig(**quant), model=model_name, model_sha256=model_sha,
                   overrides=overrides)  # fmt: skip
+
+
+def _given(args: argparse.Namespace, **settings: str) -> dict:
+    """Setting name -> flag value, for the flags actually given on the command line."""
+    return {name: getattr(args, flag) for name, flag in settings.items() if getattr(args, flag) is not None}
 
 
 def _validate_settings(args: argparse.Namespace) -> None:

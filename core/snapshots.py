@@ -110,19 +110,19 @@ class SnapshotStore:
         with self._connect() as connection:
             return [Snapshot(*row) for row in connection.execute(query + " ORDER BY id", arguments)]
 
-    def report(self, snapshot_id: int) -> dict[str, Any]:
+    def _stored(self, snapshot_id: int, column: str) -> str:
+        assert column in ("report", "recipe")  # a column name, never user text, goes into the query
         with self._connect() as connection:
-            row = connection.execute("SELECT report FROM snapshots WHERE id = ?", (snapshot_id,)).fetchone()
+            row = connection.execute(f"SELECT {column} FROM snapshots WHERE id = ?", (snapshot_id,)).fetchone()
         if row is None:
             raise KeyError(snapshot_id)
-        return json.loads(row[0])
+        return row[0]
+
+    def report(self, snapshot_id: int) -> dict[str, Any]:
+        return json.loads(self._stored(snapshot_id, "report"))
 
     def recipe(self, snapshot_id: int) -> Recipe:
-        with self._connect() as connection:
-            row = connection.execute("SELECT recipe FROM snapshots WHERE id = ?", (snapshot_id,)).fetchone()
-        if row is None:
-            raise KeyError(snapshot_id)
-        return Recipe.from_json(row[0])
+        return Recipe.from_json(self._stored(snapshot_id, "recipe"))
 
     def delete(self, snapshot_id: int) -> None:
         with self._connect() as connection:
