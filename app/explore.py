@@ -104,11 +104,13 @@ def sweep_tab(model: Model, source: str) -> None:
             selection_mode="points",
             key=f"pareto_{cost}",
         )
-        chosen = [
-            p for p in (event.selection.points if event and event.selection else []) if p.get("curve_number") == 0
-        ]
-        if chosen:
-            point = points[chosen[0]["point_index"]]
+        selected = event.selection.points if event and event.selection else []
+        chosen = [p for p in selected if p.get("curve_number") == 0]
+        picked = (cost, chosen[0]["point_index"]) if chosen else None
+        # a selection stays on the chart across reruns: act on a new one only, or every rerun would reload it
+        if picked is not None and picked != st.session_state.get("picked_point"):
+            st.session_state.picked_point = picked
+            point = points[picked[1]]
             st.session_state.pending_settings = {
                 "prune_percent": round(point.amount * 100),
                 "weight_bits": "off" if point.bits == FLOAT_BITS else point.bits,

@@ -96,3 +96,33 @@ def test_the_html_report_renders_offline_in_a_browser(tmp_path, digits_cnn):
         assert page.evaluate("document.querySelectorAll('.js-plotly-plot').length") == 3
         assert [url for url in requests if not url.startswith("file:")] == []
         assert "99.72%" in page.content()
+
+
+def test_clicking_a_point_of_the_pareto_sweep_loads_its_settings():
+    with streamlit_server() as url, chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 2400})
+        page.goto(url)
+        page.get_by_text("Per-layer sparsity").first.wait_for(timeout=90_000)
+        page.get_by_role("tab", name="Pareto sweep").click()
+        page.get_by_role("button", name="Run the sweep").click()
+        chart = page.locator(".js-plotly-plot").filter(has_text="accuracy against latency")
+        chart.wait_for(timeout=90_000)
+        # the point at 50 % pruning, float: find its marker by the hover text plotly keeps in the figure
+        index = page.evaluate(
+            """() => {
+                const plot = [...document.querySelectorAll('.js-plotly-plot')]
+                    .find(p => p.layout && p.layout.title && p.layout.title.text.includes('against latency'));
+                return plot.data[0].text.indexOf('unstructured 0.5, float');
+            }"""
+        )
+        assert index >= 0
+        point = chart.locator(".scatterlayer .trace").first.locator("path.point").nth(index)
+        point.scroll_into_view_if_needed()
+        box = point.bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x, y)  # plotly picks the point under the pointer on hover, then a click selects it
+        page.wait_for_timeout(300)
+        page.mouse.click(x, y)
+        slider = page.get_by_role("slider", name="Pruning amount (% of weights set to zero)")
+        page.get_by_text("This file: 50% pruned (l1, global), float32 weights.").wait_for(timeout=30_000)
+        assert slider.get_attribute("aria-valuetext") == "50"
