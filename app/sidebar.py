@@ -35,6 +35,11 @@ class Controls:
     measure_latency: bool
 
 
+def _choices(descriptions: dict[str, str]) -> str:
+    """A select's help: every choice with what it means (the narrow sidebar shows just the names)."""
+    return "\n\n".join(f"**{name}**: {text}" for name, text in descriptions.items())
+
+
 def _sample_label(name: str) -> str:
     return f"{name} — {SAMPLES[name].description}"
 
@@ -105,7 +110,7 @@ def render() -> Controls:
         "Granularity",
         list(GRANULARITIES),
         key="granularity",
-        help="\n\n".join(f"**{k}**: {v}" for k, v in GRANULARITIES.items()),
+        help=_choices(GRANULARITIES),
     )
     if st.session_state.get("scope_for") != granularity:  # each granularity starts on the engine's default scope
         st.session_state.scope = PruneConfig(granularity=granularity).scope
@@ -118,9 +123,9 @@ def render() -> Controls:
     if st.session_state.get("criterion") not in usable:
         st.session_state.criterion = usable[0]
     criterion = st.selectbox(
-        "Criterion", usable, key="criterion", format_func=lambda name: f"{name}: {CRITERIA[name].help}"
+        "Criterion", usable, key="criterion", help=_choices({name: CRITERIA[name].help for name in usable})
     )
-    scope = st.selectbox("Scope", list(SCOPES), key="scope", format_func=lambda name: f"{name}: {SCOPES[name]}")
+    scope = st.selectbox("Scope", list(SCOPES), key="scope", help=_choices(SCOPES))
     multiple = 1
     if granularity == "channel":
         multiple = (
@@ -148,7 +153,7 @@ def render() -> Controls:
             "Activations",
             list(ACTIVATION_MODES),
             key="activations",
-            format_func=lambda name: f"{name}: {ACTIVATION_MODES[name]}",
+            help=_choices(ACTIVATION_MODES),
         )
     if activations in ("static", "auto"):
         calibration = st.selectbox(
@@ -168,7 +173,7 @@ def render() -> Controls:
             "Calibration method",
             list(CALIBRATION_METHODS),
             key="calib_method",
-            format_func=lambda name: f"{name}: {CALIBRATION_METHODS[name]}",
+            help=_choices(CALIBRATION_METHODS),
         )
 
     st.header("Latency")
