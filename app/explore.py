@@ -121,26 +121,25 @@ def sweep_tab(model: Model, source: str) -> None:
                "Click a point to load its settings into the sidebar.")  # fmt: skip
 
 
-def overrides_editor(model: Model) -> tuple[LayerOverride, ...]:
-    """An editable table: per layer, its own amount, bits, or skip. Rows left empty follow the sidebar."""
-    rows = st.session_state.get("override_rows") or [
-        {"layer": layer.node, "amount %": None, "bits": None, "skip": False} for layer in model.layers
-    ]
+def _override_rows(model: Model) -> list[dict]:
+    rows = st.session_state.get("override_rows") or []
     if [row["layer"] for row in rows] != [layer.node for layer in model.layers]:
         rows = [{"layer": layer.node, "amount %": None, "bits": None, "skip": False} for layer in model.layers]
-    edited = st.data_editor(
-        rows,
-        key=f"overrides_{model.sha256[:12]}_{st.session_state.get('override_version', 0)}",
-        width="stretch",
-        hide_index=True,
-        disabled=["layer"],
-        column_config={
-            "amount %": st.column_config.NumberColumn(min_value=0, max_value=99, step=1),
-            "bits": st.column_config.SelectboxColumn(options=[2, 3, 4, 5, 6, 7, 8, 32]),
-        },
-    )
+    return rows
+
+
+def _editor_key(model: Model) -> str:
+    return f"overrides_{model.sha256[:12]}_{st.session_state.get('override_version', 0)}"
+
+
+def current_overrides(model: Model) -> tuple[LayerOverride, ...]:
+    """The overrides table's rows with the user's edits applied, read from its state before the table is drawn
+    (it is drawn below the charts, so that the charts reach the browser first)."""
+    rows = [dict(row) for row in _override_rows(model)]
+    for index, changes in st.session_state.get(_editor_key(model), {}).get("edited_rows", {}).items():
+        rows[int(index)].update(changes)
     overrides = []
-    for row in edited:
+    for row in rows:
         amount, bits, skip = row.get("amount %"), row.get("bits"), bool(row.get("skip"))
         if skip:
             overrides.append(LayerOverride(row["layer"], skip=True))
@@ -149,6 +148,21 @@ def overrides_editor(model: Model) -> tuple[LayerOverride, ...]:
                 row["layer"], None if amount is None else float(amount) / 100, None if bits is None else int(bits)
             ))  # fmt: skip
     return tuple(overrides)
+
+
+def overrides_editor(model: Model) -> None:
+    """An editable table: per layer, its own amount, bits, or skip. Rows left empty follow the sidebar."""
+    st.data_editor(
+        _override_rows(model),
+        key=_editor_key(model),
+        width="stretch",
+        hide_index=True,
+        disabled=["layer"],
+        column_config={
+            "amount %": st.column_config.NumberColumn(min_value=0, max_value=99, step=1),
+            "bits": st.column_config.SelectboxColumn(options=[2, 3, 4, 5, 6, 7, 8, 32]),
+        },
+    )
 
 
 def snapshots_tab(model: Model, recipe, report) -> None:

@@ -128,7 +128,7 @@ def measured_metrics(place: Headline, model: Model, report: Report, measured: La
         st.warning("No evaluation data for this model: fidelity is measured on seeded random inputs; accuracy unknown.")
 
 
-def histograms(model: Model, summary: WeightSummary, bits: int) -> None:
+def histograms(model: Model, summary: WeightSummary) -> None:
     names = {layer.node: layer.name for layer in model.layers}
     pick, scale = st.columns([3, 1])
     chosen = pick.selectbox("Layer", [ALL_LAYERS, *names], key="histogram_layer")
@@ -138,7 +138,7 @@ def histograms(model: Model, summary: WeightSummary, bits: int) -> None:
     st.plotly_chart(histogram_chart(summary.histograms[key], title, log_scale=log_scale), width="stretch")
     if summary.quantization_codes:
         st.plotly_chart(
-            codes_chart(summary.quantization_codes[key], bits, "Quantization levels", log_scale=log_scale),
+            codes_chart(summary.quantization_codes[key], "Quantization levels", log_scale=log_scale),
             width="stretch",
         )
 
@@ -301,8 +301,7 @@ def main() -> None:
         st.session_state.keep_float = [name for name in st.session_state.get("keep_float", []) if name in nodes]
         quant = replace(quant, keep_float=tuple(st.session_state.keep_float))
     st.markdown(f"**{model.name}**: {model.description or model.source}")
-    with st.expander("Per-layer overrides: a layer's own amount, bits, or skip"):
-        overrides = explore.overrides_editor(model)
+    overrides = explore.current_overrides(model)
     try:
         recipe = Recipe(prune, quant, model=model.name, model_sha256=model.sha256, overrides=overrides)
     except SqueezeError as error:
@@ -324,7 +323,7 @@ def main() -> None:
         original = cache.original_summary(controls.source)
         st.plotly_chart(sparsity_chart(original.layers, live.summary.layers), width="stretch")
     with histogram_col:
-        histograms(model, live.summary, controls.quant.weight_bits)
+        histograms(model, live.summary)
 
     with st.spinner("Exporting and running the compressed model…"):
         bar = st.empty()
@@ -355,6 +354,8 @@ def main() -> None:
         )
     st.subheader("Per-layer detail")
     layer_table(live.summary)
+    with st.expander(f"Per-layer overrides: a layer's own amount, bits, or skip ({len(overrides)} set)"):
+        explore.overrides_editor(model)
     st.subheader("Export")
     downloads(model, exported, recipe, measured)
     st.subheader("Explore the trade-offs")

@@ -128,8 +128,9 @@ def histogram_chart(histogram: Histogram, title: str, *, log_scale: bool) -> go.
     )
 
 
-def codes_chart(codes: CodeCounts, bits: int, title: str, *, log_scale: bool) -> go.Figure:
+def codes_chart(codes: CodeCounts, title: str, *, log_scale: bool) -> go.Figure:
     """How many weights land on each level of the n-bit grid: the quantization levels, made visible."""
+    bits = codes.bits
     figure = go.Figure()
     figure.add_bar(
         x=codes.codes,

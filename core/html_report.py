@@ -60,7 +60,7 @@ def render(report: Report) -> str:
     figures = [sparsity_chart([original_row(layer) for layer in report.layers], report.layers)]
     figures.append(histogram_chart(report.histograms["all"], "Weights of all layers", log_scale=True))
     if report.quantization_codes:
-        figures.append(codes_chart(report.quantization_codes["all"], report.settings["quant"]["weight_bits"],
+        figures.append(codes_chart(report.quantization_codes["all"],
                                    "Quantization levels", log_scale=True))  # fmt: skip
     if report.latency_ms and report.latency_ms.compressed:
         figures.append(latency_chart(report.latency_ms.original, report.latency_ms.compressed))

@@ -91,7 +91,7 @@ def layer_stats(compressed: Compressed) -> list[LayerStats]:
                 channels_kept=0 if values is None else values.shape[layer.channel_axis],
                 macs_after=compressed.macs.get(layer.name, 0),
                 left_whole=compressed.left_whole.get(layer.name),
-                original_zeros=layer.params - int(np.count_nonzero(model.weights[layer.name])),
+                original_zeros=model.zeros[layer.name],
             )
         )
     return stats
@@ -200,10 +200,14 @@ def quantization_codes(compressed: Compressed) -> dict[str, CodeCounts]:
     """Per layer and over all layers, how the weights spread over the quantization grid's levels."""
     if not compressed.quantized:
         return {}
-    bits = compressed.recipe.quant.weight_bits
-    result = {name: CodeCounts(*code_counts(q.values, bits)) for name, q in compressed.quantized.items()}
-    every = np.sum([counts.counts for counts in result.values()], axis=0)
-    result["all"] = CodeCounts(next(iter(result.values())).codes, every.tolist())
+    result = {name: CodeCounts(*code_counts(q.values, q.bits), q.bits) for name, q in compressed.quantized.items()}
+    # over all layers, on the widest grid: a narrower grid's codes are a subset of it (per-layer overrides)
+    widest = max(counts.bits for counts in result.values())
+    largest = 2 ** (widest - 1) - 1
+    every = np.zeros(2 * largest + 1, np.int64)
+    for counts in result.values():
+        every[np.asarray(counts.codes) + largest] += counts.counts
+    result["all"] = CodeCounts(list(range(-largest, largest + 1)), every.tolist(), widest)
     return result
 
 

@@ -87,3 +87,8 @@ class Model:
         from core.channels import analyse
 
         return analyse(self.proto, self.tensor_shapes)
+
+    @cached_property
+    def zeros(self) -> dict[str, int]:
+        """Zero weights the original already has, per layer (counted once: the dashboard asks on every move)."""
+        return {layer.name: layer.params - int(np.count_nonzero(self.weights[layer.name])) for layer in self.layers}

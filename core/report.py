@@ -43,6 +43,7 @@ class CodeCounts:
 
     codes: list[int]
     counts: list[int]
+    bits: int = 8  # the grid's width (over all layers with mixed widths: the widest)
 
 
 @dataclass(frozen=True)

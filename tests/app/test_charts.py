@@ -60,7 +60,7 @@ def test_histogram_chart_overlays_both_on_the_same_bins():
 
 
 def test_codes_chart_counts_the_levels_in_use():
-    figure = codes_chart(CodeCounts([-3, -2, -1, 0, 1, 2, 3], [0, 2, 5, 9, 5, 2, 1]), 3, "Levels", log_scale=False)
+    figure = codes_chart(CodeCounts([-3, -2, -1, 0, 1, 2, 3], [0, 2, 5, 9, 5, 2, 1], 3), "Levels", log_scale=False)
     assert list(figure.data[0].y) == [0, 2, 5, 9, 5, 2, 1]
     assert figure.layout.title.text == "Levels: 6 of 7 levels of the 3-bit grid in use"
 

@@ -313,3 +313,16 @@ def test_two_snapshots_saved_and_compared():
     app.multiselect(key="compare_snapshots").set_value(options[-2:]).run()
     assert not app.exception
     assert any("Per-layer sparsity by snapshot" in chart.proto.spec for chart in app.get("plotly_chart"))
+
+
+def test_an_edit_in_the_overrides_table_reaches_the_recipe():
+    app = _app()
+    editor = next(table for table in app.dataframe if (table.key or "").startswith("overrides_"))
+    # the edit the data editor records when a user sets /fc/Gemm (row 8) to 2 bits
+    app.session_state[editor.key] = {"edited_rows": {8: {"bits": 2}}, "added_rows": [], "deleted_rows": []}
+    app.run()
+    assert not app.exception
+    bits = dict(zip(_tables(app)[0].value["layer"], _tables(app)[0].value["bits"], strict=True))
+    assert bits["/fc/Gemm"] == 2 and bits["/stem/stem.0/Conv"] == 32
+    assert any("15 levels" not in chart.proto.spec and "Quantization levels" in chart.proto.spec
+               for chart in app.get("plotly_chart"))  # fmt: skip
