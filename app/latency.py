@@ -5,10 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from app import cache
-from core import Latency, SqueezeError, compare_latency
-from core.benchmark import compare_latency_isolated
+from core import Latency, SqueezeError
+from core.benchmark import time_against_original
 from core.charts import latency_chart
-from sample_models import SAMPLES
 
 # Below this relative difference of medians we do not call one model faster: run-to-run noise here is larger.
 NOISE_BAND = 0.05
@@ -54,14 +53,10 @@ def panel(source: str, recipe_json: str, budget_s: float, threads: int, requeste
         def show(fraction: float) -> None:
             bar.progress(fraction, text=f"Measuring, original and compressed interleaved… {fraction:.0%}")
 
-        options = {"budget_s": budget_s, "threads": threads, "progress": show}
         try:
-            if source in SAMPLES:
-                results()[key] = compare_latency(model.onnx_bytes, exported.data, model.latency_feed, **options)
-            else:  # a user's model is timed in a sandbox child: a crash or hang cannot take the server down
-                results()[key] = compare_latency_isolated(
-                    model.onnx_bytes, exported.data, model.latency_feed, source=model.name, **options
-                )
+            results()[key] = time_against_original(
+                model, exported.data, budget_s=budget_s, threads=threads, progress=show
+            )
         except SqueezeError as error:
             bar.empty()
             st.error(str(error))

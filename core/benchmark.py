@@ -9,6 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import onnxruntime as ort
 
+from core.model import Model
 from core.report import Environment, Latency, LatencyStats
 from core.runtime import create_session
 
@@ -120,20 +121,22 @@ def _compare_in_child(original: bytes, compressed: bytes, feeds, options: dict, 
     return compare_latency(original, compressed, feeds, progress=progress, **options)
 
 
-def compare_latency_isolated(
-    original: bytes, compressed: bytes, feeds: dict[str, np.ndarray], *, source: str, progress=None, **options
-) -> Latency:
-    """compare_latency in a sandbox child, for users' models: a crash or hang ends the child, not the caller."""
+def time_against_original(model: Model, compressed: bytes, progress=None, **options) -> Latency:
+    """compare_latency of the model's original and `compressed` on its latency feed. A user's model is timed in a
+    sandbox child, so a crash or hang ends the child, not the caller; the samples are timed in process."""
+    feeds = model.latency_feed
+    if model.is_sample:
+        return compare_latency(model.onnx_bytes, compressed, feeds, progress=progress, **options)
     from core.sandbox import run_isolated
 
     budget = float(options.get("budget_s", 6.0))
     return run_isolated(
         _compare_in_child,
-        original,
+        model.onnx_bytes,
         compressed,
         feeds,
         options,
-        source=source,
+        source=model.name,
         what="measuring latency",
         timeout_s=budget * 4 + 120,
         progress=progress,

@@ -79,7 +79,7 @@ def load_npz(path: Path, model: Model) -> dict[str, np.ndarray]:
 
 def calibration_for(model: Model, source: str) -> Calibration:
     if source == "sample":
-        sample = SAMPLES.get(model.source.removeprefix("sample:")) if model.source.startswith("sample:") else None
+        sample = SAMPLES.get(model.source.removeprefix("sample:")) if model.is_sample else None
         if sample is not None and sample.calibration_inputs is not None:
             inputs = sample.calibration_inputs()
             count = len(next(iter(inputs.values())))

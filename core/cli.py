@@ -10,7 +10,7 @@ from pathlib import Path
 
 from core.activations import ACTIVATION_MODES, CALIBRATION_METHODS
 from core.allocation import allocate_bits, plans
-from core.benchmark import LATENCY_THREADS, compare_latency, compare_latency_isolated, measure_latency
+from core.benchmark import LATENCY_THREADS, measure_latency, time_against_original
 from core.compress import compress
 from core.config import FLOAT_BITS, LayerOverride, PruneConfig, QuantConfig, Recipe
 from core.errors import InvalidSettingError, SqueezeError
@@ -261,23 +261,7 @@ def _report(args: argparse.Namespace) -> None:
     if not args.html.parent.is_dir():
         raise InvalidSettingError("the folder to write into does not exist", str(args.html))
     model = load_model(args.model)
-    try:
-        recipe = Recipe.from_json(args.recipe.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise InvalidSettingError(error.strerror or "cannot read", str(args.recipe)) from None
-    except SqueezeError as error:
-        raise InvalidSettingError(error.reason, str(args.recipe)) from None
-    if recipe.model_sha256 and recipe.model_sha256 != model.sha256:
-        raise InvalidSettingError(f"the recipe was made for a different model ({recipe.model})", str(args.recipe))
-    compressed = compress(model, recipe)
-    data = export_bytes(compressed, _print_progress("calibration"))
-    latency = None
-    if not args.no_latency:
-        options = {"budget_s": args.budget, "threads": args.threads}
-        if model.source.startswith("sample:"):
-            latency = compare_latency(model.onnx_bytes, data, model.latency_feed, **options)
-        else:
-            latency = compare_latency_isolated(model.onnx_bytes, data, model.latency_feed, source=model.name, **options)
+    compressed, data, latency = _export_and_time(model, _read_recipe(args.recipe, model.sha256), args)
     write_atomic(args.html, render_html(build_report(compressed, data, latency)).encode())
     print(f"wrote {args.html} ({args.html.stat().st_size:,} bytes, opens offline)")
 
@@ -320,18 +304,7 @@ def _inspect(args: argparse.Namespace) -> None:
 
 
 def _recipe_from_args(args: argparse.Namespace, model_name: str, model_sha: str) -> Recipe:
-    base = Recipe()
-    if args.apply_recipe:
-        try:
-            base = Recipe.from_json(args.apply_recipe.read_text(encoding="utf-8"))
-        except OSError as error:
-            raise InvalidSettingError(error.strerror or "cannot read", str(args.apply_recipe)) from None
-        except SqueezeError as error:
-            raise InvalidSettingError(error.reason, str(args.apply_recipe)) from None
-        if base.model_sha256 and base.model_sha256 != model_sha:
-            raise InvalidSettingError(
-                f"the recipe was made for a different model ({base.model})", str(args.apply_recipe)
-            )
+    base = _read_recipe(args.apply_recipe, model_sha) if args.apply_recipe else Recipe()
     # Without a recipe only the given flags are set, so defaults that depend on each other (scope on granularity)
     # resolve as they do everywhere else.
     prune = base.prune.to_dict() if args.apply_recipe else {}
@@ -373,18 +346,7 @@ def _compress(args: argparse.Namespace) -> None:
             raise InvalidSettingError("the folder to write into does not exist", str(path))
     model = load_model(args.model)
     recipe = _recipe_from_args(args, model.name, model.sha256)
-    compressed = compress(model, recipe)
-    if compressed.activation_mode == "static":
-        print("calibrating static int8 activations...", file=sys.stderr)
-    data = export_bytes(compressed, _print_progress("calibration"))
-    latency = None
-    if not args.no_latency:
-        print(f"measuring latency (interleaved, ~{args.budget:.0f} s)...", file=sys.stderr)
-        options = {"budget_s": args.budget, "threads": args.threads}
-        if model.source.startswith("sample:"):
-            latency = compare_latency(model.onnx_bytes, data, model.latency_feed, **options)
-        else:  # a user's model runs in a sandbox child
-            latency = compare_latency_isolated(model.onnx_bytes, data, model.latency_feed, source=model.name, **options)
+    compressed, data, latency = _export_and_time(model, recipe, args)
     report = build_report(compressed, data, latency)
     # Everything is computed before anything is written: a failure above leaves no file behind.
     write_atomic(args.out, data)
@@ -406,6 +368,32 @@ def _print_progress(what: str):
             print(f"  {what} {fraction:.0%}", file=sys.stderr)
 
     return report
+
+
+def _read_recipe(path: Path, model_sha256: str) -> Recipe:
+    """A recipe file, refused in one line if it is unreadable, invalid, or made for another model."""
+    try:
+        recipe = Recipe.from_json(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise InvalidSettingError(error.strerror or "cannot read", str(path)) from None
+    except SqueezeError as error:
+        raise InvalidSettingError(error.reason, str(path)) from None
+    if recipe.model_sha256 and recipe.model_sha256 != model_sha256:
+        raise InvalidSettingError(f"the recipe was made for a different model ({recipe.model})", str(path))
+    return recipe
+
+
+def _export_and_time(model, recipe: Recipe, args: argparse.Namespace):
+    """Compress, export (with calibration progress) and, unless --no-latency, time against the original."""
+    compressed = compress(model, recipe)
+    if compressed.activation_mode == "static":
+        print("calibrating static int8 activations...", file=sys.stderr)
+    data = export_bytes(compressed, _print_progress("calibration"))
+    latency = None
+    if not args.no_latency:
+        print(f"measuring latency (interleaved, ~{args.budget:.0f} s)...", file=sys.stderr)
+        latency = time_against_original(model, data, budget_s=args.budget, threads=args.threads)
+    return compressed, data, latency
 
 
 def _print_summary(report) -> None:

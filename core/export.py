@@ -41,7 +41,7 @@ def export_bytes(compressed: Compressed, progress: Callable[[float], None] | Non
         # every layer this tool left in float (keep_float, skipped, 32-bit overrides) stays float in ONNX Runtime too
         keep = [layer.node for layer in compressed.layers if layer.name not in compressed.quantized]
         arguments = (float_model, mode, inputs, quant.calib_method, keep)
-        if compressed.model.source.startswith("sample:"):
+        if compressed.model.is_sample:
             data = quantize_activations(*arguments, progress=progress)
         else:  # a user's model: ONNX Runtime's quantizers run it, so they run in a sandbox child
             data = run_isolated(

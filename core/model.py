@@ -36,6 +36,11 @@ class Model:
     folded_nodes: int = 0  # constant nodes turned into initializers at load
 
     @property
+    def is_sample(self) -> bool:
+        """One of the project's own samples; everything else is a user's file and runs in sandbox children."""
+        return self.source.startswith("sample:")
+
+    @property
     def prunable_params(self) -> int:
         return sum(layer.params for layer in self.layers)
 
