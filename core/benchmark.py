@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import time
 from collections.abc import Callable
@@ -42,6 +43,7 @@ Progress = Callable[[float], None]
 LATENCY_THREADS = 1
 
 
+@functools.cache  # the CPU does not change under a running process; every report and verdict asks
 def cpu_description() -> tuple[str, list[str]]:
     """The CPU's model name and the relevant instruction-set flags it reports (read from the machine)."""
     name, flags = platform.processor() or platform.machine(), set()
@@ -63,7 +65,7 @@ def cpu_description() -> tuple[str, list[str]]:
 
 def environment(threads: int) -> Environment:
     cpu, flags = cpu_description()
-    return Environment(threads=threads, onnxruntime=ort.__version__, cpu=cpu, cpu_flags=flags)
+    return Environment(threads=threads, onnxruntime=ort.__version__, cpu=cpu, cpu_flags=list(flags))
 
 
 def stats(samples_ms: list[float]) -> LatencyStats:
