@@ -103,12 +103,11 @@ def load_onnx_file(path: Path, *, name: str | None = None, source: str | None = 
         raise ModelLoadError("not a file", source)
     data = path.read_bytes()
     proto = parse_onnx(data, source, folder=path.parent)
-    serialized = proto.SerializeToString()
-    if len(serialized) != len(data):  # external data was loaded into it: work on the whole model
-        data = serialized
+    if proto.ByteSize() != len(data):  # external data was loaded into it: work on the whole model
+        data = proto.SerializeToString()
     feeds = random_inputs_for(proto, source)
     run_isolated(probe_model, data, feeds, source=source, what="ONNX Runtime on this model")
-    return model_from_bytes(data, name=name or path.name, source=source)
+    return model_from_bytes(data, name=name or path.name, source=source, parsed=proto)
 
 
 def model_from_bytes(
@@ -120,10 +119,12 @@ def model_from_bytes(
     task: str = "unknown",
     trained: bool | None = None,
     eval_set: EvalSet | None = None,
+    parsed: onnx.ModelProto | None = None,
 ) -> Model:
-    """Validate ONNX bytes and build the working representation; eval inputs are seeded random when none are given."""
+    """Validate ONNX bytes and build the working representation; eval inputs are seeded random when none are given.
+    `parsed`: these bytes already parsed and checked by `parse_onnx`, so they are not parsed again."""
     sha256 = hashlib.sha256(data).hexdigest()  # of the user's own bytes, so a recipe names the file they have
-    proto, folded_nodes = fold_constants(parse_onnx(data, source))
+    proto, folded_nodes = fold_constants(parsed if parsed is not None else parse_onnx(data, source))
     if folded_nodes:
         data = proto.SerializeToString()  # the folded graph is the "original" every comparison runs against
     layers = find_prunable_layers(proto)
