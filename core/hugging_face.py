@@ -53,39 +53,16 @@ def export_folder(folder: str, onnx_path: str, eval_path: str, progress=None) ->
     import os
 
     os.environ["HF_HUB_OFFLINE"] = "1"
-    import torch
-    from transformers import AutoModel, AutoTokenizer
+    from sample_models.registry import MINILM_MAX_TOKENS, export_sentence_encoder, tokenized_sentences
 
-    from sample_models import data
-    from sample_models.architectures import SentenceEncoder
-    from sample_models.registry import MINILM_MAX_TOKENS, _export_module
-
-    encoder = AutoModel.from_pretrained(
-        folder, local_files_only=True, use_safetensors=True, trust_remote_code=False, attn_implementation="eager"
-    )
-    axes = {0: "batch", 1: "tokens"}
-    example = (torch.ones(1, 16, dtype=torch.int64), torch.ones(1, 16, dtype=torch.int64))
-    _export_module(
-        SentenceEncoder(encoder),
-        example,
-        Path(onnx_path),
-        ["input_ids", "attention_mask"],
-        "embedding",
-        {"input_ids": axes, "attention_mask": axes, "embedding": {0: "batch"}},
-    )
-    has_tokenizer = any((Path(folder) / name).exists() for name in TOKENIZER_FILES)
-    if has_tokenizer:
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
-        tokens = tokenizer(
-            data.sentences(), padding="max_length", truncation=True, max_length=MINILM_MAX_TOKENS, return_tensors="np"
-        )
-        ids, mask = tokens["input_ids"].astype(np.int64), tokens["attention_mask"].astype(np.int64)
-    else:
-        vocabulary = int(getattr(encoder.config, "vocab_size", 1000))
-        ids = np.random.default_rng(0).integers(0, vocabulary, (8, MINILM_MAX_TOKENS), dtype=np.int64)
-        mask = np.ones_like(ids)
-    np.savez(eval_path, input_ids=ids, attention_mask=mask)
-    return "tokenizer" if has_tokenizer else "random"
+    export_sentence_encoder(Path(folder), Path(onnx_path))
+    if any((Path(folder) / name).exists() for name in TOKENIZER_FILES):
+        np.savez(eval_path, **tokenized_sentences(Path(folder)))
+        return "tokenizer"
+    config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    ids = np.random.default_rng(0).integers(0, int(config.get("vocab_size", 1000)), (8, MINILM_MAX_TOKENS), np.int64)
+    np.savez(eval_path, input_ids=ids, attention_mask=np.ones_like(ids))
+    return "random"
 
 
 def load_hugging_face_folder(folder: Path, *, name: str, source: str) -> Model:

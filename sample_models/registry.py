@@ -166,7 +166,8 @@ def _minilm_state() -> StateDict:
     return _load_safetensors(minilm_folder() / "model.safetensors")
 
 
-def _minilm_export(state: StateDict, path: Path) -> None:
+def export_sentence_encoder(folder: Path, path: Path) -> None:
+    """A Hugging Face encoder folder exported as mean-pooled, normalised sentence embeddings (also for users' folders)."""
     import torch
     from transformers import AutoModel
 
@@ -174,11 +175,7 @@ def _minilm_export(state: StateDict, path: Path) -> None:
 
     # Local files only, safetensors only, no remote code: the same rules as for a user's folder.
     encoder = AutoModel.from_pretrained(
-        str(minilm_folder()),
-        local_files_only=True,
-        use_safetensors=True,
-        trust_remote_code=False,
-        attn_implementation="eager",
+        str(folder), local_files_only=True, use_safetensors=True, trust_remote_code=False, attn_implementation="eager"
     )
     axes = {0: "batch", 1: "tokens"}
     example = (torch.ones(1, 16, dtype=torch.int64), torch.ones(1, 16, dtype=torch.int64))
@@ -192,20 +189,23 @@ def _minilm_export(state: StateDict, path: Path) -> None:
     )
 
 
-def _minilm_eval() -> EvalSet:
+def tokenized_sentences(folder: Path) -> dict[str, np.ndarray]:
+    """The shipped sentences, tokenized by the folder's own tokenizer to MINILM_MAX_TOKENS."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(minilm_folder()), local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     tokens = tokenizer(
         data.sentences(), padding="max_length", truncation=True, max_length=MINILM_MAX_TOKENS, return_tensors="np"
     )
-    return EvalSet(
-        {
-            "input_ids": tokens["input_ids"].astype(np.int64),
-            "attention_mask": tokens["attention_mask"].astype(np.int64),
-        },
-        None,
-    )
+    return {name: tokens[name].astype(np.int64) for name in ("input_ids", "attention_mask")}
+
+
+def _minilm_export(state: StateDict, path: Path) -> None:
+    export_sentence_encoder(minilm_folder(), path)
+
+
+def _minilm_eval() -> EvalSet:
+    return EvalSet(tokenized_sentences(minilm_folder()), None)
 
 
 SAMPLES: dict[str, SampleModel] = {
