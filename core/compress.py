@@ -106,6 +106,7 @@ def _structurally_pruned(model: Model, recipe: Recipe, index: Index | None) -> C
 
 
 def compress(model: Model, recipe: Recipe, index: Index | None = None) -> Compressed:
+    _check_override_layers(model, recipe)
     quantizing = recipe.quant.enabled or any(override.bits not in (None, FLOAT_BITS) for override in recipe.overrides)
     if quantizing and opset_version(model.proto) < MIN_QDQ_OPSET:
         raise UnsupportedModelError(
@@ -155,7 +156,6 @@ def _check_override_layers(model: Model, recipe: Recipe) -> None:
 
 def _apply_pruning_overrides(model: Model, recipe: Recipe, weights: dict, index: Index | None) -> dict:
     """Layers with their own amount are pruned at it (ranked within the layer); skipped layers keep every weight."""
-    _check_override_layers(model, recipe)
     own = [(layer, recipe.override(layer.node)) for layer in model.layers if recipe.override(layer.node)]
     if not own:
         return weights
@@ -173,7 +173,6 @@ def _apply_pruning_overrides(model: Model, recipe: Recipe, weights: dict, index:
 
 def _layer_bits(model: Model, recipe: Recipe) -> dict[str, int]:
     """Each layer's weight bits: the recipe's, or its override's (skip: float)."""
-    _check_override_layers(model, recipe)
     bits = {}
     for layer in model.layers:
         override = recipe.override(layer.node)

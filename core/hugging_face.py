@@ -17,7 +17,7 @@ from core.errors import ModelLoadError, UnsupportedModelError
 from core.model import Model
 from core.sandbox import run_isolated
 
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2  # 2: a folder without a tokenizer saves no inputs
 EXPORT_TIMEOUT_S = 600.0
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 
@@ -53,16 +53,13 @@ def export_folder(folder: str, onnx_path: str, eval_path: str, progress=None) ->
     import os
 
     os.environ["HF_HUB_OFFLINE"] = "1"
-    from sample_models.registry import MINILM_MAX_TOKENS, export_sentence_encoder, tokenized_sentences
+    from sample_models.registry import export_sentence_encoder, tokenized_sentences
 
     export_sentence_encoder(Path(folder), Path(onnx_path))
-    if any((Path(folder) / name).exists() for name in TOKENIZER_FILES):
-        np.savez(eval_path, **tokenized_sentences(Path(folder)))
-        return "tokenizer"
-    config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
-    ids = np.random.default_rng(0).integers(0, int(config.get("vocab_size", 1000)), (8, MINILM_MAX_TOKENS), np.int64)
-    np.savez(eval_path, input_ids=ids, attention_mask=np.ones_like(ids))
-    return "random"
+    # without a tokenizer there are no real inputs: none are saved and the model gets flagged random inputs
+    tokenized = tokenized_sentences(Path(folder)) if any((Path(folder) / n).exists() for n in TOKENIZER_FILES) else {}
+    np.savez(eval_path, **tokenized)
+    return "tokenizer" if tokenized else "random"
 
 
 def load_hugging_face_folder(folder: Path, *, name: str, source: str) -> Model:
@@ -89,18 +86,12 @@ def load_hugging_face_folder(folder: Path, *, name: str, source: str) -> Model:
         kind_path.write_text(kind)
     with np.load(eval_path, allow_pickle=False) as stored:
         inputs = {key: stored[key] for key in stored.files}
-    random_inputs = kind_path.read_text().strip() == "random"
-    model = model_from_bytes(
+    return model_from_bytes(
         onnx_path.read_bytes(),
         name=name,
         source=source,
         description="Hugging Face encoder, mean-pooled sentence embeddings",
         task="embedding",
         trained=True,
-        eval_set=EvalSet(inputs, None),
+        eval_set=EvalSet(inputs, None) if inputs else None,
     )
-    if random_inputs:
-        from dataclasses import replace
-
-        model = replace(model, eval_inputs_are_random=True)
-    return model

@@ -8,7 +8,6 @@ Only our own values cross the pipe (bytes, arrays, result dataclasses), never an
 from __future__ import annotations
 
 import multiprocessing
-import os
 import signal
 import time
 from collections.abc import Callable
@@ -90,8 +89,3 @@ def run_isolated(
             process.kill()
         process.join(5)
         parent.close()
-
-
-def current_children() -> list[int]:
-    """Process ids of running sandbox children (for tests that kill one)."""
-    return [child.pid for child in multiprocessing.active_children() if child.pid and child.pid != os.getpid()]
