@@ -27,6 +27,13 @@ def load(source: str) -> Model:
         return cache.model(source, str(sidebar.session_folder() / "extracted"))
 
 
+def user_message(error: SqueezeError, model: Model) -> str:
+    """The engine's one line, naming a file by its name: never the server's path of an upload."""
+    if error.source == model.source or not error.source:
+        return f"{model.name}: {error.reason}"
+    return f"{Path(error.source).name}: {error.reason}"
+
+
 def _change(difference: float, text: str) -> str | None:
     """A metric's delta, or none at all when nothing changed (a grey "+0" arrow reads as a change)."""
     return text if difference != 0 else None
@@ -316,7 +323,7 @@ def main() -> None:
     try:
         live = cache.live(controls.source, recipe_json)
     except SqueezeError as error:  # settings this model cannot take (an old opset for quantization, say)
-        st.error(f"{model.name}: {error.reason}")  # the model's name, not the server's path of an upload
+        st.error(user_message(error, model))
         return
     weight_metrics(place, live.summary)
     with sparsity_col:
@@ -335,8 +342,7 @@ def main() -> None:
             exported = cache.exported(controls.source, recipe_json, calibrating)
         except SqueezeError as error:
             bar.empty()
-            # a file's name, never the server's path of an upload
-            st.error(f"{Path(error.source).name}: {error.reason}" if error.source else error.reason)
+            st.error(user_message(error, model))
             return
         bar.empty()
     measured = latency.results().get(latency.result_key(controls.source, recipe_json, controls.latency_threads))

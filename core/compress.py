@@ -16,7 +16,7 @@ from onnx import numpy_helper
 
 from core.activations import choose_mode, smooth_matmul_inputs
 from core.blocks import BlockCost, BlockIndex, drop_blocks
-from core.calibration import calibration_for
+from core.calibration import Calibration, calibration_for
 from core.config import FLOAT_BITS, Recipe
 from core.errors import InvalidSettingError, UnsupportedModelError
 from core.graph import Layer, find_prunable_layers, opset_version, with_weights, without_initializers
@@ -45,6 +45,7 @@ class Compressed:
     activation_mode: str = "none"  # resolved: "none", "dynamic" or "static"
     mode_reason: str = ""
     weight_sqnr: Mapping[str, float] = field(default_factory=dict)  # per quantized layer, dB
+    calibration: Calibration | None = None  # static activations: the inputs they are calibrated on
 
     def reference_onnx(self) -> onnx.ModelProto:
         """The graph with the effective weights as float: what the export must compute."""
@@ -142,8 +143,16 @@ def compress(model: Model, recipe: Recipe, index: Index | None = None) -> Compre
     }
     weights = base.weights | {name: q.dequantize() for name, q in quantized.items()}
     sqnr = {name: weight_sqnr_db(base.weights[name], weights[name]) for name in quantized}
+    # resolved once here: the export calibrates on it and the report describes it
+    calibration = calibration_for(model, recipe.quant.calibration) if mode == "static" else None
     return replace(
-        base, weights=weights, quantized=quantized, activation_mode=mode, mode_reason=reason, weight_sqnr=sqnr
+        base,
+        weights=weights,
+        quantized=quantized,
+        activation_mode=mode,
+        mode_reason=reason,
+        weight_sqnr=sqnr,
+        calibration=calibration,
     )
 
 

@@ -12,7 +12,6 @@ from collections.abc import Callable
 import onnx
 
 from core.activations import quantize_dynamic_int8, quantize_static_qdq
-from core.calibration import calibration_for
 from core.compress import Compressed
 from core.sandbox import run_isolated
 
@@ -37,7 +36,7 @@ def export_bytes(compressed: Compressed, progress: Callable[[float], None] | Non
     else:
         quant = compressed.recipe.quant
         float_model = compressed.reference_onnx().SerializeToString()
-        inputs = calibration_for(compressed.model, quant.calibration).inputs if mode == "static" else {}
+        inputs = compressed.calibration.inputs if compressed.calibration else {}
         # every layer this tool left in float (keep_float, skipped, 32-bit overrides) stays float in ONNX Runtime too
         keep = [layer.node for layer in compressed.layers if layer.name not in compressed.quantized]
         arguments = (float_model, mode, inputs, quant.calib_method, keep)

@@ -8,7 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import onnx
 
-from core.calibration import calibration_for
 from core.compress import Compressed, weight_sqnr_db
 from core.model import Model
 from core.quality import accuracy, fidelity
@@ -146,7 +145,7 @@ def quantization_info(compressed: Compressed, export_bytes: bytes) -> Quantizati
     if not quant.enabled:
         return None
     mode = compressed.activation_mode
-    calibration = calibration_for(compressed.model, quant.calibration) if mode == "static" else None
+    calibration = compressed.calibration
     activations = {
         "none": "float",
         "dynamic": "uint8, range taken from each input at run time",
