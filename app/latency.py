@@ -22,19 +22,25 @@ def result_key(source: str, recipe_json: str, threads: int) -> str:
     return f"{source}\n{recipe_json}\n{threads}"
 
 
+def measured_effect(latency: Latency) -> str:
+    """ "faster", "slower" or "no faster": the verdict's words, from the medians and the noise band."""
+    speedup = latency.speedup or 1.0
+    return "faster" if speedup >= 1 + NOISE_BAND else "slower" if speedup <= 1 - NOISE_BAND else "no faster"
+
+
 def verdict(latency: Latency) -> str:
     speedup = latency.speedup or 1.0
-    if speedup >= 1 + NOISE_BAND:
+    effect = measured_effect(latency)
+    if effect == "faster":
         return f"The compressed model ran **{speedup:.2f}× faster** (median against median)."
-    if speedup <= 1 - NOISE_BAND:
+    if effect == "slower":
         return f"The compressed model ran **{1 / speedup:.2f}× slower** (median against median)."
     return f"No measurable difference ({speedup:.2f}×, inside the ±{NOISE_BAND:.0%} noise band)."
 
 
 def agreement(expected: str, latency: Latency) -> str:
     """Whether the measurement confirms the verdict given before it."""
-    speedup = latency.speedup or 1.0
-    measured = "faster" if speedup >= 1 + NOISE_BAND else "slower" if speedup <= 1 - NOISE_BAND else "no faster"
+    measured = measured_effect(latency)
     if expected == "mixed":
         return f"measured {measured}"
     confirmed = measured == expected or (expected == "no faster" and measured == "slower")
