@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -116,15 +117,11 @@ def _changed_weight(model: Model, layer, setting: str, index: PruneIndex) -> np.
     return quantize_weight(original, int(value), layer.channel_axis).dequantize()
 
 
-def save(result: Sensitivity, path) -> None:
-    from pathlib import Path
-
+def save(result: Sensitivity, path: Path) -> None:
     Path(path).write_text(json.dumps(result.to_dict()) + "\n", encoding="utf-8")
 
 
-def load(path) -> Sensitivity:
-    from pathlib import Path
-
+def load(path: Path) -> Sensitivity:
     return Sensitivity(**json.loads(Path(path).read_text(encoding="utf-8")))
 
 
