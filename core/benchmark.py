@@ -12,7 +12,7 @@ import onnxruntime as ort
 
 from core.model import Model
 from core.report import Environment, Latency, LatencyStats
-from core.runtime import create_session
+from core.runtime import OnnxModel, create_session
 
 # Instruction-set features that decide which ONNX Runtime kernels are fast on x86 and ARM.
 RELEVANT_CPU_FLAGS = (
@@ -77,7 +77,7 @@ def stats(samples_ms: list[float]) -> LatencyStats:
 
 
 def measure_latency(
-    models: list[bytes],
+    models: list[OnnxModel],
     feeds: dict[str, np.ndarray],
     *,
     threads: int | None = None,
@@ -90,7 +90,8 @@ def measure_latency(
     """Latency in ms of each model on the same feeds, runs interleaved; stops at `max_runs` or once
     `min_runs` are done and `budget_s` is spent."""
     threads = threads or LATENCY_THREADS
-    sessions = [create_session(model, threads) for model in models]
+    prepack = all(isinstance(model, bytes) for model in models)  # like for like: see create_session
+    sessions = [create_session(model, threads, prepack) for model in models]
     for session in sessions:
         for _ in range(warmup):
             session.run(None, feeds)
@@ -110,7 +111,9 @@ def measure_latency(
     return [stats(timings) for timings in samples], environment(threads)
 
 
-def compare_latency(original: bytes, compressed: bytes | None, feeds: dict[str, np.ndarray], **options) -> Latency:
+def compare_latency(
+    original: OnnxModel, compressed: OnnxModel | None, feeds: dict[str, np.ndarray], **options
+) -> Latency:
     """Original and (optionally) compressed model, interleaved in one run."""
     models = [original] if compressed is None else [original, compressed]
     results, env = measure_latency(models, feeds, **options)
@@ -119,22 +122,22 @@ def compare_latency(original: bytes, compressed: bytes | None, feeds: dict[str, 
     return Latency(original=results[0], compressed=after, environment=env, speedup=speedup)
 
 
-def _compare_in_child(original: bytes, compressed: bytes, feeds, options: dict, progress=None) -> Latency:
+def _compare_in_child(original: OnnxModel, compressed: OnnxModel, feeds, options: dict, progress=None) -> Latency:
     return compare_latency(original, compressed, feeds, progress=progress, **options)
 
 
-def time_against_original(model: Model, compressed: bytes, progress=None, **options) -> Latency:
+def time_against_original(model: Model, compressed: OnnxModel, progress=None, **options) -> Latency:
     """compare_latency of the model's original and `compressed` on its latency feed. A user's model is timed in a
     sandbox child, so a crash or hang ends the child, not the caller; the samples are timed in process."""
     feeds = model.latency_feed
     if model.is_sample:
-        return compare_latency(model.onnx_bytes, compressed, feeds, progress=progress, **options)
+        return compare_latency(model.runnable, compressed, feeds, progress=progress, **options)
     from core.sandbox import run_isolated
 
     budget = float(options.get("budget_s", 6.0))
     return run_isolated(
         _compare_in_child,
-        model.onnx_bytes,
+        model.runnable,
         compressed,
         feeds,
         options,

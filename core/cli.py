@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from core.benchmark import LATENCY_THREADS, measure_latency, time_against_origin
 from core.compress import compress
 from core.config import FLOAT_BITS, LayerOverride, PruneConfig, QuantConfig, Recipe
 from core.errors import InvalidSettingError, SqueezeError
-from core.export import export_bytes
+from core.export import export_bytes, export_model, save_export
 from core.files import write_atomic
 from core.html_report import render as render_html
 from core.loading import load_model
@@ -95,7 +96,13 @@ def _parser() -> argparse.ArgumentParser:
     squeeze.add_argument(
         "--apply-recipe", type=Path, metavar="RECIPE.json", help="take settings from a recipe; flags override it"
     )
-    squeeze.add_argument("--out", type=Path, required=True, metavar="OUT.onnx")
+    squeeze.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="OUT.onnx|OUT.zip",
+        help="the export; over 2 GB an .onnx gets its weights beside it in OUT.onnx.data",
+    )
     squeeze.add_argument("--report", type=Path, metavar="REPORT.json")
     squeeze.add_argument("--recipe", type=Path, metavar="RECIPE.json", help="where to write the recipe")
     squeeze.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
@@ -261,8 +268,9 @@ def _report(args: argparse.Namespace) -> None:
     if not args.html.parent.is_dir():
         raise InvalidSettingError("the folder to write into does not exist", str(args.html))
     model = load_model(args.model)
-    compressed, data, latency = _export_and_time(model, _read_recipe(args.recipe, model.sha256), args)
-    write_atomic(args.html, render_html(build_report(compressed, data, latency)).encode())
+    with tempfile.TemporaryDirectory(prefix="squeezelab-") as work:
+        compressed, data, latency = _export_and_time(model, _read_recipe(args.recipe, model.sha256), args, Path(work))
+        write_atomic(args.html, render_html(build_report(compressed, data, latency)).encode())
     print(f"wrote {args.html} ({args.html.stat().st_size:,} bytes, opens offline)")
 
 
@@ -346,10 +354,14 @@ def _compress(args: argparse.Namespace) -> None:
             raise InvalidSettingError("the folder to write into does not exist", str(path))
     model = load_model(args.model)
     recipe = _recipe_from_args(args, model.name, model.sha256)
-    compressed, data, latency = _export_and_time(model, recipe, args)
-    report = build_report(compressed, data, latency)
-    # Everything is computed before anything is written: a failure above leaves no file behind.
-    write_atomic(args.out, data)
+    # an export over 2 GB is written here first (beside the output, so moving it into place is a rename)
+    with tempfile.TemporaryDirectory(dir=args.out.parent, prefix=".squeezelab-") as work:
+        compressed, data, latency = _export_and_time(model, recipe, args, Path(work))
+        report = build_report(compressed, data, latency)
+        # Everything is computed before anything is written: a failure above leaves no file behind.
+        written = save_export(data, args.out)
+    if len(written) > 1:
+        print(f"the export is over 2 GB: its weights are in {written[1]} (ONNX external data), beside {written[0]}")
     if args.recipe:
         write_atomic(args.recipe, recipe.to_json().encode())
     if args.report:
@@ -383,12 +395,13 @@ def _read_recipe(path: Path, model_sha256: str) -> Recipe:
     return recipe
 
 
-def _export_and_time(model, recipe: Recipe, args: argparse.Namespace):
-    """Compress, export (with calibration progress) and, unless --no-latency, time against the original."""
+def _export_and_time(model, recipe: Recipe, args: argparse.Namespace, work: Path):
+    """Compress, export (with calibration progress; over 2 GB into `work`) and, unless --no-latency, time against
+    the original."""
     compressed = compress(model, recipe)
     if compressed.activation_mode == "static":
         print("calibrating static int8 activations...", file=sys.stderr)
-    data = export_bytes(compressed, _print_progress("calibration"))
+    data = export_model(compressed, work, _print_progress("calibration"))
     latency = None
     if not args.no_latency:
         print(f"measuring latency (interleaved, ~{args.budget:.0f} s)...", file=sys.stderr)
@@ -469,7 +482,7 @@ def _bench(args: argparse.Namespace) -> None:
     if len(models) == 2 and models[0].latency_feed.keys() != models[1].latency_feed.keys():
         raise InvalidSettingError("the two models take different inputs; cannot time them on the same feed", args.other)
     results, env = measure_latency(
-        [model.onnx_bytes for model in models], models[0].latency_feed, threads=args.threads, budget_s=args.budget
+        [model.runnable for model in models], models[0].latency_feed, threads=args.threads, budget_s=args.budget
     )
     _print_latency([model.name for model in models], results, env)
 

@@ -19,16 +19,17 @@ from core.blocks import BlockCost, BlockIndex, drop_blocks
 from core.calibration import Calibration, calibration_for
 from core.config import FLOAT_BITS, Recipe
 from core.errors import InvalidSettingError, UnsupportedModelError
-from core.graph import Layer, find_prunable_layers, opset_version, with_weights, without_initializers
+from core.graph import Layer, Store, find_prunable_layers, opset_version, with_weights, without_initializers
 from core.macs import graph_macs
 from core.model import Model
 from core.pruning import PruneIndex, prune, prune_layer
 from core.quantization import QuantizedWeight, quantize_weight
 from core.structured import ChannelIndex, apply_channel_removal, channel_activations
+from core.thresholds import LazyWeights, ThresholdIndex
 
 MIN_QDQ_OPSET = 13  # per-axis DequantizeLinear
 
-Index = PruneIndex | ChannelIndex | BlockIndex
+Index = PruneIndex | ThresholdIndex | ChannelIndex | BlockIndex
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,7 +38,8 @@ class Compressed:
     recipe: Recipe
     skeleton: onnx.ModelProto  # the (possibly structurally pruned) graph without its prunable weights
     layers: tuple[Layer, ...]  # the prunable layers of that graph, with their shapes after pruning
-    weights: dict[str, np.ndarray]  # the effective float weights: pruned, and dequantized when quantized
+    weights: Mapping[str, np.ndarray]  # the effective float weights: pruned, and dequantized when quantized
+    # (on a large model a LazyWeights: each layer computed when read)
     quantized: dict[str, QuantizedWeight]  # empty when quantization is off
     macs: Mapping[str, int]  # per layer, multiply-accumulates per sample of the graph as ONNX Runtime runs it
     left_whole: Mapping[str, str] = field(default_factory=dict)  # structured: layers kept whole, and why
@@ -51,16 +53,19 @@ class Compressed:
         """The graph with the effective weights as float: what the export must compute."""
         return with_weights(self.skeleton, self.weights, {})
 
-    def export_onnx(self) -> onnx.ModelProto:
-        """The graph the user downloads: quantized weights stored as int8 + DequantizeLinear."""
-        floats = {name: values for name, values in self.weights.items() if name not in self.quantized}
+    def export_onnx(self, store: Store = numpy_helper.from_array) -> onnx.ModelProto:
+        """The graph the user downloads: quantized weights stored as int8 + DequantizeLinear. `store` turns each
+        array into its tensor (external data for large exports)."""
+        floats = LazyWeights([name for name in self.weights if name not in self.quantized], self.weights.__getitem__)
         stored = {name: (q.values, q.scales, q.axis) for name, q in self.quantized.items()}
-        return with_weights(self.skeleton, floats, stored)
+        return with_weights(self.skeleton, floats, stored, store)
 
 
 def prepare_index(model: Model, recipe: Recipe) -> Index:
     """The one-time ranking for the recipe's granularity and criterion; reuse it across amounts."""
     settings = recipe.prune
+    if settings.granularity != "unstructured":
+        require_in_memory(model, f"{settings.granularity} pruning")
     if settings.granularity == "channel":
         graph = model.channel_graph
         return ChannelIndex.prepare(
@@ -73,7 +78,20 @@ def prepare_index(model: Model, recipe: Recipe) -> Index:
         )
     if settings.granularity == "block":
         return BlockIndex.prepare(model, settings.criterion, settings.seed)
+    if model.external_data_folder is not None:
+        return ThresholdIndex.prepare(model.weights, settings.criterion, settings.scope, settings.seed)
     return PruneIndex.prepare(model.weights, settings.criterion, settings.scope, settings.seed)
+
+
+def require_in_memory(model: Model, what: str) -> None:
+    """Refuse work that needs a large model's weights in memory (they stay memory-mapped on disk)."""
+    if model.external_data_folder is not None:
+        raise UnsupportedModelError(
+            f"{what} needs the weights in memory; this model keeps {model.prunable_params * 4 / 1e9:.1f} GB of "
+            "weights on disk (external data over 1 GiB), where only unstructured pruning and weight-only "
+            "quantization run",
+            model.source,
+        )
 
 
 def _structurally_pruned(model: Model, recipe: Recipe, index: Index | None) -> Compressed:
@@ -117,6 +135,8 @@ def compress(model: Model, recipe: Recipe, index: Index | None = None) -> Compre
     settings = recipe.prune
     if settings.active and settings.granularity != "unstructured":
         base = _structurally_pruned(model, recipe, index)
+    elif model.external_data_folder is not None:
+        base = _pruned_on_disk(model, recipe, index)
     else:
         weights = dict(model.weights)
         if settings.amount > 0:
@@ -130,19 +150,27 @@ def compress(model: Model, recipe: Recipe, index: Index | None = None) -> Compre
     if not any(width != FLOAT_BITS for width in bits.values()):
         return base
     mode, reason = resolve_activation_mode(model, recipe.quant.activations)
+    if mode != "none":
+        require_in_memory(model, f"{mode} int8 activations")
     keep = set(recipe.quant.keep_float)
     unknown = sorted(keep - {layer.node for layer in model.layers})
     if unknown:
         raise InvalidSettingError(f"keep_float names no prunable layer: {', '.join(unknown)}")
     if mode == "dynamic" and recipe.quant.smooth_alpha:
         base = _smoothed(base, recipe.quant.smooth_alpha, keep)
-    quantized = {
-        layer.name: quantize_weight(base.weights[layer.name], bits[layer.node], layer.channel_axis)
-        for layer in base.layers
-        if layer.node not in keep and bits.get(layer.node, FLOAT_BITS) != FLOAT_BITS
-    }
-    weights = base.weights | {name: q.dequantize() for name, q in quantized.items()}
-    sqnr = {name: weight_sqnr_db(base.weights[name], weights[name]) for name in quantized}
+    quantized, sqnr = {}, {}
+    for layer in base.layers:
+        if layer.node not in keep and bits.get(layer.node, FLOAT_BITS) != FLOAT_BITS:
+            values = base.weights[layer.name]  # read once: on a large model every read recomputes the layer
+            quantized[layer.name] = quantize_weight(values, bits[layer.node], layer.channel_axis)
+            sqnr[layer.name] = weight_sqnr_db(values, quantized[layer.name].dequantize())
+    if isinstance(base.weights, LazyWeights):  # a large model: dequantized when read, never all at once
+        unchanged = base.weights
+        weights = LazyWeights(
+            list(unchanged), lambda name: quantized[name].dequantize() if name in quantized else unchanged[name]
+        )
+    else:
+        weights = base.weights | {name: q.dequantize() for name, q in quantized.items()}
     # resolved once here: the export calibrates on it and the report describes it
     calibration = calibration_for(model, recipe.quant.calibration) if mode == "static" else None
     return replace(
@@ -154,6 +182,21 @@ def compress(model: Model, recipe: Recipe, index: Index | None = None) -> Compre
         weight_sqnr=sqnr,
         calibration=calibration,
     )
+
+
+def _pruned_on_disk(model: Model, recipe: Recipe, index: Index | None) -> Compressed:
+    """A large model's unstructured pruning: exact cuts per layer, each pruned layer computed when it is read."""
+    settings = recipe.prune
+    own = {layer.name: override for layer in model.layers if (override := recipe.override(layer.node))}
+    if not isinstance(index, ThresholdIndex):
+        index = prepare_index(model, recipe)
+    assert isinstance(index, ThresholdIndex)
+    cuts = index.cuts(settings.amount)
+    for name, override in own.items():
+        if override.skip or override.amount is not None:
+            cuts[name] = index.cuts(override.amount or 0.0, only=name)[name]
+    weights = LazyWeights(list(model.weights), lambda name: index.pruned(name, cuts[name]))
+    return Compressed(model, recipe, model.skeleton, model.layers, weights, {}, model.macs)
 
 
 def _check_override_layers(model: Model, recipe: Recipe) -> None:

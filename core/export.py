@@ -1,5 +1,8 @@
 """Serialise the compressed model to the exact bytes the user downloads, checked before anything is written.
 
+An export over 2 GB cannot be one protobuf: it is written as model.onnx with its weights in model.onnx.data
+beside it (ONNX external data), one tensor at a time, and travels as a .zip of the two.
+
 Weight-only quantization is written by this tool (int8 codes + DequantizeLinear). Int8 activations are written by
 ONNX Runtime's own quantizers from the float graph with the weights already on their n-bit grid, so the codes
 they store are that grid's.
@@ -7,13 +10,29 @@ they store are that grid's.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+import zipfile
 from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
 import onnx
+from onnx import helper, numpy_helper
 
 from core.activations import quantize_dynamic_int8, quantize_static_qdq
 from core.compress import Compressed
+from core.errors import UnsupportedModelError
+from core.external_data import all_tensors
+from core.runtime import OnnxModel
 from core.sandbox import run_isolated
+
+# Protobuf refuses messages of 2 GiB and more; an export estimated above this is written with external data.
+SINGLE_FILE_LIMIT = 2_000_000_000
+MODEL_NAME = "model.onnx"
+INLINE_BELOW = 1024  # bytes: smaller tensors (scales, zero points, biases) stay inside the .onnx
+ALIGNMENT = 64 * 1024  # each external tensor starts on this boundary, so ONNX Runtime can memory-map it
 
 
 def quantize_activations(
@@ -49,3 +68,96 @@ def export_bytes(compressed: Compressed, progress: Callable[[float], None] | Non
         proto = onnx.load_from_string(data)
     onnx.checker.check_model(proto, full_check=True)
     return proto.SerializeToString()
+
+
+def estimated_size(compressed: Compressed) -> int:
+    """The export's size in bytes, from the layers' shapes and storage (no weight is computed)."""
+    weights = sum(
+        layer.params * (1 if layer.name in compressed.quantized else 4)
+        for layer in compressed.layers
+        if layer.name in compressed.weights
+    )
+    return compressed.skeleton.ByteSize() + weights
+
+
+def export_model(compressed: Compressed, folder: Path, progress: Callable[[float], None] | None = None) -> OnnxModel:
+    """The export: bytes when it fits one protobuf, else the path of `folder`/model.onnx with its external data."""
+    if estimated_size(compressed) <= SINGLE_FILE_LIMIT:
+        return export_bytes(compressed, progress)
+    if compressed.activation_mode != "none":
+        raise UnsupportedModelError("int8 activations are not written for exports over 2 GB", compressed.model.source)
+    return write_with_external_data(compressed, folder)
+
+
+def write_with_external_data(compressed: Compressed, folder: Path) -> Path:
+    """`folder`/model.onnx and model.onnx.data, written one tensor at a time (nothing holds every weight at once)
+    and checked with the full ONNX checker."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / MODEL_NAME
+    data_name = f"{MODEL_NAME}.data"
+    with open(folder / data_name, "wb") as data:
+
+        def store(values: np.ndarray, name: str) -> onnx.TensorProto:
+            values = np.ascontiguousarray(values)
+            if values.nbytes < INLINE_BELOW:
+                return numpy_helper.from_array(values, name)
+            data.write(b"\0" * (-data.tell() % ALIGNMENT))
+            tensor = onnx.TensorProto(
+                name=name, data_type=helper.np_dtype_to_tensor_dtype(values.dtype), dims=values.shape
+            )
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+            entries = {"location": data_name, "offset": str(data.tell()), "length": str(values.nbytes)}
+            for key, value in entries.items():
+                tensor.external_data.add(key=key, value=value)
+            data.write(memoryview(values.reshape(-1)).cast("B"))
+            return tensor
+
+        proto = compressed.export_onnx(store)
+    onnx.save_model(proto, path)
+    onnx.checker.check_model(str(path), full_check=True)
+    return path
+
+
+def save_export(export: OnnxModel, target: Path) -> list[Path]:
+    """Put an export at `target` (replacing what was there only once it is complete); the files written.
+
+    `target` ending in .zip gets a zip of the model (with its external data); an .onnx target of an export with
+    external data gets that data beside it as `<target>.data`.
+    """
+    if target.suffix == ".zip":
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as handle:
+            temporary = Path(handle.name)
+        try:
+            write_zip(export, temporary)
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)
+        return [target]
+    if isinstance(export, bytes):
+        from core.files import write_atomic
+
+        write_atomic(target, export)
+        return [target]
+    data_target = target.with_name(f"{target.name}.data")
+    proto = onnx.load(str(export), load_external_data=False)
+    for tensor in all_tensors(proto):
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = data_target.name
+    staged = export.parent / target.name
+    onnx.save_model(proto, staged)
+    os.replace(export.parent / f"{MODEL_NAME}.data", data_target)  # the data first: the .onnx names it
+    os.replace(staged, target)
+    return [target, data_target]
+
+
+def write_zip(export: OnnxModel, archive: Path) -> None:
+    """A zip holding model.onnx (and, for a large export, model.onnx.data), stored uncompressed: the weights
+    barely compress, and unzip tools read stored entries at disk speed."""
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED, allowZip64=True) as output:
+        if isinstance(export, bytes):
+            output.writestr(MODEL_NAME, export)
+            return
+        for path in sorted(export.parent.iterdir()):
+            with open(path, "rb") as source, output.open(path.name, "w", force_zip64=True) as entry:
+                shutil.copyfileobj(source, entry, 16 * 1024**2)

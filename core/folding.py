@@ -8,6 +8,8 @@ evaluated once with the onnx reference implementation, which knows every standar
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -25,14 +27,22 @@ def _has_subgraph(node: onnx.NodeProto) -> bool:
     return any(attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for attr in node.attribute)
 
 
-def fold_constants(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+def fold_constants(model: onnx.ModelProto, external_data_folder: Path | None = None) -> tuple[onnx.ModelProto, int]:
     """A folded copy of `model` and the number of nodes folded (0: the model is returned unchanged).
 
+    Only the initializers a foldable node reads are turned into arrays; every other initializer is kept as the
+    tensor it was (external data stays external), so folding never copies a large model's weights.
     Initializers that are also graph inputs (required before IR version 4) are treated as constants: the
     export is a new model, and letting a caller override a weight is not something it needs to keep.
     """
     graph = model.graph
-    constants: dict[str, np.ndarray] = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    initializers = {init.name: init for init in graph.initializer}
+    computed: dict[str, np.ndarray] = {}
+    base_dir = str(external_data_folder or "")
+
+    def value(name: str) -> np.ndarray:
+        return computed[name] if name in computed else numpy_helper.to_array(initializers[name], base_dir)
+
     graph_outputs = {output.name for output in graph.output}
     folded_nodes, kept_nodes = 0, []
     for node in graph.node:
@@ -40,13 +50,13 @@ def fold_constants(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
             node.domain in ("", "ai.onnx")
             and node.op_type not in NEVER_FOLD
             and not _has_subgraph(node)
-            and all(name == "" or name in constants for name in node.input)
+            and all(name == "" or name in initializers or name in computed for name in node.input)
             and not any(name in graph_outputs for name in node.output)
         )
         if foldable:
-            values = _evaluate(node, constants)
+            values = _evaluate(node, {name: value(name) for name in node.input if name})
             if values is not None:
-                constants.update(values)
+                computed.update(values)
                 folded_nodes += 1
                 continue
         kept_nodes.append(node)
@@ -60,11 +70,14 @@ def fold_constants(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     new_graph = folded.graph
     del new_graph.node[:]
     new_graph.node.extend(kept_nodes)
+    kept = [init for init in new_graph.initializer if init.name in used and init.name not in computed]
     del new_graph.initializer[:]
+    new_graph.initializer.extend(kept)
     new_graph.initializer.extend(
-        numpy_helper.from_array(np.asarray(values), name) for name, values in constants.items() if name in used
+        numpy_helper.from_array(np.asarray(values), name) for name, values in computed.items() if name in used
     )
     # Inputs that are now constants stop being inputs; their stale shape entries go with them.
+    constants = initializers.keys() | computed.keys()
     constant_inputs = [value for value in new_graph.input if value.name not in constants]
     del new_graph.input[:]
     new_graph.input.extend(constant_inputs)
@@ -75,10 +88,10 @@ def fold_constants(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     return folded, folded_nodes
 
 
-def _evaluate(node: onnx.NodeProto, constants: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+def _evaluate(node: onnx.NodeProto, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
     """The node's outputs, or None when the reference implementation cannot evaluate it (then it stays)."""
     try:
-        results = ReferenceEvaluator(node).run(None, {name: constants[name] for name in node.input if name})
+        results = ReferenceEvaluator(node).run(None, inputs)
     except Exception:  # noqa: BLE001 - an op the reference evaluator lacks simply stays in the graph
         return None
     if any(np.asarray(value).size > MAX_FOLDED_ELEMENTS for value in results):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -147,10 +147,15 @@ def all_names(graph: onnx.GraphProto) -> set[str]:
     return names
 
 
+# Turns an array into the named initializer: numpy_helper.from_array, or a writer of external data.
+Store = Callable[[np.ndarray, str], onnx.TensorProto]
+
+
 def with_weights(
     skeleton: onnx.ModelProto,
-    float_weights: dict[str, np.ndarray],
-    quantized_weights: dict[str, tuple[np.ndarray, np.ndarray, int]],
+    float_weights: Mapping[str, np.ndarray],
+    quantized_weights: Mapping[str, tuple[np.ndarray, np.ndarray, int]],
+    store: Store = numpy_helper.from_array,
 ) -> onnx.ModelProto:
     """The skeleton with float weights as initializers and quantized ones as int8 + DequantizeLinear (QDQ).
 
@@ -161,7 +166,7 @@ def with_weights(
     model.CopyFrom(skeleton)
     graph = model.graph
     taken = all_names(graph) | set(float_weights) | set(quantized_weights)
-    graph.initializer.extend(numpy_helper.from_array(values, name) for name, values in float_weights.items())
+    graph.initializer.extend(store(values, name) for name, values in float_weights.items())
     dequantize_nodes = []
     for name, (values, scales, axis) in quantized_weights.items():
         values_name = unique_name(f"{name}_quantized", taken)
@@ -169,9 +174,9 @@ def with_weights(
         zero_name = unique_name(f"{name}_zero_point", taken)
         graph.initializer.extend(
             [
-                numpy_helper.from_array(values, values_name),
-                numpy_helper.from_array(scales.astype(np.float32), scale_name),
-                numpy_helper.from_array(np.zeros(scales.shape, np.int8), zero_name),
+                store(values, values_name),
+                store(scales.astype(np.float32), scale_name),
+                store(np.zeros(scales.shape, np.int8), zero_name),
             ]
         )
         dequantize_nodes.append(

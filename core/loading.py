@@ -23,7 +23,7 @@ from core.folding import fold_constants
 from core.formats import refuse_if_code, sniff
 from core.graph import find_prunable_layers
 from core.model import Model
-from core.runtime import create_session
+from core.runtime import create_session, with_data_in
 from core.sandbox import run_isolated
 from sample_models import SAMPLES, EvalSet
 
@@ -31,6 +31,10 @@ from sample_models import SAMPLES, EvalSet
 EXPORT_FORMAT = 1
 RANDOM_EVAL_SEED = 0
 RANDOM_EVAL_BATCH = 8
+# External data beyond this stays on disk, memory-mapped, instead of being read into memory (and into every
+# protobuf copy). Such a model supports unstructured pruning and weight quantization (see `require_in_memory`).
+IN_MEMORY_LIMIT = 1024**3
+DIGEST_CHUNK = 16 * 1024**2
 
 
 def cache_dir() -> Path:
@@ -57,7 +61,7 @@ def load_model(source: str | os.PathLike[str], workdir: Path | None = None) -> M
     kind = sniff(path)
     refuse_if_code(path, kind)
     if kind == "zip":
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        digest = _file_digest(path)[:16]
         root = workdir or Path(tempfile.mkdtemp(prefix="squeezelab-"))
         folder = safe_extract(path, root / f"{path.stem}-{digest}")
         return load_folder(folder, name=path.name, source=text)
@@ -98,16 +102,23 @@ def load_folder(folder: Path, *, name: str, source: str) -> Model:
 
 
 def load_onnx_file(path: Path, *, name: str | None = None, source: str | None = None) -> Model:
+    """An .onnx file, with any external data beside it. A model whose external data is over `IN_MEMORY_LIMIT`
+    keeps its prunable weights on disk, memory-mapped, so its size in memory stays near its size on disk."""
     source = source or str(path)
     if not path.is_file():
         raise ModelLoadError("not a file", source)
     data = path.read_bytes()
-    proto = parse_onnx(data, source, folder=path.parent)
-    if proto.ByteSize() != len(data):  # external data was loaded into it: work on the whole model
-        data = proto.SerializeToString()
+    proto = parse_onnx(data, source, path=path)
+    folder = None
+    if has_external_data(proto):
+        if external_data_bytes(proto) > IN_MEMORY_LIMIT:
+            folder = path.parent
+        else:
+            onnx.load_external_data_for_model(proto, str(path.parent))  # only now, with every location checked
+            data = proto.SerializeToString()
     feeds = random_inputs_for(proto, source)
-    run_isolated(probe_model, data, feeds, source=source, what="ONNX Runtime on this model")
-    return model_from_bytes(data, name=name or path.name, source=source, parsed=proto)
+    run_isolated(probe_model, data, feeds, folder, source=source, what="ONNX Runtime on this model")
+    return model_from_bytes(data, name=name or path.name, source=source, parsed=proto, external_data_folder=folder)
 
 
 def model_from_bytes(
@@ -120,22 +131,40 @@ def model_from_bytes(
     trained: bool | None = None,
     eval_set: EvalSet | None = None,
     parsed: onnx.ModelProto | None = None,
+    external_data_folder: Path | None = None,
 ) -> Model:
     """Validate ONNX bytes and build the working representation; eval inputs are seeded random when none are given.
-    `parsed`: these bytes already parsed and checked by `parse_onnx`, so they are not parsed again."""
-    sha256 = hashlib.sha256(data).hexdigest()  # of the user's own bytes, so a recipe names the file they have
-    proto, folded_nodes = fold_constants(parsed if parsed is not None else parse_onnx(data, source))
-    if folded_nodes:
-        data = proto.SerializeToString()  # the folded graph is the "original" every comparison runs against
+    `parsed`: these bytes already parsed and checked by `parse_onnx`, so they are not parsed again.
+    `external_data_folder`: the (checked) folder of a large model's external data, which stays there."""
+    folder = external_data_folder
+    proto, folded_nodes = fold_constants(parsed if parsed is not None else parse_onnx(data, source), folder)
     layers = find_prunable_layers(proto)
     if not layers:
         raise UnsupportedModelError(
             "no prunable weights (a Conv, ConvTranspose, Gemm or MatMul with a constant float weight)", source
         )
-    weights = {}
+    prunable = {layer.name for layer in layers}
     initializers = {init.name: init for init in proto.graph.initializer}
+    if folder is not None:
+        sha256 = _on_disk_digest(data, proto, folder)
+        # only the prunable weights stay on disk; the rest (biases, norms) is small and joins the graph
+        for init in proto.graph.initializer:
+            if init.name not in prunable and init.data_location == onnx.TensorProto.EXTERNAL:
+                onnx.external_data_helper.load_external_data_for_tensor(init, str(folder))
+                init.data_location = onnx.TensorProto.DEFAULT
+                del init.external_data[:]
+        data = proto.SerializeToString()
+    else:
+        sha256 = hashlib.sha256(data).hexdigest()  # of the user's own bytes, so a recipe names the file they have
+        if folded_nodes:
+            data = proto.SerializeToString()  # the folded graph is the "original" every comparison runs against
+    weights = {}
     for layer in layers:
-        array = numpy_helper.to_array(initializers[layer.name])
+        tensor = initializers[layer.name]
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            array = memory_mapped(tensor, folder, source)
+        else:
+            array = numpy_helper.to_array(tensor)
         array.flags.writeable = False  # shared by every session: nobody may change it in place
         weights[layer.name] = array
     random_inputs = eval_set is None
@@ -155,6 +184,7 @@ def model_from_bytes(
         eval_set=eval_set,
         eval_inputs_are_random=random_inputs,
         folded_nodes=folded_nodes,
+        external_data_folder=folder,
     )
     try:
         model.reference_outputs  # noqa: B018 - runs the model once: ONNX Runtime is the final judge of validity
@@ -163,7 +193,53 @@ def model_from_bytes(
     return model
 
 
-def parse_onnx(data: bytes, source: str, folder: Path | None = None) -> onnx.ModelProto:
+def external_data_bytes(proto: onnx.ModelProto) -> int:
+    """How many bytes the model keeps in external data files, by the tensors' declared shapes."""
+    return sum(
+        int(np.prod(tensor.dims)) * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        for tensor in all_tensors(proto)
+        if tensor.data_location == onnx.TensorProto.EXTERNAL and tensor.data_type not in STRING_OR_PACKED
+    )
+
+
+def memory_mapped(tensor: onnx.TensorProto, folder: Path, source: str) -> np.ndarray:
+    """A float32 external tensor as a read-only memory map of its (already checked) file: nothing is copied."""
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    shape = tuple(tensor.dims)
+    expected = int(np.prod(shape)) * 4
+    length = int(info.get("length", 0) or 0)
+    if length and length != expected:
+        raise ModelLoadError(
+            f"tensor {tensor.name!r} declares {expected:,} bytes but its external data has {length:,}", source
+        )
+    try:
+        return np.memmap(folder / info["location"], np.float32, "r", int(info.get("offset", 0) or 0), shape)
+    except ValueError:  # the file ends before the tensor does
+        raise ModelLoadError(f"external data of tensor {tensor.name!r} ends early", source) from None
+
+
+def _on_disk_digest(data: bytes, proto: onnx.ModelProto, folder: Path) -> str:
+    """SHA-256 over the .onnx bytes and its external data files, read in chunks (never whole into memory)."""
+    digest = hashlib.sha256(data)
+    locations = sorted(
+        {entry.value for tensor in all_tensors(proto) for entry in tensor.external_data if entry.key == "location"}
+    )
+    for location in locations:
+        _file_digest(folder / location, digest)
+    return digest.hexdigest()
+
+
+def _file_digest(path: Path, digest=None) -> str:
+    digest = digest or hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(DIGEST_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def parse_onnx(data: bytes, source: str, path: Path | None = None) -> onnx.ModelProto:
+    """Parse and check ONNX bytes; external data locations are checked against `path`'s folder (and refused
+    without one) but not loaded."""
     if not data:
         raise ModelLoadError("empty file", source)
     try:
@@ -174,13 +250,14 @@ def parse_onnx(data: bytes, source: str, folder: Path | None = None) -> onnx.Mod
         raise ModelLoadError("not an ONNX model (no graph inside)", source)
     check_domains(proto, source)
     check_tensor_sizes(proto, source)
-    if has_external_data(proto):
-        if folder is None:
+    external = has_external_data(proto)
+    if external:
+        if path is None:
             raise UnsupportedModelError("the model keeps weights in external data files: upload it as a .zip", source)
-        check_external_data(proto, folder, source)
-        onnx.load_external_data_for_model(proto, str(folder))  # only now, with every location checked
+        check_external_data(proto, path.parent, source)
     try:
-        onnx.checker.check_model(proto)
+        # by path when there is external data: the checker then looks for it beside the file, not in our cwd
+        onnx.checker.check_model(str(path) if external else proto)
     except onnx.checker.ValidationError as error:
         raise ModelLoadError(f"invalid ONNX model: {_first_line(error)}", source) from None
     return proto
@@ -288,9 +365,11 @@ def check_tensor_sizes(proto: onnx.ModelProto, source: str) -> None:
 STRING_OR_PACKED = {onnx.TensorProto.STRING, onnx.TensorProto.INT4, onnx.TensorProto.UINT4}
 
 
-def probe_model(data: bytes, feeds: dict[str, np.ndarray], progress=None) -> list[tuple[int, ...]]:
+def probe_model(
+    data: bytes, feeds: dict[str, np.ndarray], external_data_folder: Path | None, progress=None
+) -> list[tuple[int, ...]]:
     """Runs in a sandbox child: create a session and run once; the output shapes."""
-    return [tuple(output.shape) for output in create_session(data).run(None, feeds)]
+    return [tuple(output.shape) for output in create_session(with_data_in(data, external_data_folder)).run(None, feeds)]
 
 
 def _first_line(error: BaseException) -> str:

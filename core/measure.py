@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -24,13 +26,14 @@ from core.report import (
     SizeStats,
     WeightSummary,
 )
-from core.runtime import create_session, run
+from core.runtime import OnnxModel, create_session, run
 from core.tensors import intermediate_values
 from core.verdict import speed_verdict
 
 HISTOGRAM_BINS = 64
 SQNR_SAMPLES = 16  # eval inputs run through both models to compare layer outputs
 GZIP_LEVEL = 1  # level 1 ranks sizes the same as level 9 here and is several times faster on 50-100 MB models
+SIZE_CHUNK = 16 * 1024**2
 
 
 def original_histograms(model: Model) -> dict[str, Histogram]:
@@ -109,8 +112,28 @@ def totals(layers: list[LayerStats]) -> dict[str, int | float]:
     }
 
 
-def size_of(onnx_bytes: bytes) -> SizeStats:
-    return SizeStats(raw=len(onnx_bytes), gzip=len(zlib.compress(onnx_bytes, GZIP_LEVEL)))
+def size_of(model: OnnxModel) -> SizeStats:
+    """Raw and gzip size of an export: its bytes, or its .onnx with the external data beside it (streamed)."""
+    if isinstance(model, bytes):
+        return size_of_parts([model])
+    return size_of_parts(_file_chunks(sorted(model.parent.iterdir())))
+
+
+def size_of_parts(parts: Iterable) -> SizeStats:
+    """Raw and gzip size of byte-like parts taken as one stream, compressed as they come."""
+    compressor = zlib.compressobj(GZIP_LEVEL)
+    raw = packed = 0
+    for part in parts:
+        raw += memoryview(part).nbytes
+        packed += len(compressor.compress(part))
+    return SizeStats(raw=raw, gzip=packed + len(compressor.flush()))
+
+
+def _file_chunks(paths: list[Path]) -> Iterator[bytes]:
+    for path in paths:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(SIZE_CHUNK):
+                yield chunk
 
 
 def model_info(model: Model) -> ModelInfo:
@@ -140,7 +163,7 @@ def storage_description(mode: str, bits: int) -> str:
     return f"{grid}, per output channel, written by ONNX Runtime's quantize_{mode}"
 
 
-def quantization_info(compressed: Compressed, export_bytes: bytes) -> QuantizationInfo | None:
+def quantization_info(compressed: Compressed, export: OnnxModel) -> QuantizationInfo | None:
     quant = compressed.recipe.quant
     if not quant.enabled:
         return None
@@ -162,15 +185,18 @@ def quantization_info(compressed: Compressed, export_bytes: bytes) -> Quantizati
         calibration_is_random=bool(calibration and calibration.random),
         keep_float=list(quant.keep_float),
         smooth_alpha=quant.smooth_alpha if mode == "dynamic" else 0.0,
-        sqnr=layer_sqnr(compressed, export_bytes),
+        sqnr=layer_sqnr(compressed, export),
     )
 
 
-def layer_sqnr(compressed: Compressed, export_bytes: bytes) -> list[LayerSqnr]:
+def layer_sqnr(compressed: Compressed, export: OnnxModel) -> list[LayerSqnr]:
     """Per quantized layer: the weight's SQNR, and its output's (original model against the export) where the
     export still has that tensor with the original's shape."""
     model = compressed.model
-    exported = onnx.load_from_string(export_bytes)
+    if isinstance(export, bytes):
+        exported, export_folder = onnx.load_from_string(export), None
+    else:
+        exported, export_folder = onnx.load(str(export), load_external_data=False), export.parent
     # Quantizers rename tensors but keep node names: match each layer's output by its node.
     before_names = {node.name: node.output[0] for node in model.proto.graph.node if node.name}
     after_names = {node.name: node.output[0] for node in exported.graph.node if node.name}
@@ -181,8 +207,12 @@ def layer_sqnr(compressed: Compressed, export_bytes: bytes) -> list[LayerSqnr]:
         if (node := by_name[name].node) in before_names and node in after_names
     }
     feeds = {name: values[:SQNR_SAMPLES] for name, values in model.eval_set.inputs.items()}
-    before = intermediate_values(model.proto, feeds, sorted({pair[0] for pair in pairs.values()}))
-    after = intermediate_values(exported, feeds, sorted({pair[1] for pair in pairs.values()}))
+    before_names, after_names = (
+        sorted({pair[0] for pair in pairs.values()}),
+        sorted({pair[1] for pair in pairs.values()}),
+    )
+    before = intermediate_values(model.proto, feeds, before_names, model.external_data_folder)
+    after = intermediate_values(exported, feeds, after_names, export_folder)
     result = []
     for name, weight_db in compressed.weight_sqnr.items():
         original, quantized = pairs.get(name, ("", ""))
@@ -223,16 +253,16 @@ def summarize_weights(compressed: Compressed) -> WeightSummary:
 
 def build_report(
     compressed: Compressed,
-    export_bytes: bytes,
+    export: OnnxModel,
     latency: Latency | None = None,
     summary: WeightSummary | None = None,
 ) -> Report:
-    """Everything measured on `export_bytes`, the exact model the user gets. Pass `summary` if already computed."""
+    """Everything measured on `export`, the exact model the user gets. Pass `summary` if already computed."""
     model = compressed.model
     # zlib releases the GIL: the export's gzip size is computed while ONNX Runtime runs it.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        export_size = pool.submit(size_of, export_bytes)
-        outputs = run(create_session(export_bytes), model.eval_set.inputs)
+        export_size = pool.submit(size_of, export)
+        outputs = run(create_session(export), model.eval_set.inputs)
         summary = summary or summarize_weights(compressed)
         size_bytes = {"original": model.size, "compressed": export_size.result()}
     notes = []
@@ -254,7 +284,7 @@ def build_report(
         size_bytes=size_bytes,
         fidelity=fidelity(model, outputs),
         accuracy=accuracy(model, outputs),
-        quantization=quantization_info(compressed, export_bytes),
+        quantization=quantization_info(compressed, export),
         verdict=verdict,
         latency_ms=latency,
         notes=notes,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -12,6 +13,7 @@ import onnx
 from core.channels import ChannelGraph
 from core.graph import Layer, without_initializers
 from core.report import SizeStats
+from core.runtime import OnnxModel
 from sample_models import EvalSet
 
 TASKS = ("classification", "embedding", "unknown")
@@ -34,6 +36,9 @@ class Model:
     eval_set: EvalSet
     eval_inputs_are_random: bool
     folded_nodes: int = 0  # constant nodes turned into initializers at load
+    # A large model's prunable weights stay in its external data files, memory-mapped: `weights` are views of
+    # them, and `onnx_bytes` / `proto` refer to them by location in this folder.
+    external_data_folder: Path | None = None
 
     @property
     def is_sample(self) -> bool:
@@ -49,6 +54,13 @@ class Model:
         """One batch-1 input: the first evaluation sample."""
         return {name: values[:1] for name, values in self.eval_set.inputs.items()}
 
+    @property
+    def runnable(self) -> OnnxModel:
+        """What ONNX Runtime loads for the original: its bytes, with the folder of a large model's weights."""
+        from core.runtime import with_data_in
+
+        return with_data_in(self.onnx_bytes, self.external_data_folder)
+
     @cached_property
     def skeleton(self) -> onnx.ModelProto:
         """The graph without its prunable weights, which compression adds back changed."""
@@ -58,13 +70,13 @@ class Model:
     def reference_outputs(self) -> list[np.ndarray]:
         from core.runtime import create_session, run
 
-        return run(create_session(self.onnx_bytes), self.eval_set.inputs)
+        return run(create_session(self.runnable), self.eval_set.inputs)
 
     @cached_property
     def macs(self) -> dict[str, int]:
         from core.macs import graph_macs
 
-        return graph_macs(self.proto, self.layers, self.latency_feed)
+        return graph_macs(self.proto, self.layers, self.latency_feed, self.external_data_folder)
 
     @cached_property
     def original_histograms(self) -> dict:
@@ -75,16 +87,26 @@ class Model:
     @cached_property
     def size(self) -> SizeStats:
         """Raw and gzip size of the original ONNX bytes (gzip takes ~0.7 s on resnet18: worth remembering)."""
-        from core.measure import size_of
+        from core.measure import size_of, size_of_parts
 
-        return size_of(self.onnx_bytes)
+        if self.external_data_folder is None:
+            return size_of(self.onnx_bytes)
+        chunk = 1 << 22
+        return size_of_parts(
+            [self.onnx_bytes]
+            + [
+                flat[start : start + chunk]
+                for flat in (w.reshape(-1) for w in self.weights.values())
+                for start in range(0, flat.size, chunk)
+            ]
+        )
 
     @cached_property
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
         """The shape of every tensor for one batch-1 run (the latency feed)."""
         from core.tensors import tensor_shapes
 
-        return tensor_shapes(self.proto, self.latency_feed)
+        return tensor_shapes(self.proto, self.latency_feed, self.external_data_folder)
 
     @cached_property
     def channel_graph(self) -> ChannelGraph:

@@ -3,21 +3,48 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import onnxruntime as ort
+
+
+class WithExternalData(NamedTuple):
+    """ONNX bytes whose external data (a large model's weights) is read from `folder`."""
+
+    onnx_bytes: bytes
+    folder: Path
+
+
+# An ONNX model in memory, an .onnx on disk (its external data beside it), or bytes with their data elsewhere.
+OnnxModel = bytes | Path | WithExternalData
 
 
 def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-def create_session(model_bytes: bytes, threads: int | None = None) -> ort.InferenceSession:
+def create_session(model: OnnxModel, threads: int | None = None, prepack: bool = True) -> ort.InferenceSession:
+    """A CPU session. External data is memory-mapped by ONNX Runtime rather than copied, and such weights are
+    not prepacked (a prepacked copy would double the memory of a multi-GB model); `prepack=False` treats
+    in-memory bytes the same way, so timings compared against such a model are like for like."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # warnings about unused initializers are noise to users
-    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    if not prepack or not isinstance(model, bytes):
+        options.add_session_config_entry("session.disable_prepacking", "1")
+    if isinstance(model, WithExternalData):
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(model.folder))
+        model = model.onnx_bytes
+    source = str(model) if isinstance(model, Path) else model
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def with_data_in(onnx_bytes: bytes, folder: Path | None) -> OnnxModel:
+    """The bytes, told where their external data is when there is a folder for it."""
+    return onnx_bytes if folder is None else WithExternalData(onnx_bytes, folder)
 
 
 def run(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from core.compress import require_in_memory
 from core.model import Model
 from core.pruning import PruneIndex, prune
 from core.quantization import quantize_weight
@@ -77,6 +78,7 @@ def scan(
     progress: Callable[[float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Sensitivity:
+    require_in_memory(model, "a sensitivity scan")
     feeds = {name: values[:SCAN_SAMPLES] for name, values in model.eval_set.inputs.items()}
     labels = None if model.eval_set.labels is None else model.eval_set.labels[:SCAN_SAMPLES]
     session = create_session(_weights_as_inputs(model))

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 
 from core.benchmark import measure_latency
-from core.compress import compress, prepare_index
+from core.compress import compress, prepare_index, require_in_memory
 from core.config import FLOAT_BITS, PruneConfig, QuantConfig, Recipe
 from core.export import export_bytes
 from core.model import Model
@@ -70,6 +70,7 @@ def sweep(
     on_point: Callable[[SweepPoint], None] | None = None,
 ) -> list[SweepPoint]:
     """Every combination, measured; a cancelled sweep returns the points that finished, fronts computed on them."""
+    require_in_memory(model, "a sweep")
     grid = [(granularity, amount, width) for granularity in granularities for amount in amounts for width in bits]
     for granularity, amount, width in grid:  # every setting checked before any work starts
         PruneConfig(amount, granularity=granularity)
@@ -92,7 +93,7 @@ def sweep(
         metric, quality = (
             ("accuracy", scored.compressed) if scored else ("cosine", fidelity(model, outputs).cosine_mean)
         )
-        (original, measured), _ = measure_latency([model.onnx_bytes, data], model.latency_feed, threads=threads,
+        (original, measured), _ = measure_latency([model.runnable, data], model.latency_feed, threads=threads,
                                                   budget_s=budget_s, min_runs=10)  # fmt: skip
         points.append(
             SweepPoint(

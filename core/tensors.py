@@ -5,11 +5,13 @@ Shapes come from a real run rather than static inference, because exported graph
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 from onnx import helper
 
-from core.runtime import create_session
+from core.runtime import create_session, with_data_in
 
 
 def _element_types(model: onnx.ModelProto) -> dict[str, int]:
@@ -23,9 +25,13 @@ def _element_types(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def intermediate_values(
-    model: onnx.ModelProto, feeds: dict[str, np.ndarray], names: list[str] | None = None
+    model: onnx.ModelProto,
+    feeds: dict[str, np.ndarray],
+    names: list[str] | None = None,
+    external_data_folder: Path | None = None,
 ) -> dict[str, np.ndarray]:
-    """Values of `names` (default: every node output whose type is known) for one run on `feeds`."""
+    """Values of `names` (default: every node output whose type is known) for one run on `feeds`.
+    `external_data_folder`: where a large model's external weights are."""
     types = _element_types(model)
     produced = [name for node in model.graph.node for name in node.output if name]
     available = set(produced) | set(feeds)
@@ -38,12 +44,15 @@ def intermediate_values(
     probe.graph.output.extend(
         helper.make_tensor_value_info(name, types[name], None) for name in wanted if name not in existing
     )
-    session = create_session(probe.SerializeToString())
+    session = create_session(with_data_in(probe.SerializeToString(), external_data_folder))
     return dict(zip(wanted, session.run(wanted, feeds), strict=True))
 
 
-def tensor_shapes(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+def tensor_shapes(
+    model: onnx.ModelProto, feeds: dict[str, np.ndarray], external_data_folder: Path | None = None
+) -> dict[str, tuple[int, ...]]:
     shapes = {name: tuple(values.shape) for name, values in feeds.items()}
-    shapes |= {name: tuple(values.shape) for name, values in intermediate_values(model, feeds).items()}
+    values = intermediate_values(model, feeds, None, external_data_folder)
+    shapes |= {name: tuple(array.shape) for name, array in values.items()}
     shapes |= {init.name: tuple(init.dims) for init in model.graph.initializer}
     return shapes
