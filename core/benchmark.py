@@ -46,7 +46,8 @@ LATENCY_THREADS = 1
 @functools.cache  # the CPU does not change under a running process; every report and verdict asks
 def cpu_description() -> tuple[str, list[str]]:
     """The CPU's model name and the relevant instruction-set flags it reports (read from the machine)."""
-    name, flags = platform.processor() or platform.machine(), set()
+    # platform.machine() rather than platform.processor(): the latter forks `uname -p`, a copy of this process
+    name, flags = platform.machine(), set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
             for line in handle:

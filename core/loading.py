@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from core.graph import find_prunable_layers
 from core.model import Model
 from core.runtime import create_session, with_data_in
 from core.sandbox import run_isolated
+from core.thresholds import LazyWeights
 from sample_models import SAMPLES, EvalSet
 
 # Bump when the export of sample models changes, so stale cache entries are not reused.
@@ -158,15 +160,25 @@ def model_from_bytes(
         sha256 = hashlib.sha256(data).hexdigest()  # of the user's own bytes, so a recipe names the file they have
         if folded_nodes:
             data = proto.SerializeToString()  # the folded graph is the "original" every comparison runs against
-    weights = {}
+    weights: Mapping[str, np.ndarray] = {}
+    on_disk = {}
     for layer in layers:
         tensor = initializers[layer.name]
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            array = memory_mapped(tensor, folder, source)
-        else:
-            array = numpy_helper.to_array(tensor)
+            memory_mapped(tensor, folder, source)  # checked once here; mapped afresh on every read below
+            on_disk[layer.name] = tensor
+            continue
+        array = numpy_helper.to_array(tensor)
         array.flags.writeable = False  # shared by every session: nobody may change it in place
         weights[layer.name] = array
+    if on_disk:
+        # A fresh read-only map per read: once the reader drops it, its pages leave this process (they stay in
+        # the page cache), so a pass over every layer holds one layer, not the whole model.
+        in_memory = weights
+        weights = LazyWeights(
+            [layer.name for layer in layers],
+            lambda name: in_memory[name] if name in in_memory else memory_mapped(on_disk[name], folder, source),
+        )
     random_inputs = eval_set is None
     if eval_set is None:
         eval_set = EvalSet(random_inputs_for(proto, source), None)

@@ -38,13 +38,15 @@ def intermediate_values(
     wanted = [name for name in (produced if names is None else names) if name in types and name in available]
     if not wanted:
         return {}  # ONNX Runtime reads an empty output list as "every output"
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    existing = {output.name for output in probe.graph.output}
-    probe.graph.output.extend(
-        helper.make_tensor_value_info(name, types[name], None) for name in wanted if name not in existing
+    # The wanted tensors become extra graph outputs. Protobuf merges a message serialised after another into it
+    # (repeated fields append), so the probe is the model's bytes followed by a graph holding only those outputs:
+    # the model (shared, never changed) is neither copied nor touched.
+    known = {output.name for output in model.graph.output}
+    extra = onnx.ModelProto()
+    extra.graph.output.extend(
+        helper.make_tensor_value_info(name, types[name], None) for name in wanted if name not in known
     )
-    session = create_session(with_data_in(probe.SerializeToString(), external_data_folder))
+    session = create_session(with_data_in(model.SerializeToString() + extra.SerializeToString(), external_data_folder))
     return dict(zip(wanted, session.run(wanted, feeds), strict=True))
 
 
