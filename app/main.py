@@ -86,7 +86,7 @@ def measured_metrics(place: Headline, model: Model, report: Report, measured: La
         f"{size.raw / 1e6:.2f} MB",
         _change(size.raw - original_size.raw, f"{(size.raw / original_size.raw - 1):+.1%}"),
         delta_color="inverse",
-        help=f"gzip: {original_size.gzip / 1e6:.2f} MB → {size.gzip / 1e6:.2f} MB "
+        help=f"gzip: {original_size.gzip_text()} → {size.gzip_text()} "
         "(zeros compress; unstructured sparsity shows up here, not in the raw size)",
     )
     fidelity = report.fidelity

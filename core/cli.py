@@ -417,7 +417,7 @@ def _print_summary(report) -> None:
     )
     print(
         f"size {size['original'].raw:,} -> {size['compressed'].raw:,} bytes; "
-        f"gzip {size['original'].gzip:,} -> {size['compressed'].gzip:,} bytes"
+        f"gzip {size['original'].gzip_text()} -> {size['compressed'].gzip_text()}"
     )
     fid = report.fidelity
     agreement = f", top-1 agreement {fid.top1_agreement:.2%}" if fid.top1_agreement is not None else ""

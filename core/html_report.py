@@ -30,7 +30,7 @@ def _headline(report: Report) -> list[list[str]]:
     totals = report.totals
     rows = [
         ["size on disk", f"{size['original'].raw:,} B", f"{size['compressed'].raw:,} B"],
-        ["size gzip", f"{size['original'].gzip:,} B", f"{size['compressed'].gzip:,} B"],
+        ["size gzip", size["original"].gzip_text(), size["compressed"].gzip_text()],
         ["non-zero weights", f"{totals['params']:,}", f"{totals['nonzero']:,}"],
         ["MACs per sample", f"{totals['macs']:,}", f"{totals['macs_after']:,}"],
     ]

@@ -25,13 +25,16 @@ class LazyWeights(Mapping[str, np.ndarray]):
     """Arrays computed from their name each time they are read: one layer's worth of memory at a time."""
 
     def __init__(self, names: list[str], compute: Callable[[str], np.ndarray]) -> None:
-        self._names = list(names)
+        self._names = dict.fromkeys(names)  # ordered, and a quick membership test
         self._compute = compute
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._names:
             raise KeyError(name)
         return self._compute(name)
+
+    def __contains__(self, name: object) -> bool:  # Mapping's own would compute the array
+        return name in self._names
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)

@@ -1,0 +1,158 @@
+"""Large models, at a small scale: the limits that decide "large" are lowered so a 3-layer MLP takes the same path
+as a multi-GB one (weights memory-mapped from external data, exact threshold pruning, export with external data).
+`bench/large_model.py` measures the real thing: peak memory on a generated 537 M-parameter MLP."""
+
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import onnx
+import pytest
+
+import core.export
+import core.loading
+import core.measure
+import core.thresholds
+from bench.large_model import generate_mlp
+from core import PruneConfig, QuantConfig, Recipe, UnsupportedModelError, build_report, compress, load_model
+from core.cli import main
+from core.export import export_bytes, export_model
+from core.pruning import PruneIndex, prune
+from core.runtime import create_session, run
+from core.thresholds import ThresholdIndex
+
+WIDTH, LAYERS = 64, 3
+
+
+@pytest.fixture
+def mlp_file(tmp_path):
+    return generate_mlp(tmp_path / "mlp", WIDTH, LAYERS)
+
+
+@pytest.fixture
+def on_disk(monkeypatch):
+    """Every model with external data counts as large."""
+    monkeypatch.setattr(core.loading, "IN_MEMORY_LIMIT", 0)
+
+
+def _outputs(export, feeds):
+    return run(create_session(export), feeds)[0]
+
+
+@pytest.mark.parametrize("criterion", ["l1", "random"])
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_threshold_pruning_zeroes_exactly_the_weights_ranks_would(criterion, scope, monkeypatch):
+    monkeypatch.setattr(core.thresholds, "CHUNK", 97)  # many chunks per layer, ties across chunk borders
+    rng = np.random.default_rng(1)
+    weights = {
+        "a": rng.standard_normal((50, 30)).astype(np.float32),
+        "b": np.round(rng.standard_normal((40, 7, 3)), 1).astype(np.float32),  # many ties
+        "c": np.zeros((5, 5), np.float32),
+    }
+    ranked = PruneIndex.prepare(weights, criterion, scope, 3)
+    threshold = ThresholdIndex.prepare(weights, criterion, scope, 3)
+    for amount in (0.0, 0.1, 0.33, 0.5, 0.77, 1.0):
+        expected = prune(weights, ranked, amount)
+        cuts = threshold.cuts(amount)
+        for name in weights:
+            np.testing.assert_array_equal(threshold.pruned(name, cuts[name]), expected[name])
+    if criterion == "l1":  # the zeros already there are the smallest magnitudes: pruned first, counted once
+        cuts = threshold.cuts(0.33)
+        zeros = {name: int(np.sum(threshold.pruned(name, cuts[name]) == 0)) for name in weights}
+        if scope == "global":
+            assert sum(zeros.values()) == round(0.33 * sum(values.size for values in weights.values()))
+        else:
+            assert zeros["a"] == round(0.33 * 1500) and zeros["c"] == 25
+
+
+def test_a_large_model_keeps_its_weights_on_disk_and_compresses_like_one_in_memory(mlp_file, monkeypatch):
+    in_memory = load_model(mlp_file)
+    monkeypatch.setattr(core.loading, "IN_MEMORY_LIMIT", 0)
+    large = load_model(mlp_file)
+    assert in_memory.external_data_folder is None and large.external_data_folder == mlp_file.parent
+    weight = large.weights["fc0.weight"]
+    assert isinstance(weight, np.memmap) and not weight.flags.writeable and weight.shape == (WIDTH, WIDTH)
+    np.testing.assert_array_equal(large.reference_outputs[0], in_memory.reference_outputs[0])
+    assert large.macs == in_memory.macs
+
+    recipe = Recipe(PruneConfig(0.5), QuantConfig(8))
+    small_result, large_result = compress(in_memory, recipe), compress(large, recipe)
+    report = build_report(large_result, export_bytes(large_result))
+    assert report.totals["zeros"] == round(0.5 * large.prunable_params)
+    feeds = in_memory.eval_set.inputs
+    np.testing.assert_array_equal(
+        _outputs(export_bytes(large_result), feeds), _outputs(export_bytes(small_result), feeds)
+    )
+    assert (
+        report.histograms["all"].compressed
+        == build_report(small_result, export_bytes(small_result)).histograms["all"].compressed
+    )
+
+
+def test_an_export_over_the_single_file_limit_is_written_with_external_data(mlp_file, on_disk, tmp_path, monkeypatch):
+    model = load_model(mlp_file)
+    compressed = compress(model, Recipe(PruneConfig(0.5)))
+    expected = _outputs(export_bytes(compressed), model.eval_set.inputs)
+    monkeypatch.setattr(core.export, "SINGLE_FILE_LIMIT", 1000)
+    export = export_model(compressed, tmp_path / "export")
+    assert export == tmp_path / "export" / "model.onnx"
+    assert sorted(path.name for path in export.parent.iterdir()) == ["model.onnx", "model.onnx.data"]
+    assert export.stat().st_size < 2000 and (export.parent / "model.onnx.data").stat().st_size >= 3 * WIDTH * WIDTH * 4
+    np.testing.assert_array_equal(_outputs(export, model.eval_set.inputs), expected)
+    report = build_report(compressed, export)
+    assert report.size_bytes["compressed"].raw == sum(path.stat().st_size for path in export.parent.iterdir())
+    assert report.fidelity.max_abs_error == build_report(compressed, export_bytes(compressed)).fidelity.max_abs_error
+
+
+@pytest.mark.parametrize("target", ["pruned.onnx", "pruned.zip"])
+def test_the_cli_writes_a_large_export_beside_its_data_or_as_a_zip(target, mlp_file, on_disk, tmp_path, monkeypatch):
+    monkeypatch.setattr(core.export, "SINGLE_FILE_LIMIT", 1000)
+    monkeypatch.setattr(core.measure, "GZIP_UP_TO", 1000)
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = ["compress", str(mlp_file), "--prune", "0.5", "--no-latency", "--out", str(out / target)]
+    assert main(argv) == 0
+    if target.endswith(".zip"):
+        assert sorted(path.name for path in out.iterdir()) == ["pruned.zip"]
+        with zipfile.ZipFile(out / target) as archive:
+            assert archive.namelist() == ["model.onnx", "model.onnx.data"]
+        reloaded = load_model(out / target, workdir=tmp_path / "work")  # a large export loads back like any upload
+    else:
+        assert sorted(path.name for path in out.iterdir()) == ["pruned.onnx", "pruned.onnx.data"]
+        proto = onnx.load(str(out / target), load_external_data=False)
+        locations = {
+            entry.value for init in proto.graph.initializer for entry in init.external_data if entry.key == "location"
+        }
+        assert locations == {"pruned.onnx.data"}
+        reloaded = load_model(out / target)
+    zeros = sum(int(np.sum(np.asarray(reloaded.weights[layer.name]) == 0)) for layer in reloaded.layers)
+    assert zeros == round(0.5 * LAYERS * WIDTH * WIDTH)
+
+
+def test_the_cli_says_the_gzip_size_of_a_large_model_was_not_measured(mlp_file, on_disk, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(core.measure, "GZIP_UP_TO", 1000)
+    assert main(["compress", str(mlp_file), "--bits", "8", "--no-latency", "--out", str(tmp_path / "q.onnx")]) == 0
+    assert "gzip not measured (over 1 GiB) -> not measured (over 1 GiB)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("flags", "work"),
+    [
+        (["--prune", "0.5", "--granularity", "channel"], "channel pruning"),
+        (["--bits", "8", "--activations", "dynamic"], "dynamic int8 activations"),
+    ],
+)
+def test_work_that_needs_the_weights_in_memory_is_refused_on_a_large_model(
+    flags, work, mlp_file, on_disk, tmp_path, capsys
+):
+    out = tmp_path / "x.onnx"
+    assert main(["compress", str(mlp_file), *flags, "--no-latency", "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"error: {mlp_file}: {work} needs the weights in memory; this model keeps 0.0 GB")
+    assert "only unstructured pruning and weight-only quantization run" in error
+    assert not out.exists()
+    with pytest.raises(UnsupportedModelError, match="a sensitivity scan needs the weights in memory"):
+        from core.sensitivity import scan
+
+        scan(load_model(mlp_file))
