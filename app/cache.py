@@ -7,7 +7,10 @@ recipe's JSON), never live objects.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,11 +28,13 @@ from core import (
     build_report,
     compress,
     export_bytes,
+    export_model,
     load_model,
     prepare_index,
     summarize_weights,
 )
 from core.compress import Index
+from core.runtime import OnnxModel
 
 # resnet18 holds ~100 MB per result (float weights + export); these bounds keep a busy server under a few GB.
 MAX_MODELS = 4
@@ -47,9 +52,11 @@ class Live:
 
 @dataclass(frozen=True, eq=False)
 class Exported:
-    """The slow half: the exact bytes the user downloads and the report measured on them."""
+    """The slow half: the exact model the user downloads and the report measured on it. `data` is the ONNX
+    bytes, or for an export over 2 GB the path of its model.onnx with model.onnx.data beside it (removed when
+    the entry leaves the cache)."""
 
-    data: bytes
+    data: OnnxModel
     report: Report
 
 
@@ -112,10 +119,14 @@ def exported(source: str, recipe_json: str, progress: Callable[[float], None] | 
             _EXPORTS.move_to_end(key)
             return _EXPORTS[key]
     result = live(source, recipe_json)
-    data = export_bytes(result.compressed, progress)
+    # the folder is created only for an export over 2 GB
+    folder = Path(tempfile.gettempdir()) / f"squeezelab-export-{uuid.uuid4().hex}"
+    data = export_model(result.compressed, folder, progress)
     value = Exported(data, build_report(result.compressed, data, summary=result.summary))
     with _EXPORTS_LOCK:
         _EXPORTS[key] = value
         while len(_EXPORTS) > MAX_RESULTS:
-            _EXPORTS.popitem(last=False)
+            _, evicted = _EXPORTS.popitem(last=False)
+            if isinstance(evicted.data, Path):
+                shutil.rmtree(evicted.data.parent, ignore_errors=True)
     return value

@@ -6,6 +6,7 @@ The page fills in two steps so the charts follow the sliders quickly: first what
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from streamlit.delta_generator import DeltaGenerator
 from app import cache, explore, latency, sidebar
 from core import Latency, Model, Recipe, SqueezeError, Verdict
 from core.charts import codes_chart, histogram_chart, sparsity_chart
+from core.export import zip_bytes
 from core.html_report import render as render_html
 from core.report import QuantizationInfo, Report, WeightSummary
 
@@ -246,15 +248,29 @@ def downloads(model: Model, exported: cache.Exported, recipe: Recipe, measured: 
     stem = Path(model.name).stem
     report = replace(exported.report, latency_ms=measured) if measured else exported.report
     onnx_col, recipe_col, report_col, html_col = st.columns(4)
-    onnx_col.download_button(
-        f"Download {stem}-squeezed.onnx ({len(exported.data) / 1e6:.2f} MB)",
-        exported.data,
-        file_name=f"{stem}-squeezed.onnx",
-        mime="application/octet-stream",
-        on_click="ignore",
-        key="download_onnx",
-        type="primary",
-    )
+    if isinstance(exported.data, bytes):
+        onnx_col.download_button(
+            f"Download {stem}-squeezed.onnx ({len(exported.data) / 1e6:.2f} MB)",
+            exported.data,
+            file_name=f"{stem}-squeezed.onnx",
+            mime="application/octet-stream",
+            on_click="ignore",
+            key="download_onnx",
+            type="primary",
+        )
+    else:  # over 2 GB: one protobuf cannot hold it, so the .onnx travels with its external data in a zip
+        size = exported.report.size_bytes["compressed"].raw
+        onnx_col.download_button(
+            f"Download {stem}-squeezed.zip ({size / 1e9:.2f} GB)",
+            functools.partial(zip_bytes, exported.data),  # built when clicked, not on every rerun
+            file_name=f"{stem}-squeezed.zip",
+            mime="application/zip",
+            on_click="ignore",
+            key="download_onnx",
+            type="primary",
+            help="Over 2 GB: model.onnx with its weights in model.onnx.data (ONNX external data). "
+            "Keep the two files together.",
+        )
     recipe_col.download_button(
         "Download recipe.json",
         recipe.to_json(),

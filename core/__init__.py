@@ -7,7 +7,7 @@ from core.benchmark import compare_latency, measure_latency
 from core.compress import Compressed, compress, prepare_index
 from core.config import PruneConfig, QuantConfig, Recipe
 from core.errors import InvalidSettingError, ModelLoadError, SqueezeError, UnsupportedModelError
-from core.export import export_bytes
+from core.export import export_bytes, export_model
 from core.loading import load_model, model_from_bytes
 from core.measure import build_report, summarize_weights
 from core.model import Model
@@ -37,6 +37,7 @@ __all__ = [
     "compare_latency",
     "compress",
     "export_bytes",
+    "export_model",
     "load_model",
     "measure_latency",
     "model_from_bytes",

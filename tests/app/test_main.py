@@ -325,3 +325,40 @@ def test_an_edit_in_the_overrides_table_reaches_the_recipe():
     assert bits["/fc/Gemm"] == 2 and bits["/stem/stem.0/Conv"] == 32
     assert any("15 levels" not in chart.proto.spec and "Quantization levels" in chart.proto.spec
                for chart in app.get("plotly_chart"))  # fmt: skip
+
+
+def test_an_export_over_2_gb_downloads_as_a_zip_of_the_model_and_its_external_data(monkeypatch, tmp_path):
+    import shutil
+    import zipfile
+
+    import core.export
+    from app import cache
+    from core.export import zip_bytes
+
+    monkeypatch.setattr(core.export, "SINGLE_FILE_LIMIT", 1000)  # digits-cnn's 0.16 MB counts as "over 2 GB"
+    cache._EXPORTS.clear()  # exports made under the real limit must not answer
+    try:
+        app = _app()
+        labels = [button.proto.label for button in app.get("download_button")]
+        assert labels[0] == "Download digits-cnn-squeezed.zip (0.00 GB)"
+        ((source, recipe_json), exported), *_ = cache._EXPORTS.items()
+        assert isinstance(exported.data, Path) and exported.data.name == "model.onnx"
+        archive = tmp_path / "download.zip"
+        archive.write_bytes(zip_bytes(exported.data))
+        with zipfile.ZipFile(archive) as opened:
+            assert opened.namelist() == ["model.onnx", "model.onnx.data"]
+            opened.extractall(tmp_path / "unzipped")
+        feeds = cache.model(source).eval_set.inputs
+        in_memory = export_bytes(cache.live(source, recipe_json).compressed)
+        np.testing.assert_array_equal(
+            run(create_session(tmp_path / "unzipped" / "model.onnx"), feeds)[0],
+            run(create_session(in_memory), feeds)[0],
+        )
+        app.slider(key="latency_budget").set_value(1).run()
+        app.button(key="measure_panel").click().run()  # timed on the export with external data
+        assert not app.exception and _metrics(app)["Median latency"].endswith(" ms")
+    finally:
+        for entry in cache._EXPORTS.values():
+            if isinstance(entry.data, Path):
+                shutil.rmtree(entry.data.parent)
+        cache._EXPORTS.clear()
