@@ -124,10 +124,10 @@ class ThresholdIndex:
         return cuts
 
     def pruned(self, name: str, cut: Cut) -> np.ndarray:
-        """The layer with its pruned weights set to zero (a new array)."""
+        """The layer with its pruned weights set to zero (a new array, or the read-only original when none is)."""
         values = self.weights[name]
         if cut.key == 0 and cut.ties == 0:
-            return np.array(values)
+            return values
         keep = np.empty(values.size, bool)
         tied: list[np.ndarray] = []
         start = 0

@@ -4,6 +4,7 @@ as a multi-GB one (weights memory-mapped from external data, exact threshold pru
 
 from __future__ import annotations
 
+import importlib
 import zipfile
 
 import numpy as np
@@ -17,6 +18,7 @@ import core.thresholds
 from bench.large_model import generate_mlp
 from core import PruneConfig, QuantConfig, Recipe, UnsupportedModelError, build_report, compress, load_model
 from core.cli import main
+from core.config import LayerOverride
 from core.export import export_bytes, export_model
 from core.pruning import PruneIndex, prune
 from core.runtime import create_session, run
@@ -156,3 +158,21 @@ def test_work_that_needs_the_weights_in_memory_is_refused_on_a_large_model(
         from core.sensitivity import scan
 
         scan(load_model(mlp_file))
+
+
+def test_a_model_too_large_for_ranks_prunes_the_same_weights_by_thresholds(digits_cnn, monkeypatch):
+    compress_module = importlib.import_module("core.compress")  # `core.compress` is the function
+    nodes = [layer.node for layer in digits_cnn.layers]
+    recipe = Recipe(
+        PruneConfig(0.5),
+        QuantConfig(4),
+        overrides=(LayerOverride(nodes[0], skip=True), LayerOverride(nodes[-1], amount=0.2, bits=8)),
+    )
+    ranked = compress(digits_cnn, recipe)
+    monkeypatch.setattr(compress_module, "RANKS_UP_TO", 0)
+    thresholded = compress(digits_cnn, recipe)
+    assert isinstance(compress_module.prepare_index(digits_cnn, recipe), ThresholdIndex)
+    for layer in digits_cnn.layers:
+        np.testing.assert_array_equal(thresholded.weights[layer.name], ranked.weights[layer.name])
+    last = digits_cnn.layers[-1]
+    assert int(np.sum(thresholded.quantized[last.name].values == 0)) == round(0.2 * last.params)
