@@ -24,6 +24,7 @@ from core.folding import fold_constants
 from core.formats import refuse_if_code, sniff
 from core.graph import find_prunable_layers
 from core.model import Model
+from core.offload import SLIM_MODEL_NAME, move_weights_to_disk
 from core.runtime import create_session, with_data_in
 from core.sandbox import run_isolated
 from core.thresholds import LazyWeights
@@ -104,23 +105,35 @@ def load_folder(folder: Path, *, name: str, source: str) -> Model:
 
 
 def load_onnx_file(path: Path, *, name: str | None = None, source: str | None = None) -> Model:
-    """An .onnx file, with any external data beside it. A model whose external data is over `IN_MEMORY_LIMIT`
-    keeps its prunable weights on disk, memory-mapped, so its size in memory stays near its size on disk."""
+    """An .onnx file, with any external data beside it. A model over `IN_MEMORY_LIMIT` keeps its prunable weights
+    on disk, memory-mapped, so its size in memory stays near its size on disk: external data stays where it is,
+    weights inside a single large file are first moved into an external data file in the cache."""
     source = source or str(path)
     if not path.is_file():
         raise ModelLoadError("not a file", source)
     data = path.read_bytes()
-    proto = parse_onnx(data, source, path=path)
-    folder = None
+    large_file = len(data) > IN_MEMORY_LIMIT
+    # A large file is checked once its weights are out: handed the whole model, the checker would copy it again.
+    proto = parse_onnx(data, source, path=path, defer_check=large_file)
+    folder = sha256 = None
     if has_external_data(proto):
         if external_data_bytes(proto) > IN_MEMORY_LIMIT:
             folder = path.parent
         else:
             onnx.load_external_data_for_model(proto, str(path.parent))  # only now, with every location checked
             data = proto.SerializeToString()
+    elif large_file:
+        sha256 = hashlib.sha256(data).hexdigest()
+        del data  # the parsed model holds the weights now
+        folder = cache_dir() / "weights" / sha256[:20]
+        proto = move_weights_to_disk(proto, folder)
+        _check_model(str(folder / SLIM_MODEL_NAME), source)
+        data = proto.SerializeToString()
     feeds = random_inputs_for(proto, source)
     run_isolated(probe_model, data, feeds, folder, source=source, what="ONNX Runtime on this model")
-    return model_from_bytes(data, name=name or path.name, source=source, parsed=proto, external_data_folder=folder)
+    return model_from_bytes(
+        data, name=name or path.name, source=source, parsed=proto, external_data_folder=folder, sha256=sha256
+    )
 
 
 def model_from_bytes(
@@ -134,10 +147,12 @@ def model_from_bytes(
     eval_set: EvalSet | None = None,
     parsed: onnx.ModelProto | None = None,
     external_data_folder: Path | None = None,
+    sha256: str | None = None,
 ) -> Model:
     """Validate ONNX bytes and build the working representation; eval inputs are seeded random when none are given.
     `parsed`: these bytes already parsed and checked by `parse_onnx`, so they are not parsed again.
-    `external_data_folder`: the (checked) folder of a large model's external data, which stays there."""
+    `external_data_folder`: the (checked) folder of a large model's external data, which stays there.
+    `sha256`: the model file's digest when the caller already took it."""
     folder = external_data_folder
     proto, folded_nodes = fold_constants(parsed if parsed is not None else parse_onnx(data, source), folder)
     layers = find_prunable_layers(proto)
@@ -148,7 +163,7 @@ def model_from_bytes(
     prunable = {layer.name for layer in layers}
     initializers = {init.name: init for init in proto.graph.initializer}
     if folder is not None:
-        sha256 = _on_disk_digest(data, proto, folder)
+        sha256 = sha256 or _on_disk_digest(data, proto, folder)
         # only the prunable weights stay on disk; the rest (biases, norms) is small and joins the graph
         for init in proto.graph.initializer:
             if init.name not in prunable and init.data_location == onnx.TensorProto.EXTERNAL:
@@ -157,7 +172,7 @@ def model_from_bytes(
                 del init.external_data[:]
         data = proto.SerializeToString()
     else:
-        sha256 = hashlib.sha256(data).hexdigest()  # of the user's own bytes, so a recipe names the file they have
+        sha256 = sha256 or hashlib.sha256(data).hexdigest()  # of the user's own bytes: a recipe names their file
         if folded_nodes:
             data = proto.SerializeToString()  # the folded graph is the "original" every comparison runs against
     weights: Mapping[str, np.ndarray] = {}
@@ -249,9 +264,10 @@ def _file_digest(path: Path, digest=None) -> str:
     return digest.hexdigest()
 
 
-def parse_onnx(data: bytes, source: str, path: Path | None = None) -> onnx.ModelProto:
-    """Parse and check ONNX bytes; external data locations are checked against `path`'s folder (and refused
-    without one) but not loaded."""
+def parse_onnx(data: bytes, source: str, path: Path | None = None, defer_check: bool = False) -> onnx.ModelProto:
+    """Parse and check ONNX bytes (the file at `path`); external data locations are checked against its folder
+    (and refused without one) but not loaded. `defer_check`: the caller runs the ONNX checker itself (unless
+    there is external data, which it checks here by path)."""
     if not data:
         raise ModelLoadError("empty file", source)
     try:
@@ -267,12 +283,18 @@ def parse_onnx(data: bytes, source: str, path: Path | None = None) -> onnx.Model
         if path is None:
             raise UnsupportedModelError("the model keeps weights in external data files: upload it as a .zip", source)
         check_external_data(proto, path.parent, source)
+    if external:  # by path: the checker then looks for the data beside the file, not in our working directory
+        _check_model(str(path), source)
+    elif not defer_check:
+        _check_model(proto, source)
+    return proto
+
+
+def _check_model(model: onnx.ModelProto | str, source: str) -> None:
     try:
-        # by path when there is external data: the checker then looks for it beside the file, not in our cwd
-        onnx.checker.check_model(str(path) if external else proto)
+        onnx.checker.check_model(model)
     except onnx.checker.ValidationError as error:
         raise ModelLoadError(f"invalid ONNX model: {_first_line(error)}", source) from None
-    return proto
 
 
 def random_inputs_for(

@@ -176,3 +176,20 @@ def test_a_model_too_large_for_ranks_prunes_the_same_weights_by_thresholds(digit
         np.testing.assert_array_equal(thresholded.weights[layer.name], ranked.weights[layer.name])
     last = digits_cnn.layers[-1]
     assert int(np.sum(thresholded.quantized[last.name].values == 0)) == round(0.2 * last.params)
+
+
+def test_a_large_single_file_model_moves_its_weights_to_the_cache_once(tmp_path, monkeypatch):
+    single = tmp_path / "single.onnx"
+    onnx.save_model(onnx.load(str(generate_mlp(tmp_path / "mlp", WIDTH, LAYERS))), single)  # weights inline
+    in_memory = load_model(single)
+    monkeypatch.setattr(core.loading, "IN_MEMORY_LIMIT", 1000)
+    large = load_model(single)
+    folder = large.external_data_folder
+    assert folder == core.loading.cache_dir() / "weights" / in_memory.sha256[:20]
+    assert large.sha256 == in_memory.sha256  # the user's file, not our copy of its weights
+    assert isinstance(large.weights["fc1.weight"], np.memmap)
+    assert len(large.onnx_bytes) < 10_000 < len(in_memory.onnx_bytes)
+    np.testing.assert_array_equal(large.reference_outputs[0], in_memory.reference_outputs[0])
+    written = (folder / "weights.bin").stat().st_mtime_ns
+    np.testing.assert_array_equal(load_model(single).weights["fc2.weight"], in_memory.weights["fc2.weight"])
+    assert (folder / "weights.bin").stat().st_mtime_ns == written  # reused, not written again

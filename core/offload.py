@@ -1,0 +1,75 @@
+"""A single-file model over the in-memory limit gets its prunable weights moved into an external data file in
+the cache, so it takes the same memory-mapped path as a model that came with external data.
+
+Protobuf keeps a parsed model's bytes in one arena that clearing fields does not give back, so the slimmed
+model is serialised and parsed afresh: the caller drops the big message and keeps the small one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import onnx
+from onnx import numpy_helper
+
+from core.graph import find_prunable_layers
+
+DATA_NAME = "weights.bin"
+SLIM_MODEL_NAME = "model.onnx"  # the graph with its weights referring to weights.bin: a model the checker can read
+ALIGNMENT = 64 * 1024  # tensors start on this boundary, so ONNX Runtime can memory-map each
+
+
+def move_weights_to_disk(proto: onnx.ModelProto, folder: Path) -> onnx.ModelProto:
+    """A slim copy of `proto` whose prunable weights are external data in `folder`/weights.bin, saved there as
+    model.onnx too. Written once per folder: a complete folder from an earlier load of the same model is reused.
+    `proto` loses its prunable weights' data."""
+    prunable = {layer.name for layer in find_prunable_layers(proto)}
+    tensors = [init for init in proto.graph.initializer if init.name in prunable]
+    layout, offset = {}, 0
+    for tensor in tensors:
+        length = _nbytes(tensor)
+        layout[tensor.name] = (offset, length)
+        offset += length + (-length % ALIGNMENT)
+    staging = None
+    if not (folder / SLIM_MODEL_NAME).is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+        _write_data(tensors, layout, staging / DATA_NAME)
+    try:
+        for tensor in tensors:
+            start, length = layout[tensor.name]
+            tensor.ClearField("raw_data")
+            tensor.ClearField("float_data")
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", DATA_NAME), ("offset", str(start)), ("length", str(length))):
+                tensor.external_data.add(key=key, value=value)
+        slim = onnx.ModelProto.FromString(proto.SerializeToString())
+        if staging is not None:  # renamed into place complete: a reader never sees half a folder
+            onnx.save_model(slim, staging / SLIM_MODEL_NAME)
+            try:
+                os.replace(staging, folder)
+            except OSError:  # another process finished the same folder first
+                if not (folder / SLIM_MODEL_NAME).is_file():
+                    raise
+        return slim
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _nbytes(tensor: onnx.TensorProto) -> int:
+    elements = 1
+    for dim in tensor.dims:
+        elements *= dim
+    return elements * 4  # prunable weights are float32
+
+
+def _write_data(tensors: list[onnx.TensorProto], layout: dict[str, tuple[int, int]], path: Path) -> None:
+    with open(path, "wb") as data:
+        for tensor in tensors:
+            start, _ = layout[tensor.name]
+            data.write(b"\0" * (start - data.tell()))
+            data.write(numpy_helper.to_array(tensor).tobytes())  # one tensor in memory at a time
