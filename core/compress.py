@@ -92,15 +92,21 @@ def uses_thresholds(model: Model) -> bool:
     return model.external_data_folder is not None or model.prunable_params > RANKS_UP_TO
 
 
+def in_memory_only(model: Model, what: str) -> str | None:
+    """Why `what` cannot run on this model (its weights stay memory-mapped on disk), or None when it can."""
+    if model.external_data_folder is None:
+        return None
+    return (
+        f"{what} needs the weights in memory; this model keeps {model.prunable_params * 4 / 1e9:.1f} GB of "
+        "weights on disk (over 1 GiB), where only unstructured pruning and weight-only quantization run"
+    )
+
+
 def require_in_memory(model: Model, what: str) -> None:
-    """Refuse work that needs a large model's weights in memory (they stay memory-mapped on disk)."""
-    if model.external_data_folder is not None:
-        raise UnsupportedModelError(
-            f"{what} needs the weights in memory; this model keeps {model.prunable_params * 4 / 1e9:.1f} GB of "
-            "weights on disk (external data over 1 GiB), where only unstructured pruning and weight-only "
-            "quantization run",
-            model.source,
-        )
+    """Refuse work that needs a large model's weights in memory."""
+    reason = in_memory_only(model, what)
+    if reason:
+        raise UnsupportedModelError(reason, model.source)
 
 
 def _structurally_pruned(model: Model, recipe: Recipe, index: Index | None) -> Compressed:

@@ -362,3 +362,36 @@ def test_an_export_over_2_gb_downloads_as_a_zip_of_the_model_and_its_external_da
             if isinstance(entry.data, Path):
                 shutil.rmtree(entry.data.parent)
         cache._EXPORTS.clear()
+
+
+def test_a_large_upload_stays_on_disk_compresses_and_explains_what_it_cannot_do(monkeypatch, tmp_path):
+    import io
+    import zipfile
+
+    import core.loading
+    from bench.large_model import generate_mlp
+
+    monkeypatch.setattr(core.loading, "IN_MEMORY_LIMIT", 0)  # this 3-layer MLP counts as large
+    model_file = generate_mlp(tmp_path / "mlp", 64, 3)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as output:
+        for path in model_file.parent.iterdir():
+            output.write(path, path.name)
+    app = _app()
+    app.file_uploader(key="upload").set_value(("mlp.zip", archive.getvalue(), "application/zip")).run()
+    assert not app.exception and not app.error
+    assert app.selectbox(key="model_choice").value == "mlp.zip (uploaded)"
+    app.slider(key="prune_percent").set_value(50).run()
+    app.select_slider(key="weight_bits").set_value(8).run()
+    assert not app.exception and not app.error
+    assert _metrics(app)["Non-zero weights"] == f"{3 * 64 * 64 // 2:,}"
+    infos = [info.value for info in app.info]
+    assert any(info.startswith("The sensitivity scan needs the weights in memory") for info in infos)
+    assert any(info.startswith("A sweep needs the weights in memory") for info in infos)
+    app.selectbox(key="granularity").set_value("channel").run()
+    assert not app.exception
+    (error,) = app.error
+    assert error.value.endswith(
+        ": channel pruning needs the weights in memory; this model keeps 0.0 GB of weights "
+        "on disk (over 1 GiB), where only unstructured pruning and weight-only quantization run"
+    )
