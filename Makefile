@@ -39,3 +39,4 @@ bench: install-test
 	$(PYTHON) bench/slider_update.py
 	$(PYTHON) bench/channel_speed.py
 	$(PYTHON) bench/quant_speed.py
+	$(PYTHON) bench/large_model.py
