@@ -316,7 +316,11 @@ def main() -> None:
         return
     prune = controls.prune
     if prune.granularity == "block":
-        prune = replace(prune, drop_blocks=chosen_blocks(controls))
+        try:
+            prune = replace(prune, drop_blocks=chosen_blocks(controls))
+        except SqueezeError as error:  # a model kept on disk cannot search its blocks
+            st.error(user_message(error, model))
+            return
     quant = controls.quant
     if quant.enabled:
         # picked in the diagnosis table further down (its value from the last run), limited to this model's layers

@@ -67,8 +67,8 @@ class Compressed:
 def prepare_index(model: Model, recipe: Recipe) -> Index:
     """The one-time ranking for the recipe's granularity and criterion; reuse it across amounts."""
     settings = recipe.prune
-    if settings.granularity != "unstructured":
-        require_in_memory(model, f"{settings.granularity} pruning")
+    if settings.granularity == "block":
+        require_in_memory(model, "block pruning")
     if settings.granularity == "channel":
         graph = model.channel_graph
         return ChannelIndex.prepare(
@@ -77,7 +77,7 @@ def prepare_index(model: Model, recipe: Recipe) -> Index:
             model.weights,
             settings.criterion,
             settings.seed,
-            lambda: channel_activations(model.proto, graph, model.eval_set.inputs),
+            lambda: channel_activations(model.proto, graph, model.eval_set.inputs, model.external_data_folder),
         )
     if settings.granularity == "block":
         return BlockIndex.prepare(model, settings.criterion, settings.seed)
@@ -98,7 +98,7 @@ def in_memory_only(model: Model, what: str) -> str | None:
         return None
     return (
         f"{what} needs the weights in memory; this model keeps {model.prunable_params * 4 / 1e9:.1f} GB of "
-        "weights on disk (over 1 GiB), where only unstructured pruning and weight-only quantization run"
+        "weights on disk (over 1 GiB), where unstructured and channel pruning and weight-only quantization run"
     )
 
 
@@ -124,18 +124,22 @@ def _structurally_pruned(model: Model, recipe: Recipe, index: Index | None) -> C
     else:
         assert isinstance(index, ChannelIndex)
         removed = index.removed_roots(settings.amount, settings.scope, settings.channel_multiple)
-        proto = apply_channel_removal(model.proto, index.graph, removed)
+        proto = apply_channel_removal(model.proto, index.graph, removed, model.weights)
         left_whole = dict(index.left_whole)
     names = {layer.name for layer in model.layers}
     layers = tuple(layer for layer in find_prunable_layers(proto) if layer.name in names)
     initializers = {init.name: init for init in proto.graph.initializer}
     weights = {}
     for layer in layers:
-        values = numpy_helper.to_array(initializers[layer.name])
-        values.flags.writeable = False
+        tensor = initializers[layer.name]
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:  # a large model's layer that kept every channel
+            values = model.weights[layer.name]
+        else:
+            values = numpy_helper.to_array(tensor)
+            values.flags.writeable = False
         weights[layer.name] = values
     skeleton = without_initializers(proto, set(weights))
-    macs = graph_macs(proto, layers, model.latency_feed)
+    macs = graph_macs(proto, layers, model.latency_feed, model.external_data_folder)
     return Compressed(model, recipe, skeleton, layers, weights, {}, macs, left_whole, blocks)
 
 

@@ -7,9 +7,10 @@ The result is a smaller dense graph, so ONNX Runtime really runs fewer multiply-
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import ChainMap, defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -74,14 +75,16 @@ CHANNEL_SCORES: dict[str, Callable] = {
 }
 
 
-def channel_activations(model: onnx.ModelProto, graph: ChannelGraph, inputs: dict[str, np.ndarray]):
+def channel_activations(
+    model: onnx.ModelProto, graph: ChannelGraph, inputs: dict[str, np.ndarray], external_data_folder: Path | None
+):
     """Mean |value| per channel of every producer output, over the first calibration inputs."""
     from core.tensors import intermediate_values
 
     outputs = sorted({p.output for producers in graph.producers.values() for p in producers})
     feeds = {name: values[:ACTIVATION_SAMPLES] for name, values in inputs.items()}
     result = {}
-    for name, values in intermediate_values(model, feeds, outputs).items():
+    for name, values in intermediate_values(model, feeds, outputs, external_data_folder).items():
         axis = graph.tensors[name].axis
         result[name] = np.moveaxis(np.abs(values.astype(np.float64)), axis, 0).reshape(values.shape[axis], -1).mean(1)
     return result
@@ -118,7 +121,11 @@ class ChannelIndex:
             ChannelClass(root, frozenset(p.weight for p in producers), tuple(producers))
             for root, producers in sorted(by_root.items())
         )
-        all_weights = {init.name: numpy_helper.to_array(init) for init in proto.graph.initializer} | dict(weights)
+        inline = (init for init in proto.graph.initializer if init.data_location != onnx.TensorProto.EXTERNAL)
+        # the weights first, read as scored (a large model's are memory-mapped one at a time), then the rest
+        all_weights = ChainMap(
+            weights, {init.name: numpy_helper.to_array(init) for init in inline if init.name not in weights}
+        )
         needed = activations() if criterion == "activation" and classes else {}
         scores = CHANNEL_SCORES[criterion](classes, all_weights, needed, np.random.default_rng(seed))
         groups: dict[frozenset[str], list[int]] = defaultdict(list)
@@ -175,8 +182,11 @@ def _rounded_keep(keep: int, total: int, multiple: int) -> int:
     return keep
 
 
-def apply_channel_removal(proto: onnx.ModelProto, graph: ChannelGraph, removed: set[int]) -> onnx.ModelProto:
-    """A new graph with the removed classes' channels sliced out of every tensor that carries them."""
+def apply_channel_removal(
+    proto: onnx.ModelProto, graph: ChannelGraph, removed: set[int], weights: Mapping[str, np.ndarray]
+) -> onnx.ModelProto:
+    """A new graph with the removed classes' channels sliced out of every tensor that carries them. Prunable
+    weights are read from `weights` (a large model's are memory-mapped; its untouched ones stay external)."""
     result = onnx.ModelProto()
     result.CopyFrom(proto)
     if not removed:
@@ -188,18 +198,25 @@ def apply_channel_removal(proto: onnx.ModelProto, graph: ChannelGraph, removed: 
     def kept_positions(tensor: str) -> np.ndarray:
         return np.flatnonzero(~removed_mask[graph.tensors[tensor].ids])
 
-    arrays = {init.name: numpy_helper.to_array(init) for init in result.graph.initializer}
+    initializers = {init.name: init for init in result.graph.initializer}
+    arrays: dict[str, np.ndarray] = {}  # read when first sliced; a slice replaces what it was cut from
+
+    def array(name: str) -> np.ndarray:
+        if name not in arrays:
+            arrays[name] = weights[name] if name in weights else numpy_helper.to_array(initializers[name])
+        return arrays[name]
+
     changed: set[str] = set()
     for edit in graph.slices:
         positions = kept_positions(edit.tensor)
-        values = arrays[edit.initializer]
+        values = array(edit.initializer)
         if values.shape[edit.axis] != len(graph.tensors[edit.tensor].ids):
             raise UnsupportedModelError(f"internal: {edit.initializer} does not line up with {edit.tensor}")
         if len(positions) != values.shape[edit.axis]:
             arrays[edit.initializer] = np.take(values, positions, axis=edit.axis)
             changed.add(edit.initializer)
     for target, axis in graph.reshapes.items():
-        shape = arrays[target].copy()
+        shape = array(target).copy()
         shape[axis] = -1
         arrays[target] = shape
         changed.add(target)
@@ -208,11 +225,11 @@ def apply_channel_removal(proto: onnx.ModelProto, graph: ChannelGraph, removed: 
         for attr in node.attribute:
             if attr.name == "group":
                 attr.i = len(kept_positions(tensor))
-    initializers = [
+    rebuilt = [
         numpy_helper.from_array(arrays[init.name], init.name) if init.name in changed else init
         for init in result.graph.initializer
     ]
     del result.graph.initializer[:]
-    result.graph.initializer.extend(initializers)
+    result.graph.initializer.extend(rebuilt)
     del result.graph.value_info[:]  # intermediate shapes changed; ONNX Runtime infers them again
     return result

@@ -388,10 +388,10 @@ def test_a_large_upload_stays_on_disk_compresses_and_explains_what_it_cannot_do(
     infos = [info.value for info in app.info]
     assert any(info.startswith("The sensitivity scan needs the weights in memory") for info in infos)
     assert any(info.startswith("A sweep needs the weights in memory") for info in infos)
-    app.selectbox(key="granularity").set_value("channel").run()
+    app.selectbox(key="granularity").set_value("block").run()
     assert not app.exception
     (error,) = app.error
     assert error.value.endswith(
-        ": channel pruning needs the weights in memory; this model keeps 0.0 GB of weights "
-        "on disk (over 1 GiB), where only unstructured pruning and weight-only quantization run"
+        ": block pruning needs the weights in memory; this model keeps 0.0 GB of weights "
+        "on disk (over 1 GiB), where unstructured and channel pruning and weight-only quantization run"
     )

@@ -141,7 +141,7 @@ def test_the_cli_says_the_gzip_size_of_a_large_model_was_not_measured(mlp_file, 
 @pytest.mark.parametrize(
     ("flags", "work"),
     [
-        (["--prune", "0.5", "--granularity", "channel"], "channel pruning"),
+        (["--prune", "0.5", "--granularity", "block"], "block pruning"),
         (["--bits", "8", "--activations", "dynamic"], "dynamic int8 activations"),
     ],
 )
@@ -152,7 +152,7 @@ def test_work_that_needs_the_weights_in_memory_is_refused_on_a_large_model(
     assert main(["compress", str(mlp_file), *flags, "--no-latency", "--out", str(out)]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"error: {mlp_file}: {work} needs the weights in memory; this model keeps 0.0 GB")
-    assert "only unstructured pruning and weight-only quantization run" in error
+    assert "where unstructured and channel pruning and weight-only quantization run" in error
     assert not out.exists()
     with pytest.raises(UnsupportedModelError, match="a sensitivity scan needs the weights in memory"):
         from core.sensitivity import scan
@@ -193,3 +193,15 @@ def test_a_large_single_file_model_moves_its_weights_to_the_cache_once(tmp_path,
     written = (folder / "weights.bin").stat().st_mtime_ns
     np.testing.assert_array_equal(load_model(single).weights["fc2.weight"], in_memory.weights["fc2.weight"])
     assert (folder / "weights.bin").stat().st_mtime_ns == written  # reused, not written again
+
+
+def test_channel_pruning_of_a_large_model_matches_the_same_model_in_memory(mlp_file, monkeypatch):
+    recipe = Recipe(PruneConfig(0.5, granularity="channel"), QuantConfig(8))
+    in_memory = compress(load_model(mlp_file), recipe)
+    monkeypatch.setattr(core.loading, "IN_MEMORY_LIMIT", 0)
+    large_model = load_model(mlp_file)
+    large = compress(large_model, recipe)
+    assert [layer.shape for layer in large.layers] == [(32, 64), (32, 32), (64, 32)]  # the output layer keeps 64
+    assert large.macs == in_memory.macs and sum(large.macs.values()) == 32 * 64 + 32 * 32 + 64 * 32
+    feeds = large_model.eval_set.inputs
+    np.testing.assert_array_equal(_outputs(export_bytes(large), feeds), _outputs(export_bytes(in_memory), feeds))
