@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
 from core.archive import safe_extract
-from core.errors import ModelLoadError, UnsupportedModelError
+from core.errors import InvalidSettingError, ModelLoadError, UnsupportedModelError
 from core.external_data import all_tensors, check_external_data, has_external_data
 from core.files import atomic_path
 from core.folding import fold_constants
@@ -34,8 +34,9 @@ from sample_models import SAMPLES, EvalSet
 EXPORT_FORMAT = 1
 RANDOM_EVAL_SEED = 0
 RANDOM_EVAL_BATCH = 8
-# External data beyond this stays on disk, memory-mapped, instead of being read into memory (and into every
-# protobuf copy). Such a model supports unstructured pruning and weight quantization (see `require_in_memory`).
+# A model over this stays on disk, memory-mapped, instead of being read into memory (and into every protobuf and
+# ONNX Runtime copy). Such a model supports unstructured and channel pruning and weight quantization (see
+# `require_in_memory`). SQUEEZELAB_IN_MEMORY_LIMIT (bytes) lowers it where memory matters more than those features.
 IN_MEMORY_LIMIT = 1024**3
 DIGEST_CHUNK = 16 * 1024**2
 
@@ -111,13 +112,14 @@ def load_onnx_file(path: Path, *, name: str | None = None, source: str | None = 
     source = source or str(path)
     if not path.is_file():
         raise ModelLoadError("not a file", source)
+    limit = in_memory_limit()
     data = path.read_bytes()
-    large_file = len(data) > IN_MEMORY_LIMIT
+    large_file = len(data) > limit
     # A large file is checked once its weights are out: handed the whole model, the checker would copy it again.
     proto = parse_onnx(data, source, path=path, defer_check=large_file)
     folder = sha256 = None
     if has_external_data(proto):
-        if external_data_bytes(proto) > IN_MEMORY_LIMIT:
+        if external_data_bytes(proto) > limit:
             folder = path.parent
         else:
             onnx.load_external_data_for_model(proto, str(path.parent))  # only now, with every location checked
@@ -218,6 +220,17 @@ def model_from_bytes(
     except Exception as error:  # ONNX Runtime raises its own exception types for broken graphs
         raise ModelLoadError(f"ONNX Runtime cannot run it: {_first_line(error)}", source) from None
     return model
+
+
+def in_memory_limit() -> int:
+    """Bytes of weights above which a model stays on disk: IN_MEMORY_LIMIT, or SQUEEZELAB_IN_MEMORY_LIMIT."""
+    text = os.environ.get("SQUEEZELAB_IN_MEMORY_LIMIT")
+    if text is None:
+        return IN_MEMORY_LIMIT
+    try:
+        return max(0, int(text))
+    except ValueError:
+        raise InvalidSettingError("must be a whole number of bytes", "SQUEEZELAB_IN_MEMORY_LIMIT") from None
 
 
 def external_data_bytes(proto: onnx.ModelProto) -> int:

@@ -393,5 +393,5 @@ def test_a_large_upload_stays_on_disk_compresses_and_explains_what_it_cannot_do(
     (error,) = app.error
     assert error.value.endswith(
         ": block pruning needs the weights in memory; this model keeps 0.0 GB of weights "
-        "on disk (over 1 GiB), where unstructured and channel pruning and weight-only quantization run"
+        "on disk, memory-mapped, where unstructured and channel pruning and weight-only quantization run"
     )

@@ -205,3 +205,12 @@ def test_channel_pruning_of_a_large_model_matches_the_same_model_in_memory(mlp_f
     assert large.macs == in_memory.macs and sum(large.macs.values()) == 32 * 64 + 32 * 32 + 64 * 32
     feeds = large_model.eval_set.inputs
     np.testing.assert_array_equal(_outputs(export_bytes(large), feeds), _outputs(export_bytes(in_memory), feeds))
+
+
+def test_the_in_memory_limit_can_be_lowered_from_the_environment(mlp_file, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SQUEEZELAB_IN_MEMORY_LIMIT", "0")
+    assert load_model(mlp_file).external_data_folder == mlp_file.parent
+    monkeypatch.setenv("SQUEEZELAB_IN_MEMORY_LIMIT", "1GB")
+    assert main(["compress", str(mlp_file), "--no-latency", "--out", str(tmp_path / "x.onnx")]) == 2
+    assert capsys.readouterr().err.strip() == "error: SQUEEZELAB_IN_MEMORY_LIMIT: must be a whole number of bytes"
+    assert not (tmp_path / "x.onnx").exists()
