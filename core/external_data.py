@@ -40,7 +40,17 @@ def _node_tensors(node: onnx.NodeProto) -> Iterator[onnx.TensorProto]:
 
 
 def all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
-    yield from _graph_tensors(model.graph)
+    yield from model.graph.initializer
+    yield from tensors_beside_initializers(model)
+
+
+def tensors_beside_initializers(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor but the main graph's initializers: sparse ones, node attributes, subgraphs, functions."""
+    for sparse in model.graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in model.graph.node:
+        yield from _node_tensors(node)
     for function in model.functions:
         for node in function.node:
             yield from _node_tensors(node)

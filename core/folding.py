@@ -8,8 +8,6 @@ evaluated once with the onnx reference implementation, which knows every standar
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -27,21 +25,22 @@ def _has_subgraph(node: onnx.NodeProto) -> bool:
     return any(attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for attr in node.attribute)
 
 
-def fold_constants(model: onnx.ModelProto, external_data_folder: Path | None = None) -> tuple[onnx.ModelProto, int]:
+def fold_constants(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """A folded copy of `model` and the number of nodes folded (0: the model is returned unchanged).
 
     Only the initializers a foldable node reads are turned into arrays; every other initializer is kept as the
-    tensor it was (external data stays external), so folding never copies a large model's weights.
+    tensor it was (a large model's weights stay external: they feed Conv/Gemm/MatMul, never a foldable node),
+    so folding never copies them.
     Initializers that are also graph inputs (required before IR version 4) are treated as constants: the
     export is a new model, and letting a caller override a weight is not something it needs to keep.
     """
     graph = model.graph
-    initializers = {init.name: init for init in graph.initializer}
+    # External tensors (a large model's weights) are never read here: a node that needs one is not folded.
+    initializers = {init.name: init for init in graph.initializer if init.data_location != onnx.TensorProto.EXTERNAL}
     computed: dict[str, np.ndarray] = {}
-    base_dir = str(external_data_folder or "")
 
     def value(name: str) -> np.ndarray:
-        return computed[name] if name in computed else numpy_helper.to_array(initializers[name], base_dir)
+        return computed[name] if name in computed else numpy_helper.to_array(initializers[name])
 
     graph_outputs = {output.name for output in graph.output}
     folded_nodes, kept_nodes = 0, []
@@ -70,14 +69,14 @@ def fold_constants(model: onnx.ModelProto, external_data_folder: Path | None = N
     new_graph = folded.graph
     del new_graph.node[:]
     new_graph.node.extend(kept_nodes)
-    kept = [init for init in new_graph.initializer if init.name in used and init.name not in computed]
+    kept = [init for init in new_graph.initializer if init.name not in computed and init.name in used]
     del new_graph.initializer[:]
     new_graph.initializer.extend(kept)
     new_graph.initializer.extend(
         numpy_helper.from_array(np.asarray(values), name) for name, values in computed.items() if name in used
     )
     # Inputs that are now constants stop being inputs; their stale shape entries go with them.
-    constants = initializers.keys() | computed.keys()
+    constants = {init.name for init in graph.initializer} | computed.keys()
     constant_inputs = [value for value in new_graph.input if value.name not in constants]
     del new_graph.input[:]
     new_graph.input.extend(constant_inputs)

@@ -18,7 +18,7 @@ from onnx import numpy_helper
 
 from core.archive import safe_extract
 from core.errors import InvalidSettingError, ModelLoadError, UnsupportedModelError
-from core.external_data import all_tensors, check_external_data, has_external_data
+from core.external_data import all_tensors, check_external_data, has_external_data, tensors_beside_initializers
 from core.files import atomic_path
 from core.folding import fold_constants
 from core.formats import refuse_if_code, sniff
@@ -39,6 +39,7 @@ RANDOM_EVAL_BATCH = 8
 # `require_in_memory`). SQUEEZELAB_IN_MEMORY_LIMIT (bytes) lowers it where memory matters more than those features.
 IN_MEMORY_LIMIT = 1024**3
 DIGEST_CHUNK = 16 * 1024**2
+NOT_PRUNED_IN_MEMORY_LIMIT = 1024**3  # a large model's other tensors are read into memory, up to this much
 
 
 def cache_dir() -> Path:
@@ -156,22 +157,18 @@ def model_from_bytes(
     `external_data_folder`: the (checked) folder of a large model's external data, which stays there.
     `sha256`: the model file's digest when the caller already took it."""
     folder = external_data_folder
-    proto, folded_nodes = fold_constants(parsed if parsed is not None else parse_onnx(data, source), folder)
+    proto = parsed if parsed is not None else parse_onnx(data, source)
+    if folder is not None:
+        sha256 = sha256 or _on_disk_digest(data, proto, folder)
+        _load_all_but_weights(proto, folder, source)  # before folding, which reads constants
+    proto, folded_nodes = fold_constants(proto)
     layers = find_prunable_layers(proto)
     if not layers:
         raise UnsupportedModelError(
             "no prunable weights (a Conv, ConvTranspose, Gemm or MatMul with a constant float weight)", source
         )
-    prunable = {layer.name for layer in layers}
     initializers = {init.name: init for init in proto.graph.initializer}
     if folder is not None:
-        sha256 = sha256 or _on_disk_digest(data, proto, folder)
-        # only the prunable weights stay on disk; the rest (biases, norms) is small and joins the graph
-        for init in proto.graph.initializer:
-            if init.name not in prunable and init.data_location == onnx.TensorProto.EXTERNAL:
-                onnx.external_data_helper.load_external_data_for_tensor(init, str(folder))
-                init.data_location = onnx.TensorProto.DEFAULT
-                del init.external_data[:]
         data = proto.SerializeToString()
     else:
         sha256 = sha256 or hashlib.sha256(data).hexdigest()  # of the user's own bytes: a recipe names their file
@@ -233,13 +230,39 @@ def in_memory_limit() -> int:
         raise InvalidSettingError("must be a whole number of bytes", "SQUEEZELAB_IN_MEMORY_LIMIT") from None
 
 
+def _load_all_but_weights(proto: onnx.ModelProto, folder: Path, source: str) -> None:
+    """Only the prunable weights of a large model stay on disk. Every other external tensor (biases, norms, those
+    in subgraphs and attributes) is read into the graph, so no location of the user's is resolved anywhere else."""
+    prunable = {layer.name for layer in find_prunable_layers(proto)}
+    candidates = [init for init in proto.graph.initializer if init.name not in prunable]
+    candidates += tensors_beside_initializers(proto)
+    rest = [tensor for tensor in candidates if tensor.data_location == onnx.TensorProto.EXTERNAL]
+    rest_bytes = sum(int(np.prod(tensor.dims)) * _itemsize(tensor) for tensor in rest)
+    if rest_bytes > NOT_PRUNED_IN_MEMORY_LIMIT:
+        raise UnsupportedModelError(
+            f"{rest_bytes / 1e9:.1f} GB of its external data are tensors this tool does not prune (embeddings?): "
+            "too large to hold in memory",
+            source,
+        )
+    for tensor in rest:
+        onnx.external_data_helper.load_external_data_for_tensor(tensor, str(folder))
+        tensor.data_location = onnx.TensorProto.DEFAULT
+        del tensor.external_data[:]
+
+
 def external_data_bytes(proto: onnx.ModelProto) -> int:
     """How many bytes the model keeps in external data files, by the tensors' declared shapes."""
     return sum(
-        int(np.prod(tensor.dims)) * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        int(np.prod(tensor.dims)) * _itemsize(tensor)
         for tensor in all_tensors(proto)
-        if tensor.data_location == onnx.TensorProto.EXTERNAL and tensor.data_type not in STRING_OR_PACKED
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
     )
+
+
+def _itemsize(tensor: onnx.TensorProto) -> int:
+    if tensor.data_type in STRING_OR_PACKED or not tensor.data_type:
+        return 1
+    return onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
 
 
 def memory_mapped(tensor: onnx.TensorProto, folder: Path, source: str) -> np.ndarray:

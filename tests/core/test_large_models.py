@@ -214,3 +214,37 @@ def test_the_in_memory_limit_can_be_lowered_from_the_environment(mlp_file, tmp_p
     assert main(["compress", str(mlp_file), "--no-latency", "--out", str(tmp_path / "x.onnx")]) == 2
     assert capsys.readouterr().err.strip() == "error: SQUEEZELAB_IN_MEMORY_LIMIT: must be a whole number of bytes"
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_only_prunable_weights_stay_external_so_no_location_is_resolved_elsewhere(mlp_file, on_disk, tmp_path):
+    """A Constant whose tensor is external data must be read from the model's folder at load, never later from
+    wherever a session happens to run."""
+    proto = onnx.load(str(mlp_file), load_external_data=False)
+    shift = np.arange(WIDTH, dtype=np.float32)
+    with open(mlp_file.parent / "weights.bin", "ab") as data:
+        offset = data.tell()
+        data.write(shift.tobytes())
+    value = onnx.TensorProto(name="shift", data_type=onnx.TensorProto.FLOAT, dims=[WIDTH])
+    value.data_location = onnx.TensorProto.EXTERNAL
+    for key, text in (("location", "weights.bin"), ("offset", str(offset)), ("length", str(shift.nbytes))):
+        value.external_data.add(key=key, value=text)
+    last = proto.graph.output[0].name
+    proto.graph.node.extend(
+        [
+            onnx.helper.make_node("Constant", [], ["shift"], value=value),
+            onnx.helper.make_node("Add", [last, "shift"], ["shifted"]),
+        ]
+    )
+    proto.graph.output[0].name = "shifted"
+    onnx.save_model(proto, mlp_file)
+    model = load_model(mlp_file)
+    external = [
+        tensor.name
+        for tensor in core.loading.all_tensors(model.proto)
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+    ]
+    assert sorted(external) == [f"fc{index}.weight" for index in range(LAYERS)]
+    assert model.folded_nodes == 1  # the Constant became an initializer, read from the model's folder
+    plain = onnx.load(str(mlp_file))  # everything read into memory by onnx itself
+    expected = run(create_session(plain.SerializeToString()), model.eval_set.inputs)[0]
+    np.testing.assert_array_equal(model.reference_outputs[0], expected)
