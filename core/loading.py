@@ -24,6 +24,7 @@ from core.folding import fold_constants
 from core.formats import refuse_if_code, sniff
 from core.graph import find_prunable_layers
 from core.model import Model
+from core.offload import FORMAT as OFFLOAD_FORMAT
 from core.offload import SLIM_MODEL_NAME, move_weights_to_disk
 from core.runtime import create_session, with_data_in
 from core.sandbox import run_isolated
@@ -128,8 +129,8 @@ def load_onnx_file(path: Path, *, name: str | None = None, source: str | None = 
     elif large_file:
         sha256 = hashlib.sha256(data).hexdigest()
         del data  # the parsed model holds the weights now
-        folder = cache_dir() / "weights" / sha256[:20]
-        proto = move_weights_to_disk(proto, folder)
+        folder = cache_dir() / "weights" / f"v{OFFLOAD_FORMAT}-{sha256}"
+        proto = move_weights_to_disk(proto, folder, source)
         _check_model(str(folder / SLIM_MODEL_NAME), source)
         data = proto.SerializeToString()
     feeds = random_inputs_for(proto, source)

@@ -15,17 +15,19 @@ from pathlib import Path
 import onnx
 from onnx import numpy_helper
 
+from core.errors import ModelLoadError
 from core.graph import find_prunable_layers
 
+FORMAT = 1  # in the folder's name: bump when the layout changes, so an old folder is never read the new way
 DATA_NAME = "weights.bin"
 SLIM_MODEL_NAME = "model.onnx"  # the graph with its weights referring to weights.bin: a model the checker can read
 ALIGNMENT = 64 * 1024  # tensors start on this boundary, so ONNX Runtime can memory-map each
 
 
-def move_weights_to_disk(proto: onnx.ModelProto, folder: Path) -> onnx.ModelProto:
+def move_weights_to_disk(proto: onnx.ModelProto, folder: Path, source: str) -> onnx.ModelProto:
     """A slim copy of `proto` whose prunable weights are external data in `folder`/weights.bin, saved there as
-    model.onnx too. Written once per folder: a complete folder from an earlier load of the same model is reused.
-    `proto` loses its prunable weights' data."""
+    model.onnx too. Written once per folder (name it by the file's digest and FORMAT): a complete folder from an
+    earlier load of the same file is reused. `proto` loses its prunable weights' data."""
     prunable = {layer.name for layer in find_prunable_layers(proto)}
     tensors = [init for init in proto.graph.initializer if init.name in prunable]
     layout, offset = {}, 0
@@ -33,12 +35,16 @@ def move_weights_to_disk(proto: onnx.ModelProto, folder: Path) -> onnx.ModelProt
         length = _nbytes(tensor)
         layout[tensor.name] = (offset, length)
         offset += length + (-length % ALIGNMENT)
+    written = folder / DATA_NAME
+    needed = max((start + length for start, length in layout.values()), default=0)
+    complete = (folder / SLIM_MODEL_NAME).is_file() and written.is_file() and written.stat().st_size == needed
     staging = None
-    if not (folder / SLIM_MODEL_NAME).is_file():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-        _write_data(tensors, layout, staging / DATA_NAME)
     try:
+        if not complete:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(folder, ignore_errors=True)  # an incomplete folder (a disk that filled up, say)
+            staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+            _write_data(tensors, layout, staging / DATA_NAME, source)
         for tensor in tensors:
             start, length = layout[tensor.name]
             tensor.ClearField("raw_data")
@@ -55,6 +61,10 @@ def move_weights_to_disk(proto: onnx.ModelProto, folder: Path) -> onnx.ModelProt
                 if not (folder / SLIM_MODEL_NAME).is_file():
                     raise
         return slim
+    except OSError as error:
+        raise ModelLoadError(
+            f"cannot write its weights to {folder.parent}: {error.strerror or error}", source
+        ) from None
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
@@ -67,9 +77,15 @@ def _nbytes(tensor: onnx.TensorProto) -> int:
     return elements * 4  # prunable weights are float32
 
 
-def _write_data(tensors: list[onnx.TensorProto], layout: dict[str, tuple[int, int]], path: Path) -> None:
+def _write_data(tensors: list[onnx.TensorProto], layout: dict[str, tuple[int, int]], path: Path, source: str) -> None:
     with open(path, "wb") as data:
         for tensor in tensors:
             start, _ = layout[tensor.name]
+            try:
+                values = numpy_helper.to_array(tensor)  # one tensor in memory at a time
+            except ValueError:  # float_data whose count does not match the declared shape
+                raise ModelLoadError(
+                    f"tensor {tensor.name!r} holds a different number of values than it declares", source
+                ) from None
             data.write(b"\0" * (start - data.tell()))
-            data.write(numpy_helper.to_array(tensor).tobytes())  # one tensor in memory at a time
+            data.write(values.tobytes())

@@ -185,7 +185,7 @@ def test_a_large_single_file_model_moves_its_weights_to_the_cache_once(tmp_path,
     monkeypatch.setattr(core.loading, "IN_MEMORY_LIMIT", 1000)
     large = load_model(single)
     folder = large.external_data_folder
-    assert folder == core.loading.cache_dir() / "weights" / in_memory.sha256[:20]
+    assert folder == core.loading.cache_dir() / "weights" / f"v1-{in_memory.sha256}"
     assert large.sha256 == in_memory.sha256  # the user's file, not our copy of its weights
     assert isinstance(large.weights["fc1.weight"], np.memmap)
     assert len(large.onnx_bytes) < 10_000 < len(in_memory.onnx_bytes)
@@ -248,3 +248,17 @@ def test_only_prunable_weights_stay_external_so_no_location_is_resolved_elsewher
     plain = onnx.load(str(mlp_file))  # everything read into memory by onnx itself
     expected = run(create_session(plain.SerializeToString()), model.eval_set.inputs)[0]
     np.testing.assert_array_equal(model.reference_outputs[0], expected)
+
+
+def test_a_large_single_file_with_a_short_tensor_is_refused_in_one_line_and_leaves_no_cache(tmp_path, monkeypatch):
+    proto = onnx.load(str(generate_mlp(tmp_path / "mlp", WIDTH, LAYERS)))
+    weight = next(init for init in proto.graph.initializer if init.name == "fc1.weight")
+    weight.ClearField("raw_data")
+    weight.float_data.extend([1.0, 2.0, 3.0])  # declares 64 x 64
+    broken = tmp_path / "broken.onnx"
+    onnx.save_model(proto, broken)
+    monkeypatch.setattr(core.loading, "IN_MEMORY_LIMIT", 1000)
+    with pytest.raises(core.loading.ModelLoadError) as caught:
+        load_model(broken)
+    assert str(caught.value) == f"{broken}: tensor 'fc1.weight' holds a different number of values than it declares"
+    assert not list((core.loading.cache_dir() / "weights").glob(".v1-*"))  # no staging folder left behind
