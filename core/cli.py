@@ -352,6 +352,12 @@ def _compress(args: argparse.Namespace) -> None:
     for path in (args.out, args.report, args.recipe):
         if path is not None and not path.parent.is_dir():
             raise InvalidSettingError("the folder to write into does not exist", str(path))
+        if path is not None and path.is_dir():
+            raise InvalidSettingError("is a folder; name the file to write", str(path))
+    if args.out.suffix == ".data":
+        raise InvalidSettingError(
+            "ends in .data, the name given to an export's external data; use .onnx", str(args.out)
+        )
     model = load_model(args.model)
     recipe = _recipe_from_args(args, model.name, model.sha256)
     # an export over 2 GB is written here first (beside the output, so moving it into place is a rename)

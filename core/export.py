@@ -25,7 +25,7 @@ from onnx import helper, numpy_helper
 
 from core.activations import quantize_dynamic_int8, quantize_static_qdq
 from core.compress import Compressed
-from core.errors import UnsupportedModelError
+from core.errors import InvalidSettingError, UnsupportedModelError
 from core.external_data import all_tensors
 from core.runtime import OnnxModel
 from core.sandbox import run_isolated
@@ -126,6 +126,10 @@ def save_export(export: OnnxModel, target: Path) -> list[Path]:
     `target` ending in .zip gets a zip of the model (with its external data); an .onnx target of an export with
     external data gets that data beside it as `<target>.data`.
     """
+    if target.is_dir():
+        raise InvalidSettingError("is a folder; name the file to write", str(target))
+    if target.suffix == ".data":
+        raise InvalidSettingError("ends in .data, the name given to an export's external data; use .onnx", str(target))
     if target.suffix == ".zip":
         with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as handle:
             temporary = Path(handle.name)
@@ -146,10 +150,14 @@ def save_export(export: OnnxModel, target: Path) -> list[Path]:
         for entry in tensor.external_data:
             if entry.key == "location":
                 entry.value = data_target.name
-    staged = export.parent / target.name
+    staged = export.parent / f"staged-{target.name}"
     onnx.save_model(proto, staged)
     os.replace(export.parent / f"{MODEL_NAME}.data", data_target)  # the data first: the .onnx names it
-    os.replace(staged, target)
+    try:
+        os.replace(staged, target)
+    except OSError:
+        data_target.unlink(missing_ok=True)  # never leave weights that no .onnx of this export names
+        raise
     return [target, data_target]
 
 

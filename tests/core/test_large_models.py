@@ -262,3 +262,17 @@ def test_a_large_single_file_with_a_short_tensor_is_refused_in_one_line_and_leav
         load_model(broken)
     assert str(caught.value) == f"{broken}: tensor 'fc1.weight' holds a different number of values than it declares"
     assert not list((core.loading.cache_dir() / "weights").glob(".v1-*"))  # no staging folder left behind
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("folder", "is a folder; name the file to write"),
+        ("x.onnx.data", "ends in .data, the name given to an export's external data; use .onnx"),
+    ],
+)
+def test_an_output_that_would_clash_with_an_export_is_refused_before_any_work(name, reason, tmp_path, capsys):
+    (tmp_path / "folder").mkdir()
+    assert main(["compress", "digits-mlp", "--no-latency", "--out", str(tmp_path / name)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / name}: {reason}"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["folder"]
