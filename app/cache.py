@@ -34,6 +34,8 @@ from core import (
     summarize_weights,
 )
 from core.compress import Index
+from core.export import write_zip
+from core.files import atomic_path
 from core.runtime import OnnxModel
 
 # resnet18 holds ~100 MB per result (float weights + export); these bounds keep a busy server under a few GB.
@@ -121,12 +123,33 @@ def exported(source: str, recipe_json: str, progress: Callable[[float], None] | 
     result = live(source, recipe_json)
     # the folder is created only for an export over 2 GB
     folder = Path(tempfile.gettempdir()) / f"squeezelab-export-{uuid.uuid4().hex}"
-    data = export_model(result.compressed, folder, progress)
-    value = Exported(data, build_report(result.compressed, data, summary=result.summary))
+    try:
+        data = export_model(result.compressed, folder, progress)
+        value = Exported(data, build_report(result.compressed, data, summary=result.summary))
+    except BaseException:  # a rerun stops the script mid-export too: nothing of this export may stay on disk
+        _remove(folder)
+        raise
     with _EXPORTS_LOCK:
+        if key in _EXPORTS:  # another session built the same export meanwhile: keep one
+            _remove(folder)
+            return _EXPORTS[key]
         _EXPORTS[key] = value
         while len(_EXPORTS) > MAX_RESULTS:
             _, evicted = _EXPORTS.popitem(last=False)
             if isinstance(evicted.data, Path):
-                shutil.rmtree(evicted.data.parent, ignore_errors=True)
+                _remove(evicted.data.parent)
     return value
+
+
+def download_zip(export: Path) -> bytes:
+    """A large export as one zip: written beside its folder on the first download, read for each one after."""
+    archive = export.parent.with_suffix(".zip")
+    if not archive.exists():
+        with atomic_path(archive) as temporary:
+            write_zip(export, temporary)
+    return archive.read_bytes()
+
+
+def _remove(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.with_suffix(".zip").unlink(missing_ok=True)

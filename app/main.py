@@ -17,7 +17,6 @@ from streamlit.delta_generator import DeltaGenerator
 from app import cache, explore, latency, sidebar
 from core import Latency, Model, Recipe, SqueezeError, Verdict
 from core.charts import codes_chart, histogram_chart, sparsity_chart
-from core.export import zip_bytes
 from core.html_report import render as render_html
 from core.report import QuantizationInfo, Report, WeightSummary
 
@@ -262,7 +261,7 @@ def downloads(model: Model, exported: cache.Exported, recipe: Recipe, measured: 
         size = exported.report.size_bytes["compressed"].raw
         onnx_col.download_button(
             f"Download {stem}-squeezed.zip ({size / 1e9:.2f} GB)",
-            functools.partial(zip_bytes, exported.data),  # built when clicked, not on every rerun
+            functools.partial(cache.download_zip, exported.data),  # built when clicked, not on every rerun
             file_name=f"{stem}-squeezed.zip",
             mime="application/zip",
             on_click="ignore",

@@ -28,6 +28,7 @@ from core.structured import ChannelIndex, apply_channel_removal, channel_activat
 from core.thresholds import LazyWeights, ThresholdIndex
 
 MIN_QDQ_OPSET = 13  # per-axis DequantizeLinear
+PROTOBUF_LIMIT = 2_000_000_000  # bytes: protobuf refuses messages of 2 GiB; stay clear of it
 # Up to this many prunable weights a one-time ranking makes every later amount a compare (31 ms on resnet18's
 # 11.7 M, the dashboard's live path); beyond it the ranking's memory outweighs that (see `uses_thresholds`).
 RANKS_UP_TO = 32_000_000
@@ -126,6 +127,12 @@ def _structurally_pruned(model: Model, recipe: Recipe, index: Index | None) -> C
         removed = index.removed_roots(settings.amount, settings.scope, settings.channel_multiple)
         proto = apply_channel_removal(model.proto, index.graph, removed, model.weights)
         left_whole = dict(index.left_whole)
+        if model.external_data_folder is not None and proto.ByteSize() > PROTOBUF_LIMIT:
+            raise UnsupportedModelError(
+                f"{settings.amount:.0%} of the channels keeps {proto.ByteSize() / 1e9:.1f} GB of weights, more than one "
+                "ONNX protobuf holds (2 GB); remove more channels, or prune unstructured",
+                model.source,
+            )
     names = {layer.name for layer in model.layers}
     layers = tuple(layer for layer in find_prunable_layers(proto) if layer.name in names)
     initializers = {init.name: init for init in proto.graph.initializer}

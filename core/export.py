@@ -10,14 +10,12 @@ they store are that grid's.
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import onnx
@@ -161,14 +159,7 @@ def save_export(export: OnnxModel, target: Path) -> list[Path]:
     return [target, data_target]
 
 
-def zip_bytes(export: OnnxModel) -> bytes:
-    """The zip of `write_zip`, in memory (what a download button serves)."""
-    buffer = io.BytesIO()
-    write_zip(export, buffer)
-    return buffer.getvalue()
-
-
-def write_zip(export: OnnxModel, archive: Path | BinaryIO) -> None:
+def write_zip(export: OnnxModel, archive: Path) -> None:
     """A zip holding model.onnx (and, for a large export, model.onnx.data), stored uncompressed: the weights
     barely compress, and unzip tools read stored entries at disk speed."""
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED, allowZip64=True) as output:

@@ -328,12 +328,10 @@ def test_an_edit_in_the_overrides_table_reaches_the_recipe():
 
 
 def test_an_export_over_2_gb_downloads_as_a_zip_of_the_model_and_its_external_data(monkeypatch, tmp_path):
-    import shutil
     import zipfile
 
     import core.export
     from app import cache
-    from core.export import zip_bytes
 
     monkeypatch.setattr(core.export, "SINGLE_FILE_LIMIT", 1000)  # digits-cnn's 0.16 MB counts as "over 2 GB"
     cache._EXPORTS.clear()  # exports made under the real limit must not answer
@@ -344,7 +342,8 @@ def test_an_export_over_2_gb_downloads_as_a_zip_of_the_model_and_its_external_da
         ((source, recipe_json), exported), *_ = cache._EXPORTS.items()
         assert isinstance(exported.data, Path) and exported.data.name == "model.onnx"
         archive = tmp_path / "download.zip"
-        archive.write_bytes(zip_bytes(exported.data))
+        archive.write_bytes(cache.download_zip(exported.data))
+        assert exported.data.parent.with_suffix(".zip").is_file()  # written once, beside the export's folder
         with zipfile.ZipFile(archive) as opened:
             assert opened.namelist() == ["model.onnx", "model.onnx.data"]
             opened.extractall(tmp_path / "unzipped")
@@ -360,7 +359,7 @@ def test_an_export_over_2_gb_downloads_as_a_zip_of_the_model_and_its_external_da
     finally:
         for entry in cache._EXPORTS.values():
             if isinstance(entry.data, Path):
-                shutil.rmtree(entry.data.parent)
+                cache._remove(entry.data.parent)
         cache._EXPORTS.clear()
 
 

@@ -276,3 +276,10 @@ def test_an_output_that_would_clash_with_an_export_is_refused_before_any_work(na
     assert main(["compress", "digits-mlp", "--no-latency", "--out", str(tmp_path / name)]) == 2
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / name}: {reason}"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["folder"]
+
+
+def test_channel_pruning_that_keeps_more_than_a_protobuf_holds_is_refused(mlp_file, on_disk, monkeypatch):
+    monkeypatch.setattr(importlib.import_module("core.compress"), "PROTOBUF_LIMIT", 1000)
+    with pytest.raises(UnsupportedModelError) as caught:
+        compress(load_model(mlp_file), Recipe(PruneConfig(0.1, granularity="channel")))
+    assert caught.value.reason.startswith("10% of the channels keeps 0.0 GB of weights, more than one ONNX protobuf")
