@@ -25,10 +25,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def streamlit_server(timeout_s: float = 90) -> Iterator[str]:
-    """Start `streamlit run app/main.py` and yield its URL once its health check answers."""
+def streamlit_server(timeout_s: float = 90, script: Path = REPO / "app" / "main.py") -> Iterator[str]:
+    """Start `streamlit run app/main.py` (or `script`) and yield its URL once its health check answers."""
     port = free_port()
-    command = [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "main.py"), "--server.headless=true"]
+    command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless=true"]
     command += [f"--server.port={port}", "--server.address=127.0.0.1", "--browser.gatherUsageStats=false"]
     process = subprocess.Popen(
         command, cwd=REPO, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
