@@ -27,7 +27,6 @@ from core import (
     WeightSummary,
     build_report,
     compress,
-    export_bytes,
     export_model,
     load_model,
     prepare_index,
@@ -36,6 +35,7 @@ from core import (
 from core.compress import Index
 from core.export import write_zip
 from core.files import atomic_path
+from core.measure import report_on_export
 from core.runtime import OnnxModel
 
 # resnet18 holds ~100 MB per result (float weights + export); these bounds keep a busy server under a few GB.
@@ -101,7 +101,7 @@ def allocation(source: str, target: float) -> list[tuple]:
     compared = []
     for plan in plans(loaded, cached_scan(loaded), target):
         compressed = compress(loaded, plan.recipe)
-        report = build_report(compressed, export_bytes(compressed))
+        report = report_on_export(compressed)
         quality = report.accuracy.compressed if report.accuracy else report.fidelity.cosine_mean
         compared.append((plan, quality, {layer.node: layer.sparsity for layer in report.layers}))
     return compared

@@ -8,7 +8,6 @@ import streamlit as st
 from app import cache
 from core import Model, SqueezeError
 from core.charts import pareto_chart, sensitivity_curves, sensitivity_heatmap
-from core.compress import in_memory_only
 from core.config import FLOAT_BITS, LayerOverride
 from core.sensitivity import DEFAULT_AMOUNTS, DEFAULT_BITS, cached_scan
 from core.sweep import sweep, with_fronts
@@ -18,9 +17,6 @@ SWEEP_BITS = [32, 8, 6, 4, 3]
 
 
 def sensitivity_tab(model: Model, source: str) -> None:
-    if reason := in_memory_only(model, "The sensitivity scan"):
-        st.info(reason)
-        return
     key = f"scan:{source}"
     scans = st.session_state.setdefault("scans", {})
     if st.button("Run the sensitivity scan", key="run_scan", help="Each layer alone at 4 amounts and 4 bit widths."):
@@ -78,9 +74,6 @@ def allocation_panel(model: Model, source: str) -> None:
 
 
 def sweep_tab(model: Model, source: str) -> None:
-    if reason := in_memory_only(model, "A sweep"):
-        st.info(reason)
-        return
     left, right = st.columns(2)
     amounts = left.multiselect("Amounts", SWEEP_AMOUNTS, default=[0.0, 0.25, 0.5, 0.75], key="sweep_amounts")
     bits = right.multiselect("Weight bits (32 = float)", SWEEP_BITS, default=[32, 8, 4], key="sweep_bits")

@@ -15,11 +15,11 @@ from core.benchmark import LATENCY_THREADS, measure_latency, time_against_origin
 from core.compress import compress
 from core.config import FLOAT_BITS, LayerOverride, PruneConfig, QuantConfig, Recipe
 from core.errors import InvalidSettingError, SqueezeError
-from core.export import export_bytes, export_model, save_export
+from core.export import export_model, save_export
 from core.files import write_atomic
 from core.html_report import render as render_html
 from core.loading import load_model
-from core.measure import build_report
+from core.measure import build_report, report_on_export
 from core.pruning import CRITERIA, GRANULARITIES, SCOPES
 from core.sensitivity import DEFAULT_AMOUNTS, DEFAULT_BITS, cached_scan
 from core.sweep import best_on_front, sweep, to_csv
@@ -235,7 +235,7 @@ def _allocate(args: argparse.Namespace) -> None:
     print(f"{model.name}: {args.target:.0%} of the prunable weights, three ways")
     for plan in plans(model, scan, args.target, args.bits):
         compressed = compress(model, plan.recipe)
-        report = build_report(compressed, export_bytes(compressed))
+        report = report_on_export(compressed)
         quality = report.accuracy.compressed if report.accuracy else report.fidelity.cosine_mean
         name = "accuracy" if report.accuracy else "cosine"
         print(f"  {plan.name:<8} {name} {quality:.4f}, sparsity {report.totals['sparsity']:.2%}")
@@ -255,7 +255,7 @@ def _allocate_bits(args: argparse.Namespace) -> None:
     print(f"{model.name}: a mean of {args.mean_bits:g} weight bits")
     for name, recipe in ((f"uniform {int(args.mean_bits)}-bit", uniform), ("auto", auto)):
         compressed = compress(model, recipe)
-        report = build_report(compressed, export_bytes(compressed))
+        report = report_on_export(compressed)
         quality = report.accuracy.compressed if report.accuracy else report.fidelity.cosine_mean
         print(f"  {name:<16} {'accuracy' if report.accuracy else 'cosine'} {quality:.4f}")
     for node, bits in widths.items():

@@ -99,7 +99,7 @@ def in_memory_only(model: Model, what: str) -> str | None:
         return None
     return (
         f"{what} needs the weights in memory; this model keeps {model.prunable_params * 4 / 1e9:.1f} GB of "
-        "weights on disk, memory-mapped, where unstructured and channel pruning and weight-only quantization run"
+        "weights on disk, memory-mapped (pruning, weight-only quantization, scans and sweeps run on it)"
     )
 
 

@@ -49,6 +49,11 @@ def export_bytes(compressed: Compressed, progress: Callable[[float], None] | Non
 
     `progress` hears how far static calibration has got (0-1).
     """
+    if estimated_size(compressed) > SINGLE_FILE_LIMIT:
+        raise UnsupportedModelError(
+            "the export is over 2 GB, more than one .onnx file holds: export it with external data",
+            compressed.model.source,
+        )
     mode = compressed.activation_mode
     if mode == "none":
         proto = compressed.export_onnx()
@@ -68,6 +73,13 @@ def export_bytes(compressed: Compressed, progress: Callable[[float], None] | Non
         proto = onnx.load_from_string(data)
     onnx.checker.check_model(proto, full_check=True)
     return proto.SerializeToString()
+
+
+def export_size(export: OnnxModel) -> int:
+    """Bytes on disk: the single file, or the .onnx with the external data beside it."""
+    if isinstance(export, bytes):
+        return len(export)
+    return sum(path.stat().st_size for path in export.parent.iterdir())
 
 
 def estimated_size(compressed: Compressed) -> int:

@@ -36,7 +36,7 @@ EXPORT_FORMAT = 1
 RANDOM_EVAL_SEED = 0
 RANDOM_EVAL_BATCH = 8
 # A model over this stays on disk, memory-mapped, instead of being read into memory (and into every protobuf and
-# ONNX Runtime copy). Such a model supports unstructured and channel pruning and weight quantization (see
+# ONNX Runtime copy). Everything but block pruning and int8 activations runs on such a model (see
 # `require_in_memory`). SQUEEZELAB_IN_MEMORY_LIMIT (bytes) lowers it where memory matters more than those features.
 IN_MEMORY_LIMIT = 1024**3
 DIGEST_CHUNK = 16 * 1024**2

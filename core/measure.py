@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -11,6 +12,7 @@ import numpy as np
 import onnx
 
 from core.compress import Compressed, weight_sqnr_db
+from core.export import export_model
 from core.model import Model
 from core.quality import accuracy, fidelity
 from core.quantization import code_counts, levels
@@ -251,6 +253,12 @@ def summarize_weights(compressed: Compressed) -> WeightSummary:
         histograms=histograms(compressed),
         quantization_codes=quantization_codes(compressed),
     )
+
+
+def report_on_export(compressed: Compressed) -> Report:
+    """The report measured on an export made for it (in a temporary folder when over 2 GB), then dropped."""
+    with tempfile.TemporaryDirectory(prefix="squeezelab-export-") as work:
+        return build_report(compressed, export_model(compressed, Path(work)))
 
 
 def build_report(

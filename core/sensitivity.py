@@ -17,11 +17,12 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from core.compress import require_in_memory
+from core.compress import uses_thresholds
 from core.model import Model
 from core.pruning import PruneIndex, prune
 from core.quantization import quantize_weight
 from core.runtime import create_session
+from core.thresholds import ThresholdIndex
 
 DEFAULT_AMOUNTS = (0.25, 0.5, 0.75, 0.9)
 DEFAULT_BITS = (8, 6, 4, 3)
@@ -78,14 +79,15 @@ def scan(
     progress: Callable[[float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Sensitivity:
-    require_in_memory(model, "a sensitivity scan")
     feeds = {name: values[:SCAN_SAMPLES] for name, values in model.eval_set.inputs.items()}
     labels = None if model.eval_set.labels is None else model.eval_set.labels[:SCAN_SAMPLES]
     session = create_session(_weights_as_inputs(model))
     weights = dict(model.weights)
     reference = session.run(None, feeds | weights)[0]
     baseline = _quality(model, reference, labels, reference)
-    index = PruneIndex.prepare(model.weights, criterion, "layer", 0)
+    # per layer: ranks, or on a large model exact thresholds (ranks would cost 3x its weights)
+    prepare = ThresholdIndex.prepare if uses_thresholds(model) else PruneIndex.prepare
+    index = prepare(model.weights, criterion, "layer", 0)
     settings = [f"prune {amount:g}" for amount in amounts] + [f"bits {width}" for width in bits]
     drops: list[list[float | None]] = [[None] * len(settings) for _ in model.layers]
     total, done = len(model.layers) * len(settings), 0
@@ -110,9 +112,11 @@ def _metric(labels: np.ndarray | None) -> str:
     return "accuracy" if labels is not None else "1 - cosine"
 
 
-def _changed_weight(model: Model, layer, setting: str, index: PruneIndex) -> np.ndarray:
+def _changed_weight(model: Model, layer, setting: str, index: PruneIndex | ThresholdIndex) -> np.ndarray:
     kind, value = setting.split()
     original = model.weights[layer.name]
+    if kind == "prune" and isinstance(index, ThresholdIndex):
+        return index.pruned(layer.name, index.cuts(float(value), only=layer.name)[layer.name])
     if kind == "prune":
         single = PruneIndex("layer", {layer.name: index.ranks[layer.name]}, original.size)
         return prune({layer.name: original}, single, float(value))[layer.name]

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import csv
 import io
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 
 from core.benchmark import measure_latency
-from core.compress import compress, prepare_index, require_in_memory
+from core.compress import compress, prepare_index
 from core.config import FLOAT_BITS, PruneConfig, QuantConfig, Recipe
-from core.export import export_bytes
+from core.export import export_model, export_size
 from core.model import Model
 from core.quality import accuracy, fidelity
 from core.runtime import create_session, run
@@ -70,7 +72,6 @@ def sweep(
     on_point: Callable[[SweepPoint], None] | None = None,
 ) -> list[SweepPoint]:
     """Every combination, measured; a cancelled sweep returns the points that finished, fronts computed on them."""
-    require_in_memory(model, "a sweep")
     grid = [(granularity, amount, width) for granularity in granularities for amount in amounts for width in bits]
     for granularity, amount, width in grid:  # every setting checked before any work starts
         PruneConfig(amount, granularity=granularity)
@@ -87,14 +88,16 @@ def sweep(
         if amount > 0 and granularity not in indexes:
             indexes[granularity] = prepare_index(model, recipe)
         compressed = compress(model, recipe, indexes.get(granularity))  # type: ignore[arg-type]
-        data = export_bytes(compressed)
-        outputs = run(create_session(data), model.eval_set.inputs)
-        scored = accuracy(model, outputs)
-        metric, quality = (
-            ("accuracy", scored.compressed) if scored else ("cosine", fidelity(model, outputs).cosine_mean)
-        )
-        (original, measured), _ = measure_latency([model.runnable, data], model.latency_feed, threads=threads,
-                                                  budget_s=budget_s, min_runs=10)  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix="squeezelab-sweep-") as work:  # used by exports over 2 GB
+            data = export_model(compressed, Path(work))
+            outputs = run(create_session(data), model.eval_set.inputs)
+            scored = accuracy(model, outputs)
+            metric, quality = (
+                ("accuracy", scored.compressed) if scored else ("cosine", fidelity(model, outputs).cosine_mean)
+            )
+            (original, measured), _ = measure_latency([model.runnable, data], model.latency_feed, threads=threads,
+                                                      budget_s=budget_s, min_runs=10)  # fmt: skip
+            size = export_size(data)
         points.append(
             SweepPoint(
                 granularity,
@@ -103,7 +106,7 @@ def sweep(
                 recipe.quant.activations,
                 metric,
                 quality,
-                len(data),
+                size,
                 int(sum(compressed.macs.values())),
                 measured.median,
                 original.median,

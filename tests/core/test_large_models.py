@@ -96,7 +96,10 @@ def test_an_export_over_the_single_file_limit_is_written_with_external_data(mlp_
     model = load_model(mlp_file)
     compressed = compress(model, Recipe(PruneConfig(0.5)))
     expected = _outputs(export_bytes(compressed), model.eval_set.inputs)
+    expected_error = build_report(compressed, export_bytes(compressed)).fidelity.max_abs_error
     monkeypatch.setattr(core.export, "SINGLE_FILE_LIMIT", 1000)
+    with pytest.raises(UnsupportedModelError, match="the export is over 2 GB, more than one .onnx file holds"):
+        export_bytes(compressed)  # one line, not protobuf's own error
     export = export_model(compressed, tmp_path / "export")
     assert export == tmp_path / "export" / "model.onnx"
     assert sorted(path.name for path in export.parent.iterdir()) == ["model.onnx", "model.onnx.data"]
@@ -104,7 +107,7 @@ def test_an_export_over_the_single_file_limit_is_written_with_external_data(mlp_
     np.testing.assert_array_equal(_outputs(export, model.eval_set.inputs), expected)
     report = build_report(compressed, export)
     assert report.size_bytes["compressed"].raw == sum(path.stat().st_size for path in export.parent.iterdir())
-    assert report.fidelity.max_abs_error == build_report(compressed, export_bytes(compressed)).fidelity.max_abs_error
+    assert report.fidelity.max_abs_error == expected_error
 
 
 @pytest.mark.parametrize("target", ["pruned.onnx", "pruned.zip"])
@@ -152,12 +155,25 @@ def test_work_that_needs_the_weights_in_memory_is_refused_on_a_large_model(
     assert main(["compress", str(mlp_file), *flags, "--no-latency", "--out", str(out)]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"error: {mlp_file}: {work} needs the weights in memory; this model keeps 0.0 GB")
-    assert "where unstructured and channel pruning and weight-only quantization run" in error
+    assert "(pruning, weight-only quantization, scans and sweeps run on it)" in error
     assert not out.exists()
-    with pytest.raises(UnsupportedModelError, match="a sensitivity scan needs the weights in memory"):
-        from core.sensitivity import scan
 
-        scan(load_model(mlp_file))
+
+def test_the_sensitivity_scan_and_a_sweep_of_a_large_model_match_the_model_in_memory(mlp_file, monkeypatch):
+    from core.sensitivity import scan
+    from core.sweep import sweep
+
+    in_memory = load_model(mlp_file)
+    expected_scan = scan(in_memory, (0.5,), (4,))
+    expected_sweep = sweep(in_memory, [0.0, 0.5], [32, 8], budget_s=0.05)
+    monkeypatch.setattr(core.loading, "IN_MEMORY_LIMIT", 0)
+    monkeypatch.setattr(core.export, "SINGLE_FILE_LIMIT", 1000)  # the float points export with external data
+    large = load_model(mlp_file)
+    assert scan(large, (0.5,), (4,)).drops == expected_scan.drops
+    points = sweep(large, [0.0, 0.5], [32, 8], budget_s=0.05)
+    assert [(p.amount, p.bits, p.quality) for p in points] == [(p.amount, p.bits, p.quality) for p in expected_sweep]
+    float_sizes = [(p.size_bytes, q.size_bytes) for p, q in zip(points, expected_sweep, strict=True) if p.bits == 32]
+    assert all(large > small for large, small in float_sizes)  # written with external data, 64 KiB-aligned
 
 
 def test_a_model_too_large_for_ranks_prunes_the_same_weights_by_thresholds(digits_cnn, monkeypatch):
