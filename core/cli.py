@@ -359,6 +359,12 @@ def _compress(args: argparse.Namespace) -> None:
             "ends in .data, the name given to an export's external data; use .onnx", str(args.out)
         )
     model = load_model(args.model)
+    if model.external_data_folder is not None:  # minutes of work on gigabytes: say what is going on
+        print(
+            f"{model.prunable_params * 4 / 1e9:.2f} GB of weights stay on disk, memory-mapped from "
+            f"{model.external_data_folder}; compressing, exporting and measuring...",
+            file=sys.stderr,
+        )
     recipe = _recipe_from_args(args, model.name, model.sha256)
     # an export over 2 GB is written here first (beside the output, so moving it into place is a rename)
     with tempfile.TemporaryDirectory(dir=args.out.parent, prefix=".squeezelab-") as work:
