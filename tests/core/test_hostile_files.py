@@ -13,6 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+import core.loading
 from core import ModelLoadError, SqueezeError, UnsupportedModelError, load_model
 from core.cli import main
 from tests.graphs import conv_gemm_model
@@ -172,7 +173,10 @@ def _snapshot(folder: Path) -> set[str]:
     return {str(path.relative_to(folder)) for path in folder.rglob("*")}
 
 
-def test_every_hostile_file_is_refused_with_its_reason_and_nothing_runs(tmp_path):
+@pytest.mark.parametrize("large", [False, True], ids=["in memory", "every model counted large"])
+def test_every_hostile_file_is_refused_with_its_reason_and_nothing_runs(large, tmp_path, monkeypatch):
+    if large:  # the path that keeps weights on disk (or moves them there) refuses the same files the same way
+        monkeypatch.setattr(core.loading, "IN_MEMORY_LIMIT", 0)
     cases = corpus(tmp_path)
     outside_before = _snapshot(tmp_path / "outside")
     work = tmp_path / "extracted"
