@@ -73,10 +73,7 @@ class ThresholdIndex:
             if criterion == "random":
                 rng.random(values.shape, dtype=np.float32)
         index = cls(scope, weights, criterion, states, {}, sum(values.size for values in weights.values()))
-        coarse = {name: np.zeros(BINS, np.int64) for name in weights}
-        for name in weights:
-            for keys in index._keys(name):
-                coarse[name] += np.bincount(keys >> 16, minlength=BINS)
+        coarse = {name: index._histogram(name, lambda keys: keys >> 16) for name in weights}
         object.__setattr__(index, "coarse", coarse)
         return index
 
@@ -90,6 +87,20 @@ class ThresholdIndex:
         for start in range(0, flat.size, CHUNK):
             chunk = flat[start : start + CHUNK]
             yield (chunk if self.criterion == "random" else np.abs(chunk)).view(np.uint32)
+
+    def _histogram(self, name: str, bins_of: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """Counts per bin over one layer's keys, kept as int32 where the layer allows (one per layer and model)."""
+        counts = np.zeros(BINS, np.int64)
+        for keys in self._keys(name):
+            counts += np.bincount(bins_of(keys), minlength=BINS)
+        return counts.astype(np.int32) if self.weights[name].size < 2**31 else counts
+
+    @staticmethod
+    def _summed(histograms: list[np.ndarray]) -> np.ndarray:
+        total = np.zeros(BINS, np.int64)
+        for counts in histograms:
+            total += counts
+        return total
 
     def cuts(self, amount: float, only: str | None = None) -> dict[str, Cut]:
         """Where to cut each layer (or just `only`, at its own amount) so exactly round(amount * n) are pruned."""
@@ -105,20 +116,21 @@ class ThresholdIndex:
     def _select(self, names: list[str], count: int) -> dict[str, Cut]:
         if count == 0:
             return {name: Cut(0, 0) for name in names}
-        cumulative = np.cumsum(sum(self.coarse[name] for name in names))
+        cumulative = np.cumsum(self._summed([self.coarse[name] for name in names]))
         high = int(np.searchsorted(cumulative, count))
         below = int(cumulative[high - 1]) if high else 0
-        fine = {name: np.zeros(BINS, np.int64) for name in names}
-        for name in names:
-            for keys in self._keys(name):
-                fine[name] += np.bincount(keys[(keys >> 16) == high] & (BINS - 1), minlength=BINS)
-        cumulative = np.cumsum(sum(fine.values()))
+        fine = {
+            name: self._histogram(name, lambda keys: keys[(keys >> 16) == high] & (BINS - 1))
+            for name in names
+            if self.coarse[name][high]  # layers with nothing in the chosen bin need no fine counts
+        }
+        cumulative = np.cumsum(self._summed(list(fine.values())))
         low = int(np.searchsorted(cumulative, count - below))
         below += int(cumulative[low - 1]) if low else 0
         ties_left = count - below  # keys equal to the threshold that must go too, first come first pruned
         cuts = {}
         for name in names:
-            ties = min(ties_left, int(fine[name][low]))
+            ties = min(ties_left, int(fine[name][low])) if name in fine else 0
             cuts[name] = Cut((high << 16) | low, ties)
             ties_left -= ties
         return cuts
