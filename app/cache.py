@@ -33,6 +33,7 @@ from core import (
     summarize_weights,
 )
 from core.compress import Index
+from core.errors import InvalidSettingError
 from core.export import write_zip
 from core.files import atomic_path
 from core.measure import report_on_export
@@ -129,27 +130,39 @@ def exported(source: str, recipe_json: str, progress: Callable[[float], None] | 
     except BaseException:  # a rerun stops the script mid-export too: nothing of this export may stay on disk
         _remove(folder)
         raise
+    dropped = [folder]  # what leaves the cache: removed below, outside the lock (a zip may be being written)
     with _EXPORTS_LOCK:
         if key in _EXPORTS:  # another session built the same export meanwhile: keep one
-            _remove(folder)
-            return _EXPORTS[key]
-        _EXPORTS[key] = value
+            value = _EXPORTS[key]
+        else:
+            _EXPORTS[key] = value
+            dropped = []
         while len(_EXPORTS) > MAX_RESULTS:
             _, evicted = _EXPORTS.popitem(last=False)
             if isinstance(evicted.data, Path):
-                _remove(evicted.data.parent)
+                dropped.append(evicted.data.parent)
+    for old in dropped:
+        _remove(old)
     return value
+
+
+# Building a large export's zip and removing the export take this lock, so neither sees half of the other.
+_FILES_LOCK = threading.Lock()
 
 
 def download_zip(export: Path) -> bytes:
     """A large export as one zip: written beside its folder on the first download, read for each one after."""
     archive = export.parent.with_suffix(".zip")
-    if not archive.exists():
-        with atomic_path(archive) as temporary:
-            write_zip(export, temporary)
-    return archive.read_bytes()
+    with _FILES_LOCK:
+        if not export.exists():
+            raise InvalidSettingError("this export has left the cache; move a setting and back to build it again")
+        if not archive.exists():
+            with atomic_path(archive) as temporary:
+                write_zip(export, temporary)
+        return archive.read_bytes()
 
 
 def _remove(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.with_suffix(".zip").unlink(missing_ok=True)
+    with _FILES_LOCK:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.with_suffix(".zip").unlink(missing_ok=True)

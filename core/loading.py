@@ -121,7 +121,7 @@ def load_onnx_file(path: Path, *, name: str | None = None, source: str | None = 
     proto = parse_onnx(data, source, path=path, defer_check=large_file)
     folder = sha256 = None
     if has_external_data(proto):
-        if external_data_bytes(proto) > limit:
+        if len(data) + external_data_bytes(proto) > limit:  # read in, it could outgrow one protobuf
             folder = path.parent
         else:
             onnx.load_external_data_for_model(proto, str(path.parent))  # only now, with every location checked

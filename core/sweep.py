@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from core.benchmark import measure_latency
-from core.compress import compress, prepare_index
+from core.compress import compress, prepare_index, require_in_memory, resolve_activation_mode
 from core.config import FLOAT_BITS, PruneConfig, QuantConfig, Recipe
 from core.export import export_model, export_size
 from core.model import Model
@@ -76,6 +76,10 @@ def sweep(
     for granularity, amount, width in grid:  # every setting checked before any work starts
         PruneConfig(amount, granularity=granularity)
         QuantConfig(width, activations if width != FLOAT_BITS else "none")
+        if granularity == "block" and amount > 0:
+            require_in_memory(model, "block pruning")
+        if width != FLOAT_BITS and (mode := resolve_activation_mode(model, activations)[0]) != "none":
+            require_in_memory(model, f"{mode} int8 activations")
     indexes: dict[str, object] = {}
     points: list[SweepPoint] = []
     for position, (granularity, amount, width) in enumerate(grid):

@@ -7,7 +7,7 @@ import pytest
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
-from core import PruneConfig, QuantConfig, Recipe, compress, export_bytes
+from core import PruneConfig, QuantConfig, Recipe, SqueezeError, compress, export_bytes
 from core.runtime import create_session, run
 from tests.graphs import conv_gemm_model
 
@@ -354,6 +354,10 @@ def test_an_export_over_2_gb_downloads_as_a_zip_of_the_model_and_its_external_da
         app.slider(key="latency_budget").set_value(1).run()
         app.button(key="measure_panel").click().run()  # timed on the export with external data
         assert not app.exception and _metrics(app)["Median latency"].endswith(" ms")
+        cache._remove(exported.data.parent)  # as when it leaves the cache
+        assert not exported.data.parent.exists() and not exported.data.parent.with_suffix(".zip").exists()
+        with pytest.raises(SqueezeError, match="this export has left the cache; move a setting and back"):
+            cache.download_zip(exported.data)
     finally:
         for entry in cache._EXPORTS.values():
             if isinstance(entry.data, Path):

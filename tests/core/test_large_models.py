@@ -300,3 +300,36 @@ def test_channel_pruning_that_keeps_more_than_a_protobuf_holds_is_refused(mlp_fi
     with pytest.raises(UnsupportedModelError) as caught:
         compress(load_model(mlp_file), Recipe(PruneConfig(0.1, granularity="channel")))
     assert caught.value.reason.startswith("10% of the channels keeps 0.0 GB of weights, more than one ONNX protobuf")
+
+
+def test_a_sweep_refuses_block_pruning_of_a_large_model_before_any_point(mlp_file, on_disk):
+    from core.sweep import sweep
+
+    finished = []
+    with pytest.raises(UnsupportedModelError, match="block pruning needs the weights in memory"):
+        sweep(load_model(mlp_file), [0.0, 0.5], [32], ("unstructured", "block"), on_point=finished.append)
+    assert finished == []
+
+
+def test_a_model_whose_inline_and_external_weights_together_are_large_is_not_read_into_one_protobuf(
+    tmp_path, monkeypatch
+):
+    """Inline weights plus a little external data: reading the data in could outgrow a protobuf, so it stays out."""
+    folder = tmp_path / "mixed"
+    generated = generate_mlp(tmp_path / "mlp", WIDTH, LAYERS)
+    folder.mkdir()
+    onnx.save_model(
+        onnx.load(str(generated)), folder / "m.onnx", save_as_external_data=True, location="w.bin", size_threshold=0
+    )
+    mixed = onnx.load(str(folder / "m.onnx"), load_external_data=False)
+    for tensor in mixed.graph.initializer:
+        if tensor.name.endswith(".weight"):  # the weights back inline, the biases left in w.bin
+            onnx.external_data_helper.load_external_data_for_tensor(tensor, str(folder))
+            tensor.data_location = onnx.TensorProto.DEFAULT
+            del tensor.external_data[:]
+    onnx.save_model(mixed, folder / "m.onnx")
+    monkeypatch.setattr(core.loading, "IN_MEMORY_LIMIT", 1000)  # above the 768 bytes of biases, below the file
+    model = load_model(folder / "m.onnx")
+    assert model.external_data_folder == folder and not isinstance(model.weights["fc0.weight"], np.memmap)
+    expected = run(create_session(onnx.load(str(generated)).SerializeToString()), model.eval_set.inputs)[0]
+    np.testing.assert_array_equal(model.reference_outputs[0], expected)
