@@ -7,6 +7,7 @@ recipe's JSON), never live objects.
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 import threading
@@ -166,3 +167,11 @@ def _remove(folder: Path) -> None:
     with _FILES_LOCK:
         shutil.rmtree(folder, ignore_errors=True)
         folder.with_suffix(".zip").unlink(missing_ok=True)
+
+
+@atexit.register
+def _remove_all() -> None:
+    """Large exports live as long as the server: gigabytes in the temporary folder must not outlive it."""
+    for entry in list(_EXPORTS.values()):
+        if isinstance(entry.data, Path):
+            _remove(entry.data.parent)
