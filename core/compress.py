@@ -184,19 +184,23 @@ def compress(model: Model, recipe: Recipe, index: Index | None = None) -> Compre
         raise InvalidSettingError(f"keep_float names no prunable layer: {', '.join(unknown)}")
     if mode == "dynamic" and recipe.quant.smooth_alpha:
         base = _smoothed(base, recipe.quant.smooth_alpha, keep)
-    quantized, sqnr = {}, {}
+    lazy = isinstance(base.weights, LazyWeights)  # a large model: dequantized when read, never all at once
+    quantized, sqnr, dequantized = {}, {}, {}
     for layer in base.layers:
         if layer.node not in keep and bits.get(layer.node, FLOAT_BITS) != FLOAT_BITS:
             values = base.weights[layer.name]  # read once: on a large model every read recomputes the layer
             quantized[layer.name] = quantize_weight(values, bits[layer.node], layer.channel_axis)
-            sqnr[layer.name] = weight_sqnr_db(values, quantized[layer.name].dequantize())
-    if isinstance(base.weights, LazyWeights):  # a large model: dequantized when read, never all at once
+            effective = quantized[layer.name].dequantize()
+            sqnr[layer.name] = weight_sqnr_db(values, effective)
+            if not lazy:
+                dequantized[layer.name] = effective
+    if lazy:
         unchanged = base.weights
         weights = LazyWeights(
             list(unchanged), lambda name: quantized[name].dequantize() if name in quantized else unchanged[name]
         )
     else:
-        weights = base.weights | {name: q.dequantize() for name, q in quantized.items()}
+        weights = base.weights | dequantized
     # resolved once here: the export calibrates on it and the report describes it
     calibration = calibration_for(model, recipe.quant.calibration) if mode == "static" else None
     return replace(
