@@ -25,6 +25,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from core.external_data import refer_to_external_data
+
 TARGET_RATIO = 3.0
 SAMPLE_S = 0.02
 
@@ -42,13 +44,7 @@ def generate_mlp(folder: Path, width: int, layers: int, seed: int = 0) -> Path:
                 values = (rng.standard_normal(shape, dtype=np.float32) / np.sqrt(width)).astype(np.float32)
                 data.write(values.tobytes())
                 tensor = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=shape)
-                tensor.data_location = TensorProto.EXTERNAL
-                for key, value in (
-                    ("location", "weights.bin"),
-                    ("offset", str(offset)),
-                    ("length", str(values.nbytes)),
-                ):
-                    tensor.external_data.add(key=key, value=value)
+                refer_to_external_data(tensor, "weights.bin", offset, values.nbytes)
                 initializers.append(tensor)
                 offset += values.nbytes
             output = f"fc{index}" if index == layers - 1 else f"relu{index}"

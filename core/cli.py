@@ -15,7 +15,7 @@ from core.benchmark import LATENCY_THREADS, measure_latency, time_against_origin
 from core.compress import compress
 from core.config import FLOAT_BITS, LayerOverride, PruneConfig, QuantConfig, Recipe
 from core.errors import InvalidSettingError, SqueezeError
-from core.export import export_model, save_export
+from core.export import check_export_target, export_model, save_export
 from core.files import write_atomic
 from core.html_report import render as render_html
 from core.loading import load_model
@@ -352,12 +352,7 @@ def _compress(args: argparse.Namespace) -> None:
     for path in (args.out, args.report, args.recipe):
         if path is not None and not path.parent.is_dir():
             raise InvalidSettingError("the folder to write into does not exist", str(path))
-        if path is not None and path.is_dir():
-            raise InvalidSettingError("is a folder; name the file to write", str(path))
-    if args.out.suffix == ".data":
-        raise InvalidSettingError(
-            "ends in .data, the name given to an export's external data; use .onnx", str(args.out)
-        )
+    check_export_target(args.out)  # before the (possibly long) work, not only when saving
     model = load_model(args.model)
     if model.external_data_folder is not None:  # minutes of work on gigabytes: say what is going on
         print(

@@ -24,7 +24,7 @@ from onnx import helper, numpy_helper
 from core.activations import quantize_dynamic_int8, quantize_static_qdq
 from core.compress import Compressed
 from core.errors import InvalidSettingError, UnsupportedModelError
-from core.external_data import all_tensors
+from core.external_data import all_tensors, refer_to_external_data
 from core.runtime import OnnxModel
 from core.sandbox import run_isolated
 
@@ -117,10 +117,7 @@ def write_with_external_data(compressed: Compressed, folder: Path) -> Path:
             tensor = onnx.TensorProto(
                 name=name, data_type=helper.np_dtype_to_tensor_dtype(values.dtype), dims=values.shape
             )
-            tensor.data_location = onnx.TensorProto.EXTERNAL
-            entries = {"location": data_name, "offset": str(data.tell()), "length": str(values.nbytes)}
-            for key, value in entries.items():
-                tensor.external_data.add(key=key, value=value)
+            refer_to_external_data(tensor, data_name, data.tell(), values.nbytes)
             data.write(memoryview(values.reshape(-1)).cast("B"))
             return tensor
 
@@ -130,16 +127,21 @@ def write_with_external_data(compressed: Compressed, folder: Path) -> Path:
     return path
 
 
+def check_export_target(target: Path) -> None:
+    """Refuse an output name an export cannot take: a folder, or one an export's external data would clash with."""
+    if target.is_dir():
+        raise InvalidSettingError("is a folder; name the file to write", str(target))
+    if target.suffix == ".data":
+        raise InvalidSettingError("ends in .data, the name given to an export's external data; use .onnx", str(target))
+
+
 def save_export(export: OnnxModel, target: Path) -> list[Path]:
     """Put an export at `target` (replacing what was there only once it is complete); the files written.
 
     `target` ending in .zip gets a zip of the model (with its external data); an .onnx target of an export with
     external data gets that data beside it as `<target>.data`.
     """
-    if target.is_dir():
-        raise InvalidSettingError("is a folder; name the file to write", str(target))
-    if target.suffix == ".data":
-        raise InvalidSettingError("ends in .data, the name given to an export's external data; use .onnx", str(target))
+    check_export_target(target)
     if target.suffix == ".zip":
         with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as handle:
             temporary = Path(handle.name)

@@ -56,6 +56,15 @@ def tensors_beside_initializers(model: onnx.ModelProto) -> Iterator[onnx.TensorP
             yield from _node_tensors(node)
 
 
+def refer_to_external_data(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> None:
+    """Make `tensor` (with no data of its own left) point at `length` bytes at `offset` of the file `location`.
+    onnx's set_external_data insists on raw_data being there first, which the tensors written here never have."""
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    del tensor.external_data[:]
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        tensor.external_data.add(key=key, value=value)
+
+
 def has_external_data(model: onnx.ModelProto) -> bool:
     return any(tensor.data_location == onnx.TensorProto.EXTERNAL for tensor in all_tensors(model))
 

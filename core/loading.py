@@ -315,13 +315,11 @@ def parse_onnx(data: bytes, source: str, path: Path | None = None, defer_check: 
         raise ModelLoadError("not an ONNX model (no graph inside)", source)
     check_domains(proto, source)
     check_tensor_sizes(proto, source)
-    external = has_external_data(proto)
-    if external:
+    if has_external_data(proto):
         if path is None:
             raise UnsupportedModelError("the model keeps weights in external data files: upload it as a .zip", source)
         check_external_data(proto, path.parent, source)
-    if external:  # by path: the checker then looks for the data beside the file, not in our working directory
-        _check_model(str(path), source)
+        _check_model(str(path), source)  # by path: the checker looks for the data beside the file, not in our cwd
     elif not defer_check:
         _check_model(proto, source)
     return proto

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 
 from core.compress import Compressed, weight_sqnr_db
-from core.export import export_model
+from core.export import export_model, export_size
 from core.model import Model
 from core.quality import accuracy, fidelity
 from core.quantization import code_counts, levels
@@ -119,8 +119,7 @@ def size_of(model: OnnxModel) -> SizeStats:
     """Raw and gzip size of an export: its bytes, or its .onnx with the external data beside it (streamed)."""
     if isinstance(model, bytes):
         return size_of_parts([model], len(model))
-    files = sorted(model.parent.iterdir())
-    return size_of_parts(_file_chunks(files), sum(path.stat().st_size for path in files))
+    return size_of_parts(_file_chunks(sorted(model.parent.iterdir())), export_size(model))
 
 
 def size_of_parts(parts: Iterable, raw: int) -> SizeStats:

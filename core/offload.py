@@ -16,6 +16,7 @@ import onnx
 from onnx import numpy_helper
 
 from core.errors import ModelLoadError
+from core.external_data import refer_to_external_data
 from core.graph import find_prunable_layers
 
 FORMAT = 1  # in the folder's name: bump when the layout changes, so an old folder is never read the new way
@@ -49,9 +50,7 @@ def move_weights_to_disk(proto: onnx.ModelProto, folder: Path, source: str) -> o
             start, length = layout[tensor.name]
             tensor.ClearField("raw_data")
             tensor.ClearField("float_data")
-            tensor.data_location = onnx.TensorProto.EXTERNAL
-            for key, value in (("location", DATA_NAME), ("offset", str(start)), ("length", str(length))):
-                tensor.external_data.add(key=key, value=value)
+            refer_to_external_data(tensor, DATA_NAME, start, length)
         slim = onnx.ModelProto.FromString(proto.SerializeToString())
         if staging is not None:  # renamed into place complete: a reader never sees half a folder
             onnx.save_model(slim, staging / SLIM_MODEL_NAME)
