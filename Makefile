@@ -32,6 +32,7 @@ run: install
 test: install-test
 	$(VENV)/bin/ruff check core app sample_models tests bench
 	$(VENV)/bin/ruff format --check core app sample_models tests bench
+	$(VENV)/bin/lint-imports
 	$(PYTHON) -m pytest
 
 bench: install-test

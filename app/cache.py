@@ -33,12 +33,12 @@ from core import (
     prepare_index,
     summarize_weights,
 )
-from core.compress import Index
+from core.compression.export import write_zip
+from core.compression.granularities import Index
 from core.errors import InvalidSettingError
-from core.export import write_zip
-from core.files import atomic_path
-from core.measure import report_on_export
-from core.runtime import OnnxModel
+from core.load.files import atomic_path
+from core.measure.summaries import report_on_export
+from core.onnx.runtime import OnnxModel
 
 # resnet18 holds ~100 MB per result (float weights + export); these bounds keep a busy server under a few GB.
 MAX_MODELS = 4
@@ -96,16 +96,15 @@ def live(source: str, recipe_json: str) -> Live:
 def allocation(source: str, target: float) -> list[tuple]:
     """The uniform, global and auto plans for one target, each compressed and scored: (plan, quality, sparsity by
     layer). Uses the model's cached sensitivity scan."""
-    from core.allocation import plans
-    from core.sensitivity import cached_scan
+    from core.explore.allocation import plans
+    from core.explore.sensitivity import cached_scan
 
     loaded = model(source)
     compared = []
     for plan in plans(loaded, cached_scan(loaded), target):
         compressed = compress(loaded, plan.recipe)
         report = report_on_export(compressed)
-        quality = report.accuracy.compressed if report.accuracy else report.fidelity.cosine_mean
-        compared.append((plan, quality, {layer.node: layer.sparsity for layer in report.layers}))
+        compared.append((plan, report.quality[1], {layer.node: layer.sparsity for layer in report.layers}))
     return compared
 
 

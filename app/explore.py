@@ -7,10 +7,11 @@ import streamlit as st
 
 from app import cache
 from core import Model, SqueezeError
-from core.charts import pareto_chart, sensitivity_curves, sensitivity_heatmap
-from core.config import FLOAT_BITS, LayerOverride
-from core.sensitivity import DEFAULT_AMOUNTS, DEFAULT_BITS, cached_scan
-from core.sweep import sweep, with_fronts
+from core.compression.recipe import FLOAT_BITS, LayerOverride
+from core.data.quality import metric_of
+from core.explore.sensitivity import DEFAULT_AMOUNTS, DEFAULT_BITS, cached_scan
+from core.explore.sweep import sweep, with_fronts
+from core.present.charts import pareto_chart, sensitivity_curves, sensitivity_heatmap
 
 SWEEP_AMOUNTS = [0.0, 0.25, 0.5, 0.75, 0.9]
 SWEEP_BITS = [32, 8, 6, 4, 3]
@@ -46,7 +47,7 @@ def allocation_panel(model: Model, source: str) -> None:
     target = st.slider("Target: % of all prunable weights", 5, 95, 50, 5, key="allocation_target") / 100
     with st.spinner("Compressing and scoring the three plans…"):
         compared = cache.allocation(source, target)
-    metric = "accuracy" if model.eval_set.labels is not None else "cosine"
+    metric = metric_of(model).name
     st.dataframe(
         [
             {"layer": layer.node}
@@ -167,8 +168,8 @@ def overrides_editor(model: Model) -> None:
 
 def snapshots_tab(model: Model, recipe, report) -> None:
     """Save the current settings and results by name; compare, delete, export as CSV."""
-    from core.charts import comparison_latency_chart, comparison_sparsity_chart
-    from core.snapshots import SnapshotStore
+    from core.explore.snapshots import SnapshotStore
+    from core.present.charts import comparison_latency_chart, comparison_sparsity_chart
 
     store = SnapshotStore()
     name_col, save_col = st.columns([3, 1])

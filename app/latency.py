@@ -6,8 +6,8 @@ import streamlit as st
 
 from app import cache
 from core import Latency, SqueezeError
-from core.benchmark import time_against_original
-from core.charts import latency_chart
+from core.measure.benchmark import time_against_original
+from core.present.charts import latency_chart
 
 # Below this relative difference of medians we do not call one model faster: run-to-run noise here is larger.
 NOISE_BAND = 0.05

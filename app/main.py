@@ -16,9 +16,9 @@ from streamlit.delta_generator import DeltaGenerator
 
 from app import cache, explore, latency, sidebar
 from core import Latency, Model, Recipe, SqueezeError, Verdict
-from core.charts import codes_chart, histogram_chart, sparsity_chart
-from core.html_report import render as render_html
-from core.report import QuantizationInfo, Report, WeightSummary
+from core.measure.report import QuantizationInfo, Report, WeightSummary
+from core.present.charts import codes_chart, histogram_chart, sparsity_chart
+from core.present.html_report import render as render_html
 
 ALL_LAYERS = "All layers"
 
@@ -171,6 +171,8 @@ def quantization_panel(model: Model, info: QuantizationInfo) -> None:
         st.warning(
             "Calibrated on seeded random inputs: activation ranges may not match real data, accuracy may be off."
         )
+    if info.kernel_note:
+        st.warning(info.kernel_note[0].upper() + info.kernel_note[1:] + ".")
     st.multiselect(
         "Keep these layers in float",
         [layer.node for layer in model.layers],

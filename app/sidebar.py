@@ -12,12 +12,13 @@ import streamlit as st
 
 from app import cache
 from core import SqueezeError
-from core.activations import ACTIVATION_MODES, CALIBRATION_METHODS
-from core.benchmark import LATENCY_THREADS
-from core.config import FLOAT_BITS, MAX_PRUNE_AMOUNT, WEIGHT_BITS_RANGE, PruneConfig, QuantConfig
-from core.pruning import CRITERIA, GRANULARITIES, SCOPES
-from core.runtime import default_threads
-from sample_models import SAMPLES
+from core.compression.activations import ACTIVATION_MODES, CALIBRATION_METHODS
+from core.compression.granularities import GRANULARITIES
+from core.compression.pruning import CRITERIA, SCOPES
+from core.compression.recipe import FLOAT_BITS, MAX_PRUNE_AMOUNT, WEIGHT_BITS_RANGE, PruneConfig, QuantConfig
+from core.load.samples import samples
+from core.measure.benchmark import LATENCY_THREADS
+from core.onnx.runtime import default_threads
 
 DEFAULT_SAMPLE = "digits-cnn"
 MAX_PRUNE_PERCENT = 95
@@ -41,7 +42,7 @@ def _choices(descriptions: dict[str, str]) -> str:
 
 
 def _sample_label(name: str) -> str:
-    return f"{name} — {SAMPLES[name].description}"
+    return f"{name} — {samples()[name].description}"
 
 
 def session_folder() -> Path:
@@ -89,7 +90,7 @@ def render() -> Controls:
     for key, value in st.session_state.pop("pending_settings", {}).items():
         st.session_state[key] = value
     uploads: dict[str, str] = st.session_state.setdefault("uploads", {})
-    sources = {_sample_label(name): name for name in SAMPLES} | uploads
+    sources = {_sample_label(name): name for name in samples()} | uploads
     st.session_state.setdefault("model_choice", _sample_label(DEFAULT_SAMPLE))
 
     st.header("Model")
@@ -110,16 +111,14 @@ def render() -> Controls:
         "Granularity",
         list(GRANULARITIES),
         key="granularity",
-        help=_choices(GRANULARITIES),
+        help=_choices({name: entry.help for name, entry in GRANULARITIES.items()}),
     )
     if st.session_state.get("scope_for") != granularity:  # each granularity starts on the engine's default scope
         st.session_state.scope = PruneConfig(granularity=granularity).scope
         st.session_state.scope_for = granularity
-    unit = {"unstructured": "weights set to zero", "channel": "channels removed", "block": "blocks dropped"}[
-        granularity
-    ]
+    unit = GRANULARITIES[granularity].unit
     percent = st.slider(f"Pruning amount (% of {unit})", 0, MAX_PRUNE_PERCENT, 0, 1, key="prune_percent")
-    usable = [name for name, info in CRITERIA.items() if granularity in info.granularities]
+    usable = [name for name, info in CRITERIA.items() if info.applies_to(granularity)]
     if st.session_state.get("criterion") not in usable:
         st.session_state.criterion = usable[0]
     criterion = st.selectbox(
@@ -153,9 +152,9 @@ def render() -> Controls:
             "Activations",
             list(ACTIVATION_MODES),
             key="activations",
-            help=_choices(ACTIVATION_MODES),
+            help=_choices({name: mode.help for name, mode in ACTIVATION_MODES.items()}),
         )
-    if activations in ("static", "auto"):
+    if ACTIVATION_MODES[activations].may_calibrate:
         calibration = st.selectbox(
             "Calibration inputs",
             ["sample", "random", "upload"],
@@ -173,7 +172,7 @@ def render() -> Controls:
             "Calibration method",
             list(CALIBRATION_METHODS),
             key="calib_method",
-            help=_choices(CALIBRATION_METHODS),
+            help=_choices({name: method.help for name, method in CALIBRATION_METHODS.items()}),
         )
 
     st.header("Latency")

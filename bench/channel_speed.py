@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from core import PruneConfig, Recipe, compare_latency, compress, export_bytes, load_model
-from core.runtime import default_threads
+from core.onnx.runtime import default_threads
 
 TARGET_SPEEDUP = 2.8
 TOLERANCE = 0.2

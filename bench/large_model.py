@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from core.external_data import refer_to_external_data
+from core.onnx.external_data import refer_to_external_data
 
 TARGET_RATIO = 3.0
 SAMPLE_S = 0.02

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from core import PruneConfig, QuantConfig, Recipe, compress, export_bytes, load_model, measure_latency
-from core.activations import _Reader
-from core.runtime import create_session, run
+from core.compression.activations import _Reader
+from core.onnx.runtime import create_session, run
 
 
 def _plain_static(model) -> bytes:

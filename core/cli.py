@@ -9,20 +9,21 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.activations import ACTIVATION_MODES, CALIBRATION_METHODS
-from core.allocation import allocate_bits, plans
-from core.benchmark import LATENCY_THREADS, measure_latency, time_against_original
-from core.compress import compress
-from core.config import FLOAT_BITS, LayerOverride, PruneConfig, QuantConfig, Recipe
+from core.compression.activations import ACTIVATION_MODES, CALIBRATION_METHODS
+from core.compression.export import check_export_target, export_model, save_export
+from core.compression.granularities import GRANULARITIES
+from core.compression.pipeline import compress
+from core.compression.pruning import CRITERIA, SCOPES
+from core.compression.recipe import FLOAT_BITS, LayerOverride, PruneConfig, QuantConfig, Recipe
 from core.errors import InvalidSettingError, SqueezeError
-from core.export import check_export_target, export_model, save_export
-from core.files import write_atomic
-from core.html_report import render as render_html
-from core.loading import load_model
-from core.measure import build_report, report_on_export
-from core.pruning import CRITERIA, GRANULARITIES, SCOPES
-from core.sensitivity import DEFAULT_AMOUNTS, DEFAULT_BITS, cached_scan
-from core.sweep import best_on_front, sweep, to_csv
+from core.explore.allocation import allocate_bits, plans
+from core.explore.sensitivity import DEFAULT_AMOUNTS, DEFAULT_BITS, cached_scan
+from core.explore.sweep import best_on_front, sweep, to_csv
+from core.load.files import write_atomic
+from core.load.sources import load_model
+from core.measure.benchmark import LATENCY_THREADS, measure_latency, time_against_original
+from core.measure.summaries import build_report, report_on_export
+from core.present.html_report import render as render_html
 
 EXIT_USAGE = 2
 
@@ -126,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     grid.add_argument("model")
     grid.add_argument("--prune", type=_floats, default=[0.0, 0.25, 0.5, 0.75], metavar="A,B,...")
     grid.add_argument("--bits", type=_ints, default=[32, 8, 4], metavar="B,C,...")
-    grid.add_argument("--granularity", default="unstructured", metavar="G[,G2]", help="unstructured, channel, block")
+    grid.add_argument("--granularity", default="unstructured", metavar="G[,G2]", help=", ".join(GRANULARITIES))
     grid.add_argument("--activations", choices=list(ACTIVATION_MODES), default="none")
     grid.add_argument("--budget", type=float, default=1.0, metavar="SECONDS", help="latency budget per point")
     grid.add_argument("--threads", type=int, default=None)
@@ -236,9 +237,8 @@ def _allocate(args: argparse.Namespace) -> None:
     for plan in plans(model, scan, args.target, args.bits):
         compressed = compress(model, plan.recipe)
         report = report_on_export(compressed)
-        quality = report.accuracy.compressed if report.accuracy else report.fidelity.cosine_mean
-        name = "accuracy" if report.accuracy else "cosine"
-        print(f"  {plan.name:<8} {name} {quality:.4f}, sparsity {report.totals['sparsity']:.2%}")
+        metric, quality = report.quality
+        print(f"  {plan.name:<8} {metric} {quality:.4f}, sparsity {report.totals['sparsity']:.2%}")
         if plan.name == "auto":
             for node, amount in plan.amounts.items():
                 print(f"    {node}: {amount:.1%}")
@@ -255,9 +255,8 @@ def _allocate_bits(args: argparse.Namespace) -> None:
     print(f"{model.name}: a mean of {args.mean_bits:g} weight bits")
     for name, recipe in ((f"uniform {int(args.mean_bits)}-bit", uniform), ("auto", auto)):
         compressed = compress(model, recipe)
-        report = report_on_export(compressed)
-        quality = report.accuracy.compressed if report.accuracy else report.fidelity.cosine_mean
-        print(f"  {name:<16} {'accuracy' if report.accuracy else 'cosine'} {quality:.4f}")
+        metric, quality = report_on_export(compressed).quality
+        print(f"  {name:<16} {metric} {quality:.4f}")
     for node, bits in widths.items():
         print(f"    {node}: {bits} bits")
     if args.recipe:
@@ -406,7 +405,7 @@ def _export_and_time(model, recipe: Recipe, args: argparse.Namespace, work: Path
     """Compress, export (with calibration progress; over 2 GB into `work`) and, unless --no-latency, time against
     the original."""
     compressed = compress(model, recipe)
-    if compressed.activation_mode == "static":
+    if ACTIVATION_MODES[compressed.activation_mode].calibrated:
         print("calibrating static int8 activations...", file=sys.stderr)
     data = export_model(compressed, work, _print_progress("calibration"))
     latency = None
@@ -451,6 +450,8 @@ def _print_summary(report) -> None:
         if info.calibration:
             warning = " (random: accuracy may be off)" if info.calibration_is_random else ""
             print(f"  calibrated on {info.calibration}{warning}")
+        if info.kernel_note:
+            print(f"  note: {info.kernel_note}")
         worst = sorted((row for row in info.sqnr if row.output_db is not None), key=lambda row: row.output_db)[:3]
         if worst:
             print("  lowest output SQNR: " + ", ".join(f"{row.node} {row.output_db:.1f} dB" for row in worst))

@@ -1,23 +1,58 @@
-"""The working representation: an ONNX graph, its prunable weights as read-only numpy arrays, and its eval data."""
+"""The working representation: an ONNX graph, its prunable weights as read-only numpy arrays, and its data.
+
+Everything above this module works on a `Model`; it imports only `core.onnx` (graphs and sessions) and never
+anything that measures, compresses or loads. Facts those layers derive from a model (histograms, sizes, the
+channel graph) are kept with it through `per_model`, so a model computes each of them once without knowing them.
+"""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Mapping
-from dataclasses import dataclass
+import functools
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import onnx
 
-from core.channels import ChannelGraph
-from core.graph import Layer, without_initializers
-from core.report import SizeStats
-from core.runtime import OnnxModel
-from sample_models import EvalSet
+from core.onnx import tensors
+from core.onnx.graph import Layer, without_initializers
+from core.onnx.macs import graph_macs
+from core.onnx.runtime import OnnxModel, create_session, run, with_data_in
 
-TASKS = ("classification", "embedding", "unknown")
+Derived = TypeVar("Derived")
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Inputs keyed by graph input name (batch first) and the labels, or None where the task has none."""
+
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None
+
+
+class LazyWeights(Mapping[str, np.ndarray]):
+    """Arrays computed from their name each time they are read: one layer's worth of memory at a time."""
+
+    def __init__(self, names: list[str], compute: Callable[[str], np.ndarray]) -> None:
+        self._names = dict.fromkeys(names)  # ordered, and a quick membership test
+        self._compute = compute
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._names:
+            raise KeyError(name)
+        return self._compute(name)
+
+    def __contains__(self, name: object) -> bool:  # Mapping's own would compute the array
+        return name in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,6 +75,10 @@ class Model:
     # A large model's prunable weights stay in its external data files, memory-mapped: `weights` are views of
     # them, and `onnx_bytes` / `proto` refer to them by location in this folder.
     external_data_folder: Path | None = None
+    # Inputs to calibrate static int8 on, kept apart from `eval_set` so calibration does not see the data fidelity
+    # and accuracy are measured on. None: the evaluation inputs are all there is.
+    calibration_inputs: dict[str, np.ndarray] | None = None
+    _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def is_sample(self) -> bool:
@@ -58,8 +97,6 @@ class Model:
     @property
     def runnable(self) -> OnnxModel:
         """What ONNX Runtime loads for the original: its bytes, with the folder of a large model's weights."""
-        from core.runtime import with_data_in
-
         return with_data_in(self.onnx_bytes, self.external_data_folder)
 
     @cached_property
@@ -69,51 +106,32 @@ class Model:
 
     @cached_property
     def reference_outputs(self) -> list[np.ndarray]:
-        from core.runtime import create_session, run
-
         return run(create_session(self.runnable), self.eval_set.inputs)
 
     @cached_property
     def macs(self) -> dict[str, int]:
-        from core.macs import graph_macs
-
         return graph_macs(self.proto, self.layers, self.latency_feed, self.external_data_folder)
-
-    @cached_property
-    def original_histograms(self) -> dict:
-        from core.measure import original_histograms
-
-        return original_histograms(self)
-
-    @cached_property
-    def size(self) -> SizeStats:
-        """Raw and gzip size of the original ONNX bytes (gzip takes ~0.7 s on resnet18: worth remembering)."""
-        from core.measure import SIZE_CHUNK, size_of, size_of_parts
-
-        if self.external_data_folder is None:
-            return size_of(self.onnx_bytes)
-        # a generator: one layer's memory map is alive at a time
-        flats = (self.weights[layer.name].reshape(-1) for layer in self.layers)
-        chunks = (flat[start : start + SIZE_CHUNK] for flat in flats for start in range(0, flat.size, SIZE_CHUNK))
-        return size_of_parts(
-            itertools.chain([self.onnx_bytes], chunks), len(self.onnx_bytes) + 4 * self.prunable_params
-        )
 
     @cached_property
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
         """The shape of every tensor for one batch-1 run (the latency feed)."""
-        from core.tensors import tensor_shapes
-
-        return tensor_shapes(self.proto, self.latency_feed, self.external_data_folder)
-
-    @cached_property
-    def channel_graph(self) -> ChannelGraph:
-        """Which output channels can be removed together, and what shrinks with them."""
-        from core.channels import analyse
-
-        return analyse(self.proto, self.tensor_shapes)
+        return tensors.tensor_shapes(self.proto, self.latency_feed, self.external_data_folder)
 
     @cached_property
     def zeros(self) -> dict[str, int]:
         """Zero weights the original already has, per layer (counted once: the dashboard asks on every move)."""
         return {layer.name: layer.params - int(np.count_nonzero(self.weights[layer.name])) for layer in self.layers}
+
+
+def per_model(function: Callable[[Model], Derived]) -> Callable[[Model], Derived]:
+    """Computes `function(model)` once per model and keeps the result with it: a model never changes, so neither
+    does anything derived from it. For facts of higher layers (sizes, histograms, the channel graph)."""
+    key = f"{function.__module__}.{function.__qualname__}"
+
+    @functools.wraps(function)
+    def once(model: Model) -> Derived:
+        if key not in model._derived:
+            model._derived[key] = function(model)
+        return model._derived[key]
+
+    return once

@@ -1,5 +1,5 @@
-"""The sample models the tool ships with, by name."""
+"""The sample models the tool ships with, by name; `core` reaches them through the `squeezelab.samples` entry point."""
 
-from sample_models.registry import SAMPLES, EvalSet, SampleModel
+from sample_models.registry import SAMPLES, SampleModel
 
-__all__ = ["SAMPLES", "EvalSet", "SampleModel"]
+__all__ = ["SAMPLES", "SampleModel"]

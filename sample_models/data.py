@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-DATA_DIR = Path(__file__).parent / "data"
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
 
@@ -22,9 +19,3 @@ def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     n_test = int(round(len(labels) * TEST_FRACTION))
     test, train = order[:n_test], order[n_test:]
     return images[train], labels[train], images[test], labels[test]
-
-
-def sentences() -> list[str]:
-    """The fixed sentences the sentence encoder is evaluated on."""
-    lines = (DATA_DIR / "sentences.txt").read_text(encoding="utf-8").splitlines()
-    return [line for line in lines if line.strip()]

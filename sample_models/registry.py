@@ -1,35 +1,26 @@
 """The sample models by name: how to get their weights, export them to ONNX, and evaluate them.
 
-Torch and transformers are imported only inside the export functions, so a model whose ONNX export
-is already cached loads without them.
+`core` finds `SAMPLES` through the `squeezelab.samples` entry point (pyproject.toml) and never imports this package;
+each entry follows `core.load.samples.Sample`. Torch and transformers are imported only inside the export
+functions, so a model whose ONNX export is already cached loads without them.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from core.model import EvalSet
 from sample_models import data
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-OPSET = 17
 RESNET_SEED = 0
-MINILM_MAX_TOKENS = 128
 DIGITS_CALIBRATION_SAMPLES = 64
 
 StateDict = dict[str, np.ndarray]
-
-
-@dataclass(frozen=True)
-class EvalSet:
-    """Inputs keyed by graph input name (batch first) and the labels, or None where the task has none."""
-
-    inputs: dict[str, np.ndarray]
-    labels: np.ndarray | None
 
 
 @dataclass(frozen=True)
@@ -44,6 +35,8 @@ class SampleModel:
     # Inputs to calibrate static int8 on, kept apart from the evaluation inputs so calibration does not see
     # the data fidelity and accuracy are measured on. None: the evaluation inputs are all there is.
     calibration_inputs: Callable[[], dict[str, np.ndarray]] | None = None
+    # The architecture's parameter names and shapes, so a user's state dict of it is recognised; None: no state dicts.
+    parameter_shapes: Callable[[], dict[str, tuple[int, ...]]] | None = None
 
 
 def _load_safetensors(path: Path) -> StateDict:
@@ -52,41 +45,17 @@ def _load_safetensors(path: Path) -> StateDict:
     return load_file(str(path))
 
 
-def _export_module(
-    module,
-    example: tuple,
-    path: Path,
-    input_names: list[str],
-    output_name: str,
-    dynamic_axes: dict[str, dict[int, str]],
-) -> None:
-    import torch
-
-    # The TorchScript exporter is deprecated but 4x faster here than dynamo=True (design notes), and we export once.
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            module.eval(),
-            example,
-            str(path),
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=input_names,
-            output_names=[output_name],
-            dynamic_axes=dynamic_axes,
-        )
-
-
 def _export_image_classifier(architecture_name: str, image_shape: tuple[int, ...]) -> Callable[[StateDict, Path], None]:
     def export(state: StateDict, path: Path) -> None:
         import torch
 
+        from core.load.torch_export import export_module
         from sample_models import architectures
 
         module = getattr(architectures, architecture_name)()
         module.load_state_dict({key: torch.from_numpy(np.array(value)) for key, value in state.items()})
         batch = {0: "batch"}
-        _export_module(
+        export_module(
             module, (torch.zeros(1, *image_shape),), path, ["image"], "logits", {"image": batch, "logits": batch}
         )
 
@@ -166,46 +135,26 @@ def _minilm_state() -> StateDict:
     return _load_safetensors(minilm_folder() / "model.safetensors")
 
 
-def export_sentence_encoder(folder: Path, path: Path) -> None:
-    """A Hugging Face encoder folder exported as mean-pooled, normalised sentence embeddings (also for users' folders)."""
-    import torch
-    from transformers import AutoModel
-
-    from sample_models.architectures import SentenceEncoder
-
-    # Local files only, safetensors only, no remote code: the same rules as for a user's folder.
-    encoder = AutoModel.from_pretrained(
-        str(folder), local_files_only=True, use_safetensors=True, trust_remote_code=False, attn_implementation="eager"
-    )
-    axes = {0: "batch", 1: "tokens"}
-    example = (torch.ones(1, 16, dtype=torch.int64), torch.ones(1, 16, dtype=torch.int64))
-    _export_module(
-        SentenceEncoder(encoder),
-        example,
-        path,
-        ["input_ids", "attention_mask"],
-        "embedding",
-        {"input_ids": axes, "attention_mask": axes, "embedding": {0: "batch"}},
-    )
-
-
-def tokenized_sentences(folder: Path) -> dict[str, np.ndarray]:
-    """The shipped sentences, tokenized by the folder's own tokenizer to MINILM_MAX_TOKENS."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
-    tokens = tokenizer(
-        data.sentences(), padding="max_length", truncation=True, max_length=MINILM_MAX_TOKENS, return_tensors="np"
-    )
-    return {name: tokens[name].astype(np.int64) for name in ("input_ids", "attention_mask")}
-
-
 def _minilm_export(state: StateDict, path: Path) -> None:
+    from core.load.torch_export import export_sentence_encoder
+
     export_sentence_encoder(minilm_folder(), path)
 
 
 def _minilm_eval() -> EvalSet:
+    from core.load.torch_export import tokenized_sentences
+
     return EvalSet(tokenized_sentences(minilm_folder()), None)
+
+
+def _parameter_shapes(architecture_name: str) -> Callable[[], dict[str, tuple[int, ...]]]:
+    def shapes() -> dict[str, tuple[int, ...]]:
+        from sample_models import architectures
+
+        module = getattr(architectures, architecture_name)()
+        return {name: tuple(value.shape) for name, value in module.state_dict().items()}
+
+    return shapes
 
 
 SAMPLES: dict[str, SampleModel] = {
@@ -220,6 +169,7 @@ SAMPLES: dict[str, SampleModel] = {
             _export_image_classifier("DigitsCNN", (1, 8, 8)),
             _digits_eval,
             _digits_calibration,
+            _parameter_shapes("DigitsCNN"),
         ),
         SampleModel(
             "digits-mlp",
@@ -230,6 +180,7 @@ SAMPLES: dict[str, SampleModel] = {
             _export_image_classifier("DigitsMLP", (1, 8, 8)),
             _digits_eval,
             _digits_calibration,
+            _parameter_shapes("DigitsMLP"),
         ),
         SampleModel(
             "minilm",
@@ -248,6 +199,7 @@ SAMPLES: dict[str, SampleModel] = {
             _resnet18_state,
             _export_image_classifier("ResNet18", (3, 224, 224)),
             _resnet18_eval,
+            parameter_shapes=_parameter_shapes("ResNet18"),
         ),
     )
 }

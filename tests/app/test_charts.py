@@ -1,8 +1,16 @@
 from __future__ import annotations
 
-from core.benchmark import stats
-from core.charts import COLLAPSED, COMPRESSED, ORIGINAL, codes_chart, histogram_chart, latency_chart, sparsity_chart
-from core.report import CodeCounts, Histogram, LayerStats
+from core.measure.benchmark import stats
+from core.measure.report import CodeCounts, Histogram, LayerStats
+from core.present.charts import (
+    COLLAPSED,
+    COMPRESSED,
+    ORIGINAL,
+    codes_chart,
+    histogram_chart,
+    latency_chart,
+    sparsity_chart,
+)
 
 
 def _layer(node: str, zeros: int, params: int = 100, kept: int = 10, reason: str | None = None) -> LayerStats:

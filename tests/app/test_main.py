@@ -8,7 +8,7 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from core import PruneConfig, QuantConfig, Recipe, SqueezeError, compress, export_bytes
-from core.runtime import create_session, run
+from core.onnx.runtime import create_session, run
 from tests.graphs import conv_gemm_model
 
 MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
@@ -330,10 +330,12 @@ def test_an_edit_in_the_overrides_table_reaches_the_recipe():
 def test_an_export_over_2_gb_downloads_as_a_zip_of_the_model_and_its_external_data(monkeypatch, tmp_path):
     import zipfile
 
-    import core.export
+    import core.compression.export
     from app import cache
 
-    monkeypatch.setattr(core.export, "SINGLE_FILE_LIMIT", 1000)  # digits-cnn's 0.16 MB counts as "over 2 GB"
+    monkeypatch.setattr(
+        core.compression.export, "SINGLE_FILE_LIMIT", 1000
+    )  # digits-cnn's 0.16 MB counts as "over 2 GB"
     cache._EXPORTS.clear()  # exports made under the real limit must not answer
     try:
         app = _app()
@@ -369,10 +371,10 @@ def test_a_large_upload_stays_on_disk_compresses_and_explains_what_it_cannot_do(
     import io
     import zipfile
 
-    import core.loading
+    import core.load.onnx_file
     from bench.large_model import generate_mlp
 
-    monkeypatch.setattr(core.loading, "IN_MEMORY_LIMIT", 0)  # this 3-layer MLP counts as large
+    monkeypatch.setattr(core.load.onnx_file, "IN_MEMORY_LIMIT", 0)  # this 3-layer MLP counts as large
     model_file = generate_mlp(tmp_path / "mlp", 64, 3)
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as output:

@@ -6,11 +6,12 @@ import pytest
 from onnx import numpy_helper
 
 from core import InvalidSettingError, PruneConfig, QuantConfig, Recipe, build_report, compress, export_bytes, load_model
-from core.activations import smooth_matmul_inputs
-from core.calibration import load_npz
-from core.compress import resolve_activation_mode
-from core.runtime import create_session, run
-from core.verdict import speed_verdict
+from core.compression.activations import smooth_matmul_inputs
+from core.compression.calibration import load_npz
+from core.compression.pipeline import resolve_activation_mode
+from core.measure.benchmark import cpu_description, int8_sums_can_saturate
+from core.measure.verdict import speed_verdict
+from core.onnx.runtime import create_session, run
 
 
 def _outputs(data: bytes, feeds) -> np.ndarray:
@@ -32,8 +33,9 @@ def test_int8_exports_agree_with_the_fake_quant_reference(sample, mode, ops):
     assert ops <= {node.op_type for node in onnx.load_from_string(data).graph.node}
     reference = _outputs(compressed.reference_onnx().SerializeToString(), model.eval_set.inputs)
     exported = _outputs(data, model.eval_set.inputs)
-    # only the int8 activations separate them: ~48 dB per 8-bit tensor, a few layers deep
-    assert _sqnr_db(reference, exported) > 25
+    # only the int8 activations separate them: ~48 dB per 8-bit tensor, a few layers deep; on x86 without VNNI
+    # ONNX Runtime's 16-bit sums saturate (16.6 dB static, 24.1 dB dynamic on an AVX2-only EPYC) and the report says so
+    assert _sqnr_db(reference, exported) > (15 if int8_sums_can_saturate(cpu_description()[1]) else 25)
     assert (reference.argmax(1) == exported.argmax(1)).mean() >= 0.98
 
 
@@ -138,3 +140,22 @@ def test_int8_activations_need_quantized_weights():
         InvalidSettingError, match="unknown calibration method 'kl'; choose from minmax, entropy, percentile"
     ):
         QuantConfig(8, "static", calib_method="kl")
+
+
+def test_int8_sums_saturate_only_on_x86_without_vnni():
+    assert int8_sums_can_saturate(["sse4_2", "avx", "avx2", "fma"])
+    assert int8_sums_can_saturate(["avx2", "avx512f", "avx512bw"])
+    assert not int8_sums_can_saturate(["avx2", "avx512bw", "avx512_vnni"])
+    assert not int8_sums_can_saturate(["avx2", "avx_vnni"])
+    assert not int8_sums_can_saturate(["asimd", "asimddp"])
+
+
+def test_the_report_says_when_this_cpu_s_int8_kernels_can_saturate(digits_cnn):
+    compressed = compress(digits_cnn, Recipe(quant=QuantConfig(8, "static")))
+    info = build_report(compressed, export_bytes(compressed)).quantization
+    saturates = int8_sums_can_saturate(cpu_description()[1])
+    assert (info.kernel_note is not None) == saturates
+    if saturates:
+        assert info.kernel_note.startswith("this CPU has no VNNI")
+    weight_only = compress(digits_cnn, Recipe(quant=QuantConfig(8)))
+    assert build_report(weight_only, export_bytes(weight_only)).quantization.kernel_note is None

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from core import build_report, compress, export_bytes
-from core.allocation import allocate, plans
 from core.cli import main
-from core.sensitivity import cached_scan
+from core.explore.allocation import allocate, plans
+from core.explore.sensitivity import cached_scan
 
 
 def test_auto_allocation_hits_the_target_and_beats_uniform_and_global(digits_cnn):
@@ -38,8 +38,8 @@ def test_the_cli_writes_the_auto_recipe(tmp_path, capsys):
 
 def test_bits_allocation_meets_the_mean_and_beats_uniform_bits(digits_cnn):
     from core import QuantConfig, Recipe
-    from core.allocation import allocate_bits
-    from core.config import LayerOverride
+    from core.compression.recipe import LayerOverride
+    from core.explore.allocation import allocate_bits
 
     scan = cached_scan(digits_cnn)
     widths = allocate_bits(digits_cnn, scan, 4.0)

@@ -6,7 +6,7 @@ import pytest
 from onnx import numpy_helper
 
 from core import InvalidSettingError, PruneConfig, Recipe, build_report, compress, export_bytes, model_from_bytes
-from core.runtime import create_session, run
+from core.onnx.runtime import create_session, run
 from tests.graphs import structured_cnn
 
 

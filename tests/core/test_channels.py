@@ -8,7 +8,7 @@ import pytest
 from onnx import numpy_helper
 
 from core import PruneConfig, QuantConfig, Recipe, build_report, compress, export_bytes, load_model, model_from_bytes
-from core.runtime import create_session, run
+from core.onnx.runtime import create_session, run
 from tests.graphs import grouped_conv_model, structured_cnn
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
@@ -142,7 +142,7 @@ def test_onnx_model_zoo_graphs_prune_or_say_why(name):
 def test_removing_channels_equals_zeroing_them_in_the_original(digits_cnn, amount):
     """The torch export folds BatchNorm into the convs, so a channel whose filters and biases are zero outputs
     exactly zero everywhere: the pruned graph must compute what the original computes with those zeroed."""
-    from core.compress import prepare_index
+    from core.compression.pipeline import prepare_index
 
     recipe = _channel(amount)
     index = prepare_index(digits_cnn, recipe)

@@ -10,7 +10,7 @@ import onnx
 import pytest
 
 from core.cli import main
-from core.runtime import create_session, run
+from core.onnx.runtime import create_session, run
 from tests.graphs import relu_only_model
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ import onnx
 import pytest
 
 from core import PruneConfig, QuantConfig, Recipe, compress, export_bytes, model_from_bytes
-from core.runtime import create_session, run
+from core.onnx.runtime import create_session, run
 from tests.graphs import conv_gemm_model
 
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from core.graph import find_prunable_layers
+from core.onnx.graph import find_prunable_layers
 from tests.graphs import conv_gemm_model, embedding_matmul_model, relu_only_model
 
 

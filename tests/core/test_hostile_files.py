@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import core.loading
+import core.load.onnx_file
 from core import ModelLoadError, SqueezeError, UnsupportedModelError, load_model
 from core.cli import main
 from tests.graphs import conv_gemm_model
@@ -176,7 +176,7 @@ def _snapshot(folder: Path) -> set[str]:
 @pytest.mark.parametrize("large", [False, True], ids=["in memory", "every model counted large"])
 def test_every_hostile_file_is_refused_with_its_reason_and_nothing_runs(large, tmp_path, monkeypatch):
     if large:  # the path that keeps weights on disk (or moves them there) refuses the same files the same way
-        monkeypatch.setattr(core.loading, "IN_MEMORY_LIMIT", 0)
+        monkeypatch.setattr(core.load.onnx_file, "IN_MEMORY_LIMIT", 0)
     cases = corpus(tmp_path)
     outside_before = _snapshot(tmp_path / "outside")
     work = tmp_path / "extracted"
@@ -202,7 +202,7 @@ def test_the_cli_exits_2_on_each_with_one_line(tmp_path, capsys):
 
 def test_a_model_that_crashes_onnx_runtime_is_contained():
     """A child that dies by a signal (as with a segfault in session creation) gives an error; the caller lives."""
-    from core import sandbox
+    from core.onnx import sandbox
 
     with pytest.raises(ModelLoadError, match=r"the probe crashed \(SIGSEGV\); the server is unaffected"):
         sandbox.run_isolated(_segfault, source="x.onnx", what="the probe")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from core import PruneConfig, QuantConfig, Recipe, build_report, compare_latency, compress, export_bytes
 from core.cli import main
-from core.html_report import render
+from core.present.html_report import render
 
 
 def test_the_report_holds_the_figures_and_needs_no_network(digits_cnn):

@@ -4,25 +4,34 @@ as a multi-GB one (weights memory-mapped from external data, exact threshold pru
 
 from __future__ import annotations
 
-import importlib
 import zipfile
 
 import numpy as np
 import onnx
 import pytest
 
-import core.export
-import core.loading
-import core.measure
-import core.thresholds
+import core.compression.export
+import core.compression.granularities
+import core.compression.thresholds
+import core.load.onnx_file
+import core.measure.summaries
 from bench.large_model import generate_mlp
-from core import PruneConfig, QuantConfig, Recipe, UnsupportedModelError, build_report, compress, load_model
+from core import (
+    PruneConfig,
+    QuantConfig,
+    Recipe,
+    UnsupportedModelError,
+    build_report,
+    compress,
+    load_model,
+    prepare_index,
+)
 from core.cli import main
-from core.config import LayerOverride
-from core.export import export_bytes, export_model
-from core.pruning import PruneIndex, prune
-from core.runtime import create_session, run
-from core.thresholds import ThresholdIndex
+from core.compression.export import export_bytes, export_model
+from core.compression.pruning import PruneIndex, prune
+from core.compression.recipe import LayerOverride
+from core.compression.thresholds import ThresholdIndex
+from core.onnx.runtime import create_session, run
 
 WIDTH, LAYERS = 64, 3
 
@@ -35,7 +44,7 @@ def mlp_file(tmp_path):
 @pytest.fixture
 def on_disk(monkeypatch):
     """Every model with external data counts as large."""
-    monkeypatch.setattr(core.loading, "IN_MEMORY_LIMIT", 0)
+    monkeypatch.setattr(core.load.onnx_file, "IN_MEMORY_LIMIT", 0)
 
 
 def _outputs(export, feeds):
@@ -45,7 +54,7 @@ def _outputs(export, feeds):
 @pytest.mark.parametrize("criterion", ["l1", "random"])
 @pytest.mark.parametrize("scope", ["global", "layer"])
 def test_threshold_pruning_zeroes_exactly_the_weights_ranks_would(criterion, scope, monkeypatch):
-    monkeypatch.setattr(core.thresholds, "CHUNK", 97)  # many chunks per layer, ties across chunk borders
+    monkeypatch.setattr(core.compression.thresholds, "CHUNK", 97)  # many chunks per layer, ties across chunk borders
     rng = np.random.default_rng(1)
     weights = {
         "a": rng.standard_normal((50, 30)).astype(np.float32),
@@ -70,7 +79,7 @@ def test_threshold_pruning_zeroes_exactly_the_weights_ranks_would(criterion, sco
 
 def test_a_large_model_keeps_its_weights_on_disk_and_compresses_like_one_in_memory(mlp_file, monkeypatch):
     in_memory = load_model(mlp_file)
-    monkeypatch.setattr(core.loading, "IN_MEMORY_LIMIT", 0)
+    monkeypatch.setattr(core.load.onnx_file, "IN_MEMORY_LIMIT", 0)
     large = load_model(mlp_file)
     assert in_memory.external_data_folder is None and large.external_data_folder == mlp_file.parent
     weight = large.weights["fc0.weight"]
@@ -97,7 +106,7 @@ def test_an_export_over_the_single_file_limit_is_written_with_external_data(mlp_
     compressed = compress(model, Recipe(PruneConfig(0.5)))
     expected = _outputs(export_bytes(compressed), model.eval_set.inputs)
     expected_error = build_report(compressed, export_bytes(compressed)).fidelity.max_abs_error
-    monkeypatch.setattr(core.export, "SINGLE_FILE_LIMIT", 1000)
+    monkeypatch.setattr(core.compression.export, "SINGLE_FILE_LIMIT", 1000)
     with pytest.raises(UnsupportedModelError, match="the export is over 2 GB, more than one .onnx file holds"):
         export_bytes(compressed)  # one line, not protobuf's own error
     export = export_model(compressed, tmp_path / "export")
@@ -112,8 +121,8 @@ def test_an_export_over_the_single_file_limit_is_written_with_external_data(mlp_
 
 @pytest.mark.parametrize("target", ["pruned.onnx", "pruned.zip"])
 def test_the_cli_writes_a_large_export_beside_its_data_or_as_a_zip(target, mlp_file, on_disk, tmp_path, monkeypatch):
-    monkeypatch.setattr(core.export, "SINGLE_FILE_LIMIT", 1000)
-    monkeypatch.setattr(core.measure, "GZIP_UP_TO", 1000)
+    monkeypatch.setattr(core.compression.export, "SINGLE_FILE_LIMIT", 1000)
+    monkeypatch.setattr(core.measure.summaries, "GZIP_UP_TO", 1000)
     out = tmp_path / "out"
     out.mkdir()
     argv = ["compress", str(mlp_file), "--prune", "0.5", "--no-latency", "--out", str(out / target)]
@@ -136,7 +145,7 @@ def test_the_cli_writes_a_large_export_beside_its_data_or_as_a_zip(target, mlp_f
 
 
 def test_the_cli_says_the_gzip_size_of_a_large_model_was_not_measured(mlp_file, on_disk, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(core.measure, "GZIP_UP_TO", 1000)
+    monkeypatch.setattr(core.measure.summaries, "GZIP_UP_TO", 1000)
     assert main(["compress", str(mlp_file), "--bits", "8", "--no-latency", "--out", str(tmp_path / "q.onnx")]) == 0
     assert "gzip not measured (over 1 GiB) -> not measured (over 1 GiB)" in capsys.readouterr().out
 
@@ -161,14 +170,16 @@ def test_work_that_needs_the_weights_in_memory_is_refused_on_a_large_model(
 
 
 def test_the_sensitivity_scan_and_a_sweep_of_a_large_model_match_the_model_in_memory(mlp_file, monkeypatch):
-    from core.sensitivity import scan
-    from core.sweep import sweep
+    from core.explore.sensitivity import scan
+    from core.explore.sweep import sweep
 
     in_memory = load_model(mlp_file)
     expected_scan = scan(in_memory, (0.5,), (4,))
     expected_sweep = sweep(in_memory, [0.0, 0.5], [32, 8], budget_s=0.05)
-    monkeypatch.setattr(core.loading, "IN_MEMORY_LIMIT", 0)
-    monkeypatch.setattr(core.export, "SINGLE_FILE_LIMIT", 1000)  # the float points export with external data
+    monkeypatch.setattr(core.load.onnx_file, "IN_MEMORY_LIMIT", 0)
+    monkeypatch.setattr(
+        core.compression.export, "SINGLE_FILE_LIMIT", 1000
+    )  # the float points export with external data
     large = load_model(mlp_file)
     assert scan(large, (0.5,), (4,)).drops == expected_scan.drops
     points = sweep(large, [0.0, 0.5], [32, 8], budget_s=0.05)
@@ -178,7 +189,6 @@ def test_the_sensitivity_scan_and_a_sweep_of_a_large_model_match_the_model_in_me
 
 
 def test_a_model_too_large_for_ranks_prunes_the_same_weights_by_thresholds(digits_cnn, monkeypatch):
-    compress_module = importlib.import_module("core.compress")  # `core.compress` is the function
     nodes = [layer.node for layer in digits_cnn.layers]
     recipe = Recipe(
         PruneConfig(0.5),
@@ -186,9 +196,9 @@ def test_a_model_too_large_for_ranks_prunes_the_same_weights_by_thresholds(digit
         overrides=(LayerOverride(nodes[0], skip=True), LayerOverride(nodes[-1], amount=0.2, bits=8)),
     )
     ranked = compress(digits_cnn, recipe)
-    monkeypatch.setattr(compress_module, "RANKS_UP_TO", 0)
+    monkeypatch.setattr(core.compression.granularities, "RANKS_UP_TO", 0)
     thresholded = compress(digits_cnn, recipe)
-    assert isinstance(compress_module.prepare_index(digits_cnn, recipe), ThresholdIndex)
+    assert isinstance(prepare_index(digits_cnn, recipe), ThresholdIndex)
     for layer in digits_cnn.layers:
         np.testing.assert_array_equal(thresholded.weights[layer.name], ranked.weights[layer.name])
     last = digits_cnn.layers[-1]
@@ -199,10 +209,10 @@ def test_a_large_single_file_model_moves_its_weights_to_the_cache_once(tmp_path,
     single = tmp_path / "single.onnx"
     onnx.save_model(onnx.load(str(generate_mlp(tmp_path / "mlp", WIDTH, LAYERS))), single)  # weights inline
     in_memory = load_model(single)
-    monkeypatch.setattr(core.loading, "IN_MEMORY_LIMIT", 1000)
+    monkeypatch.setattr(core.load.onnx_file, "IN_MEMORY_LIMIT", 1000)
     large = load_model(single)
     folder = large.external_data_folder
-    assert folder == core.loading.cache_dir() / "weights" / f"v1-{in_memory.sha256}"
+    assert folder == core.load.onnx_file.cache_dir() / "weights" / f"v1-{in_memory.sha256}"
     assert large.sha256 == in_memory.sha256  # the user's file, not our copy of its weights
     assert isinstance(large.weights["fc1.weight"], np.memmap)
     assert len(large.onnx_bytes) < 10_000 < len(in_memory.onnx_bytes)
@@ -215,7 +225,7 @@ def test_a_large_single_file_model_moves_its_weights_to_the_cache_once(tmp_path,
 def test_channel_pruning_of_a_large_model_matches_the_same_model_in_memory(mlp_file, monkeypatch):
     recipe = Recipe(PruneConfig(0.5, granularity="channel"), QuantConfig(8))
     in_memory = compress(load_model(mlp_file), recipe)
-    monkeypatch.setattr(core.loading, "IN_MEMORY_LIMIT", 0)
+    monkeypatch.setattr(core.load.onnx_file, "IN_MEMORY_LIMIT", 0)
     large_model = load_model(mlp_file)
     large = compress(large_model, recipe)
     assert [layer.shape for layer in large.layers] == [(32, 64), (32, 32), (64, 32)]  # the output layer keeps 64
@@ -257,7 +267,7 @@ def test_only_prunable_weights_stay_external_so_no_location_is_resolved_elsewher
     model = load_model(mlp_file)
     external = [
         tensor.name
-        for tensor in core.loading.all_tensors(model.proto)
+        for tensor in core.load.onnx_file.all_tensors(model.proto)
         if tensor.data_location == onnx.TensorProto.EXTERNAL
     ]
     assert sorted(external) == [f"fc{index}.weight" for index in range(LAYERS)]
@@ -274,11 +284,11 @@ def test_a_large_single_file_with_a_short_tensor_is_refused_in_one_line_and_leav
     weight.float_data.extend([1.0, 2.0, 3.0])  # declares 64 x 64
     broken = tmp_path / "broken.onnx"
     onnx.save_model(proto, broken)
-    monkeypatch.setattr(core.loading, "IN_MEMORY_LIMIT", 1000)
-    with pytest.raises(core.loading.ModelLoadError) as caught:
+    monkeypatch.setattr(core.load.onnx_file, "IN_MEMORY_LIMIT", 1000)
+    with pytest.raises(core.load.onnx_file.ModelLoadError) as caught:
         load_model(broken)
     assert str(caught.value) == f"{broken}: tensor 'fc1.weight' holds a different number of values than it declares"
-    assert not list((core.loading.cache_dir() / "weights").glob(".v1-*"))  # no staging folder left behind
+    assert not list((core.load.onnx_file.cache_dir() / "weights").glob(".v1-*"))  # no staging folder left behind
 
 
 @pytest.mark.parametrize(
@@ -296,14 +306,14 @@ def test_an_output_that_would_clash_with_an_export_is_refused_before_any_work(na
 
 
 def test_channel_pruning_that_keeps_more_than_a_protobuf_holds_is_refused(mlp_file, on_disk, monkeypatch):
-    monkeypatch.setattr(importlib.import_module("core.compress"), "PROTOBUF_LIMIT", 1000)
+    monkeypatch.setattr(core.compression.granularities, "PROTOBUF_LIMIT", 1000)
     with pytest.raises(UnsupportedModelError) as caught:
         compress(load_model(mlp_file), Recipe(PruneConfig(0.1, granularity="channel")))
     assert caught.value.reason.startswith("10% of the channels keeps 0.0 GB of weights, more than one ONNX protobuf")
 
 
 def test_a_sweep_refuses_block_pruning_of_a_large_model_before_any_point(mlp_file, on_disk):
-    from core.sweep import sweep
+    from core.explore.sweep import sweep
 
     finished = []
     with pytest.raises(UnsupportedModelError, match="block pruning needs the weights in memory"):
@@ -328,7 +338,7 @@ def test_a_model_whose_inline_and_external_weights_together_are_large_is_not_rea
             tensor.data_location = onnx.TensorProto.DEFAULT
             del tensor.external_data[:]
     onnx.save_model(mixed, folder / "m.onnx")
-    monkeypatch.setattr(core.loading, "IN_MEMORY_LIMIT", 1000)  # above the 768 bytes of biases, below the file
+    monkeypatch.setattr(core.load.onnx_file, "IN_MEMORY_LIMIT", 1000)  # above the 768 bytes of biases, below the file
     model = load_model(folder / "m.onnx")
     assert model.external_data_folder == folder and not isinstance(model.weights["fc0.weight"], np.memmap)
     expected = run(create_session(onnx.load(str(generated)).SerializeToString()), model.eval_set.inputs)[0]

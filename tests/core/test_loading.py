@@ -56,13 +56,13 @@ def test_resnet18_is_labelled_untrained_and_has_the_expected_size(resnet18):
 def test_minilm_matches_sentence_transformers():
     from sentence_transformers import SentenceTransformer
 
-    from sample_models import data
+    from core.load.torch_export import sentences
     from sample_models.registry import minilm_folder
 
     model = load_model("minilm")
     assert model.task == "embedding" and len(model.layers) == 36  # 6 layers x (q, k, v, out, up, down)
     assert all(layer.op_type == "MatMul" for layer in model.layers)
-    reference = SentenceTransformer(str(minilm_folder()), device="cpu", local_files_only=True).encode(data.sentences())
+    reference = SentenceTransformer(str(minilm_folder()), device="cpu", local_files_only=True).encode(sentences())
     ours = model.reference_outputs[0]
     cosine = (ours * reference).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(reference, axis=1)
     assert cosine.min() > 0.9999

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from core import PruneConfig, QuantConfig, Recipe, build_report, compress, export_bytes, model_from_bytes
-from core.benchmark import compare_latency, cpu_description
+from core.measure.benchmark import compare_latency, cpu_description
 from tests.graphs import conv_gemm_model
 
 

@@ -7,7 +7,7 @@ from onnx import numpy_helper
 
 from core import InvalidSettingError, PruneConfig, QuantConfig, Recipe, build_report, compress, export_bytes
 from core.cli import main
-from core.config import LayerOverride
+from core.compression.recipe import LayerOverride
 
 STEM, FC = "/stem/stem.0/Conv", "/fc/Gemm"
 

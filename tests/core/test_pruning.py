@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.nn.utils import prune as torch_prune
 
-from core.pruning import PruneIndex, prune
+from core.compression.pruning import PruneIndex, prune
 
 
 def _weights(seed: int = 0) -> dict[str, np.ndarray]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.quantization import levels, quantize_weight
+from core.compression.quantization import levels, quantize_weight
 
 
 @pytest.mark.parametrize("bits", range(2, 9))

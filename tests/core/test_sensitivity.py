@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 
-from core import sensitivity
 from core.cli import main
-from core.sensitivity import cached_scan, scan
+from core.explore import sensitivity
+from core.explore.sensitivity import cached_scan, scan
 
 
 def test_l1_drops_grow_with_the_amount_allowing_for_noise(digits_cnn):
@@ -20,7 +20,7 @@ def test_l1_drops_grow_with_the_amount_allowing_for_noise(digits_cnn):
 
 
 def test_one_session_with_weights_as_inputs_reproduces_the_model(digits_cnn):
-    from core.runtime import create_session
+    from core.onnx.runtime import create_session
 
     session = create_session(sensitivity._weights_as_inputs(digits_cnn))
     outputs = session.run(None, digits_cnn.eval_set.inputs | dict(digits_cnn.weights))[0]

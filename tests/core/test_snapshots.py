@@ -4,7 +4,7 @@ import csv
 import io
 
 from core import PruneConfig, QuantConfig, Recipe, build_report, compress, export_bytes
-from core.snapshots import SnapshotStore
+from core.explore.snapshots import SnapshotStore
 
 
 def _report(model, recipe):

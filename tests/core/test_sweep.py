@@ -6,7 +6,7 @@ import pytest
 
 from core import InvalidSettingError
 from core.cli import main
-from core.sweep import best_on_front, pareto_front, sweep
+from core.explore.sweep import best_on_front, pareto_front, sweep
 
 
 def test_pareto_front_by_hand():

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.runtime import create_session, run
+from core.onnx.runtime import create_session, run
 from tests.e2e.browser import (
     CHROMIUM,
     REPO,
@@ -81,7 +81,7 @@ def _weights(path: Path) -> dict[str, np.ndarray]:
     import onnx
     from onnx import numpy_helper
 
-    from core.graph import find_prunable_layers
+    from core.onnx.graph import find_prunable_layers
 
     proto = onnx.load(str(path))
     names = {layer.name for layer in find_prunable_layers(proto)}
@@ -90,7 +90,7 @@ def _weights(path: Path) -> dict[str, np.ndarray]:
 
 def test_the_html_report_renders_offline_in_a_browser(tmp_path, digits_cnn):
     from core import PruneConfig, QuantConfig, Recipe, build_report, compress, export_bytes
-    from core.html_report import render
+    from core.present.html_report import render
 
     compressed = compress(digits_cnn, Recipe(PruneConfig(0.3), QuantConfig(4)))
     page_path = tmp_path / "report.html"
@@ -141,7 +141,7 @@ def test_an_export_over_2_gb_downloads_as_a_zip_in_a_real_browser(tmp_path, digi
     """Streamlit serves the zip from a callable only when clicked: the page runs with the 2 GB line lowered."""
     script = tmp_path / "main.py"
     script.write_text(
-        f"import sys\nsys.path.insert(0, {str(REPO)!r})\nimport core.export\ncore.export.SINGLE_FILE_LIMIT = 1000\n"
+        f"import sys\nsys.path.insert(0, {str(REPO)!r})\nimport core.compression.export\ncore.compression.export.SINGLE_FILE_LIMIT = 1000\n"
         f"import runpy\nrunpy.run_path({str(REPO / 'app' / 'main.py')!r})\n"
     )
     with streamlit_server(script=script) as url, chromium() as browser:

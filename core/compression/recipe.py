@@ -1,0 +1,257 @@
+"""Frozen, validated settings of each technique, and the recipe that bundles them for reproduction."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from core.compression.activations import ACTIVATION_MODES, CALIBRATION_METHODS, SMOOTH_ALPHA
+from core.compression.granularities import GRANULARITIES
+from core.compression.pruning import CRITERIA, SCOPES
+from core.errors import InvalidSettingError
+
+MAX_PRUNE_AMOUNT = 0.99
+MAX_CHANNEL_MULTIPLE = 64
+WEIGHT_BITS_RANGE = range(2, 9)
+FLOAT_BITS = 32
+RECIPE_FORMAT = 1
+
+
+def _from_dict(cls, data: Any, where: str):
+    if not isinstance(data, dict):
+        raise InvalidSettingError(f"{where} must be a JSON object")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InvalidSettingError(f"unknown {where} setting(s): {', '.join(unknown)}")
+    try:
+        return cls(**data)
+    except TypeError as error:
+        raise InvalidSettingError(f"{where}: {error}") from None
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Remove `amount` of the prunable weights (unstructured), channels or residual blocks (`granularity`),
+    the least important first by `criterion`, over `scope`; `channel_multiple` rounds kept channel counts up."""
+
+    amount: float = 0.0
+    criterion: str = "l1"
+    scope: str = ""  # empty: the granularity's default (global for unstructured, layer otherwise)
+    seed: int = 0
+    granularity: str = "unstructured"
+    channel_multiple: int = 1
+    drop_blocks: tuple[str, ...] = ()  # block granularity: drop exactly these (by Add node name) instead of `amount`
+
+    def __post_init__(self) -> None:
+        if isinstance(self.amount, bool) or not isinstance(self.amount, int | float):
+            raise InvalidSettingError(f"prune amount must be a number, got {self.amount!r}")
+        if not 0.0 <= self.amount <= MAX_PRUNE_AMOUNT:
+            raise InvalidSettingError(f"prune amount must be in [0, {MAX_PRUNE_AMOUNT}], got {self.amount}")
+        if self.granularity not in GRANULARITIES:
+            raise InvalidSettingError(
+                f"unknown granularity {self.granularity!r}; choose from {', '.join(GRANULARITIES)}"
+            )
+        if self.criterion not in CRITERIA:
+            raise InvalidSettingError(f"unknown criterion {self.criterion!r}; choose from {', '.join(CRITERIA)}")
+        if not CRITERIA[self.criterion].applies_to(self.granularity):
+            usable = [name for name, info in CRITERIA.items() if info.applies_to(self.granularity)]
+            raise InvalidSettingError(
+                f"criterion {self.criterion!r} does not apply to {self.granularity} pruning; "
+                f"choose from {', '.join(usable)}"
+            )
+        multiple = self.channel_multiple
+        if isinstance(multiple, bool) or not isinstance(multiple, int) or not 1 <= multiple <= MAX_CHANNEL_MULTIPLE:
+            raise InvalidSettingError(
+                f"channel multiple must be an integer in 1-{MAX_CHANNEL_MULTIPLE}, got {multiple!r}"
+            )
+        if isinstance(self.drop_blocks, list):  # from JSON
+            object.__setattr__(self, "drop_blocks", tuple(self.drop_blocks))
+        if not isinstance(self.drop_blocks, tuple) or not all(isinstance(name, str) for name in self.drop_blocks):
+            raise InvalidSettingError(f"drop_blocks must be a list of block names, got {self.drop_blocks!r}")
+        if self.drop_blocks and self.granularity != "block":
+            raise InvalidSettingError("drop_blocks only applies to block granularity")
+        if not self.scope:
+            object.__setattr__(self, "scope", GRANULARITIES[self.granularity].default_scope)
+        if self.scope not in SCOPES:
+            raise InvalidSettingError(f"unknown scope {self.scope!r}; choose from {', '.join(SCOPES)}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise InvalidSettingError(f"seed must be an integer, got {self.seed!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"drop_blocks": list(self.drop_blocks)}
+
+    @property
+    def active(self) -> bool:
+        """Whether these settings prune anything at all."""
+        return self.amount > 0 or bool(self.drop_blocks)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> PruneConfig:
+        return _from_dict(cls, data, "prune")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Weights: symmetric, per output channel, round to nearest, `weight_bits` (32 = off). Activations: `none`
+    (weight-only), int8 `dynamic` or `static` (calibrated on `calibration` with `calib_method`), or `auto`.
+    Layers named in `keep_float` (node names) stay float. `smooth_alpha` (dynamic only) moves activation
+    outliers into the weights first; empty means the tool's default."""
+
+    weight_bits: int = FLOAT_BITS
+    activations: str = "none"
+    calibration: str = "sample"  # "sample", "random", or the path of an .npz of input arrays
+    calib_method: str = "minmax"
+    keep_float: tuple[str, ...] = ()
+    smooth_alpha: float | None = None
+
+    def __post_init__(self) -> None:
+        bits = self.weight_bits
+        if (
+            isinstance(bits, bool)
+            or not isinstance(bits, int)
+            or (bits not in WEIGHT_BITS_RANGE and bits != FLOAT_BITS)
+        ):
+            raise InvalidSettingError(f"weight bits must be 2-8, or 32 for off; got {bits!r}")
+        if self.activations not in ACTIVATION_MODES:
+            raise InvalidSettingError(
+                f"unknown activation mode {self.activations!r}; choose from {', '.join(ACTIVATION_MODES)}"
+            )
+        if ACTIVATION_MODES[self.activations].int8 and bits == FLOAT_BITS:
+            raise InvalidSettingError(f"int8 activations ({self.activations}) need quantized weights: set bits 2-8")
+        if self.calib_method not in CALIBRATION_METHODS:
+            raise InvalidSettingError(
+                f"unknown calibration method {self.calib_method!r}; choose from {', '.join(CALIBRATION_METHODS)}"
+            )
+        if not isinstance(self.calibration, str) or not self.calibration:
+            raise InvalidSettingError("calibration must be 'sample', 'random' or the path of an .npz file")
+        if isinstance(self.keep_float, list):  # from JSON
+            object.__setattr__(self, "keep_float", tuple(self.keep_float))
+        if not all(isinstance(name, str) for name in self.keep_float):
+            raise InvalidSettingError(f"keep_float must be a list of layer names, got {self.keep_float!r}")
+        if self.smooth_alpha is None:
+            object.__setattr__(
+                self, "smooth_alpha", SMOOTH_ALPHA if ACTIVATION_MODES[self.activations].smoothing else 0.0
+            )
+        if isinstance(self.smooth_alpha, bool) or not isinstance(self.smooth_alpha, int | float):
+            raise InvalidSettingError(f"smooth_alpha must be a number in [0, 1), got {self.smooth_alpha!r}")
+        if not 0 <= self.smooth_alpha < 1:
+            raise InvalidSettingError(f"smooth_alpha must be a number in [0, 1), got {self.smooth_alpha!r}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.weight_bits != FLOAT_BITS
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"keep_float": list(self.keep_float)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> QuantConfig:
+        return _from_dict(cls, data, "quant")
+
+
+@dataclass(frozen=True)
+class LayerOverride:
+    """One layer's own settings: its own pruning amount (unstructured), its own weight bits (32: float), or skip
+    (neither pruned nor quantized)."""
+
+    layer: str  # the node name, as `inspect` lists it
+    amount: float | None = None
+    bits: int | None = None
+    skip: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.layer, str) or not self.layer:
+            raise InvalidSettingError("an override needs the layer's node name")
+        if self.amount is not None:
+            PruneConfig(self.amount)
+        if self.bits is not None:
+            QuantConfig(self.bits)
+        if not isinstance(self.skip, bool):
+            raise InvalidSettingError(f"override skip must be true or false, got {self.skip!r}")
+        if self.skip and (self.amount is not None or self.bits is not None):
+            raise InvalidSettingError(f"override of {self.layer}: skip leaves the layer alone; drop amount and bits")
+        if not self.skip and self.amount is None and self.bits is None:
+            raise InvalidSettingError(f"override of {self.layer} sets nothing: give amount, bits or skip")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: value for key, value in asdict(self).items() if value is not None and value is not False}
+
+    @classmethod
+    def parse(cls, text: str) -> LayerOverride:
+        """`LAYER=amount:0.3,bits:4` or `LAYER=skip` (the CLI's form)."""
+        layer, _, settings = text.rpartition("=")
+        if not layer:
+            raise InvalidSettingError(f"override {text!r}: expected LAYER=amount:A,bits:B or LAYER=skip")
+        if settings == "skip":
+            return cls(layer, skip=True)
+        values: dict[str, Any] = {}
+        for part in settings.split(","):
+            key, _, value = part.partition(":")
+            try:
+                values[key] = {"amount": float, "bits": int}[key](value)
+            except (KeyError, ValueError):
+                raise InvalidSettingError(f"override {text!r}: expected amount:A, bits:B or skip") from None
+        return cls(layer, **values)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every setting that turns a model into its compressed export; applying it again gives the same bytes."""
+
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    model: str | None = None
+    model_sha256: str | None = None
+    overrides: tuple[LayerOverride, ...] = ()
+
+    def __post_init__(self) -> None:
+        layers = [override.layer for override in self.overrides]
+        if len(set(layers)) != len(layers):
+            raise InvalidSettingError("a layer is overridden twice")
+        if GRANULARITIES[self.prune.granularity].structural and any(
+            override.amount is not None or override.skip for override in self.overrides
+        ):
+            raise InvalidSettingError("per-layer amounts and skip apply to unstructured pruning; set bits here")
+
+    def override(self, layer: str) -> LayerOverride | None:
+        return next((override for override in self.overrides if override.layer == layer), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": RECIPE_FORMAT,
+            "model": self.model,
+            "model_sha256": self.model_sha256,
+            "prune": self.prune.to_dict(),
+            "quant": self.quant.to_dict(),
+            "overrides": [override.to_dict() for override in self.overrides],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Recipe:
+        if not isinstance(data, dict):
+            raise InvalidSettingError("a recipe must be a JSON object")
+        if data.get("format") != RECIPE_FORMAT:
+            raise InvalidSettingError(f"unsupported recipe format {data.get('format')!r}; expected {RECIPE_FORMAT}")
+        unknown = sorted(set(data) - {"format", "model", "model_sha256", "prune", "quant", "overrides"})
+        if unknown:
+            raise InvalidSettingError(f"unknown recipe key(s): {', '.join(unknown)}")
+        return cls(
+            prune=PruneConfig.from_dict(data.get("prune", {})),
+            quant=QuantConfig.from_dict(data.get("quant", {})),
+            model=data.get("model"),
+            model_sha256=data.get("model_sha256"),
+            overrides=tuple(_from_dict(LayerOverride, entry, "override") for entry in data.get("overrides", [])),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Recipe:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise InvalidSettingError(f"recipe is not valid JSON ({error.msg} at line {error.lineno})") from None
+        return cls.from_dict(data)

@@ -1,0 +1,152 @@
+"""Pareto sweep: a grid of settings, each compressed, exported and measured on its exported bytes for quality,
+size and ONNX Runtime latency (interleaved with the original), and the points no other point beats."""
+
+from __future__ import annotations
+
+import csv
+import io
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+from core.compression.activations import ACTIVATION_MODES
+from core.compression.export import export_model, export_size
+from core.compression.granularities import GRANULARITIES, require_in_memory
+from core.compression.pipeline import compress, prepare_index, resolve_activation_mode
+from core.compression.recipe import FLOAT_BITS, PruneConfig, QuantConfig, Recipe
+from core.data.quality import accuracy, fidelity, measured_quality
+from core.measure.benchmark import measure_latency
+from core.model import Model
+from core.onnx.runtime import create_session, run
+
+DEFAULT_BUDGET_S = 1.0
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    granularity: str
+    amount: float
+    bits: int
+    activations: str
+    metric: str  # "accuracy" or "cosine"
+    quality: float
+    size_bytes: int
+    macs: int
+    latency_ms: float  # median of the exported model
+    original_latency_ms: float  # median of the original, interleaved in the same run
+    speedup: float
+    front_latency: bool = False  # not beaten on (quality, latency) by any other point
+    front_size: bool = False  # not beaten on (quality, size)
+
+    def recipe(self, model: Model) -> Recipe:
+        return Recipe(
+            PruneConfig(self.amount, granularity=self.granularity),
+            QuantConfig(self.bits, self.activations if self.bits != FLOAT_BITS else "none"),
+            model=model.name,
+            model_sha256=model.sha256,
+        )
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
+    """For (quality to maximise, cost to minimise) pairs: True where no other point is at least as good on both
+    and better on one."""
+    front = []
+    for quality, cost in points:
+        dominated = any(
+            (other_quality >= quality and other_cost <= cost) and (other_quality > quality or other_cost < cost)
+            for other_quality, other_cost in points
+        )
+        front.append(not dominated)
+    return front
+
+
+def sweep(
+    model: Model,
+    amounts: Sequence[float],
+    bits: Sequence[int],
+    granularities: Sequence[str] = ("unstructured",),
+    activations: str = "none",
+    budget_s: float = DEFAULT_BUDGET_S,
+    threads: int | None = None,
+    progress: Callable[[float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_point: Callable[[SweepPoint], None] | None = None,
+) -> list[SweepPoint]:
+    """Every combination, measured; a cancelled sweep returns the points that finished, fronts computed on them."""
+    grid = [(granularity, amount, width) for granularity in granularities for amount in amounts for width in bits]
+    for granularity, amount, width in grid:  # every setting checked before any work starts
+        PruneConfig(amount, granularity=granularity)
+        QuantConfig(width, activations if width != FLOAT_BITS else "none")
+        if GRANULARITIES[granularity].needs_weights_in_memory and amount > 0:
+            require_in_memory(model, f"{granularity} pruning")
+        if width != FLOAT_BITS and ACTIVATION_MODES[mode := resolve_activation_mode(model, activations)[0]].int8:
+            require_in_memory(model, f"{mode} int8 activations")
+    indexes: dict[str, object] = {}
+    points: list[SweepPoint] = []
+    for position, (granularity, amount, width) in enumerate(grid):
+        if should_stop and should_stop():
+            break
+        recipe = Recipe(
+            PruneConfig(amount, granularity=granularity),
+            QuantConfig(width, activations if width != FLOAT_BITS else "none"),
+        )
+        if amount > 0 and granularity not in indexes:
+            indexes[granularity] = prepare_index(model, recipe)
+        compressed = compress(model, recipe, indexes.get(granularity))  # type: ignore[arg-type]
+        with tempfile.TemporaryDirectory(prefix="squeezelab-sweep-") as work:  # used by exports over 2 GB
+            data = export_model(compressed, Path(work))
+            outputs = run(create_session(data), model.eval_set.inputs)
+            metric, quality = measured_quality(accuracy(model, outputs), fidelity(model, outputs))
+            (original, measured), _ = measure_latency([model.runnable, data], model.latency_feed, threads=threads,
+                                                      budget_s=budget_s, min_runs=10)  # fmt: skip
+            size = export_size(data)
+        points.append(
+            SweepPoint(
+                granularity,
+                amount,
+                width,
+                recipe.quant.activations,
+                metric,
+                quality,
+                size,
+                int(sum(compressed.macs.values())),
+                measured.median,
+                original.median,
+                original.median / measured.median,
+            )  # fmt: skip
+        )
+        if on_point:
+            on_point(points[-1])
+        if progress:
+            progress((position + 1) / len(grid))
+    return with_fronts(points)
+
+
+def with_fronts(points: Sequence[SweepPoint]) -> list[SweepPoint]:
+    """The points with their Pareto-front flags computed among themselves."""
+    by_latency = pareto_front([(point.quality, point.latency_ms) for point in points])
+    by_size = pareto_front([(point.quality, point.size_bytes) for point in points])
+    flags = zip(points, by_latency, by_size, strict=True)
+    return [replace(point, front_latency=latency, front_size=size) for point, latency, size in flags]
+
+
+def to_csv(points: Sequence[SweepPoint]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[field.name for field in fields(SweepPoint)])
+    writer.writeheader()
+    for point in points:
+        writer.writerow(
+            {key: (round(value, 6) if isinstance(value, float) else value) for key, value in asdict(point).items()}
+        )
+    return buffer.getvalue()
+
+
+def best_on_front(points: Sequence[SweepPoint]) -> SweepPoint | None:
+    """The fastest point on the latency front whose quality is within 1 point of the best: a sensible pick."""
+    front = [point for point in points if point.front_latency]
+    if not front:
+        return None
+    top = max(point.quality for point in front)
+    close = [point for point in front if point.quality >= top - 0.01]
+    return min(close, key=lambda point: point.latency_ms) if close else None

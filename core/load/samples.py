@@ -1,0 +1,98 @@
+"""Sample models, found through the `squeezelab.samples` entry point rather than imported: `core` never depends on
+the package that provides them (`sample_models`, declared in pyproject.toml), which hands each one over through
+the `Sample` protocol below. A sample is exported to ONNX once and cached, keyed by a hash of its weights."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections import ChainMap
+from collections.abc import Callable, Mapping
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from core.load.files import atomic_path, cache_dir
+from core.load.onnx_file import model_from_bytes
+from core.model import EvalSet, Model
+
+ENTRY_POINT_GROUP = "squeezelab.samples"
+# Bump when the export of sample models changes, so stale cache entries are not reused.
+EXPORT_FORMAT = 1
+SOURCE_PREFIX = "sample:"
+
+StateDict = dict[str, np.ndarray]
+
+
+class Sample(Protocol):
+    """What a provider of sample models hands over for each one."""
+
+    name: str
+    description: str
+    task: str  # "classification" or "embedding"
+    trained: bool
+    state_dict: Callable[[], StateDict]
+    export_onnx: Callable[[StateDict, Path], None]
+    eval_set: Callable[[], EvalSet]
+    # Inputs to calibrate static int8 on, apart from the evaluation inputs; None: there are only those.
+    calibration_inputs: Callable[[], dict[str, np.ndarray]] | None
+    # The parameter names and shapes of its architecture, so a user's safetensors state dict of the same
+    # architecture can be recognised and exported with it; None: it takes no state dicts.
+    parameter_shapes: Callable[[], dict[str, tuple[int, ...]]] | None
+
+
+@functools.cache
+def samples() -> Mapping[str, Sample]:
+    """Every sample the installed providers declare, by name: a live view of their registries."""
+    return ChainMap(*(entry.load() for entry in entry_points(group=ENTRY_POINT_GROUP)))
+
+
+def load_sample(name: str) -> Model:
+    sample = samples()[name]
+    state = sample.state_dict()
+    entry = cache_dir() / f"{name}-{_state_digest(state)[:20]}"
+    onnx_path, eval_path = entry / "model.onnx", entry / "eval.npz"
+    entry.mkdir(parents=True, exist_ok=True)
+    if not onnx_path.exists():
+        with atomic_path(onnx_path) as temporary:
+            sample.export_onnx(state, temporary)
+    if not eval_path.exists():
+        eval_set = sample.eval_set()
+        arrays = {f"input/{key}": value for key, value in eval_set.inputs.items()}
+        if eval_set.labels is not None:
+            arrays["labels"] = eval_set.labels
+        if sample.calibration_inputs is not None:
+            arrays |= {f"calibration/{key}": value for key, value in sample.calibration_inputs().items()}
+        with atomic_path(eval_path) as temporary, open(temporary, "wb") as handle:
+            np.savez(handle, **arrays)
+    with np.load(eval_path, allow_pickle=False) as stored:
+        inputs = _with_prefix(stored, "input/")
+        labels = stored["labels"] if "labels" in stored.files else None
+        calibration = _with_prefix(stored, "calibration/") or None
+    if calibration is None and sample.calibration_inputs is not None:  # cached before calibration inputs were
+        calibration = sample.calibration_inputs()
+    return model_from_bytes(
+        onnx_path.read_bytes(),
+        name=name,
+        source=f"{SOURCE_PREFIX}{name}",
+        description=sample.description,
+        task=sample.task,
+        trained=sample.trained,
+        eval_set=EvalSet(inputs, labels),
+        calibration_inputs=calibration,
+    )
+
+
+def _with_prefix(stored: np.lib.npyio.NpzFile, prefix: str) -> dict[str, np.ndarray]:
+    return {key.removeprefix(prefix): stored[key] for key in stored.files if key.startswith(prefix)}
+
+
+def _state_digest(state: StateDict) -> str:
+    digest = hashlib.sha256(f"export-format-{EXPORT_FORMAT}".encode())
+    for key in sorted(state):
+        value = np.ascontiguousarray(state[key])
+        digest.update(f"{key}:{value.dtype.str}:{value.shape}".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()

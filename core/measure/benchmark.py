@@ -1,0 +1,160 @@
+"""ONNX Runtime latency, measured honestly: warm-up, then the models' runs interleaved (A B A B ...) so drift cancels."""
+
+from __future__ import annotations
+
+import functools
+import platform
+import time
+from collections.abc import Callable
+
+import numpy as np
+import onnxruntime as ort
+
+from core.measure.report import Environment, Latency, LatencyStats
+from core.model import Model
+from core.onnx.runtime import OnnxModel, create_session
+from core.onnx.sandbox import run_isolated
+
+# Instruction-set features that decide which ONNX Runtime kernels are fast on x86 and ARM.
+RELEVANT_CPU_FLAGS = (
+    "sse4_1",
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_int8",
+    "amx_bf16",
+    "asimd",
+    "asimddp",
+    "i8mm",
+)
+
+# Native int8 dot products: with these, ONNX Runtime's int8 kernels accumulate in 32 bits.
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+X86_INT8_FLAGS = ("avx2", "avx512bw")  # vpmaddubsw: pairs of uint8 x int8 products summed in 16 bits
+
+Progress = Callable[[float], None]
+
+# Batch-1 latency is measured on one intra-op thread unless asked otherwise. On this project's 2-vCPU machines a
+# second thread made resnet18 no faster (22.3 ms vs 22.5 ms median) and its runs far noisier (p90-p10 spread
+# 1.3 ms vs 15.6 ms), so one thread gives the steadier, more comparable figure. Every result records its threads.
+LATENCY_THREADS = 1
+
+
+@functools.cache  # the CPU does not change under a running process; every report and verdict asks
+def cpu_description() -> tuple[str, list[str]]:
+    """The CPU's model name and the relevant instruction-set flags it reports (read from the machine)."""
+    # platform.machine() rather than platform.processor(): the latter forks `uname -p`, a copy of this process
+    name, flags = platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name":
+                    name = value.strip()
+                elif key in ("flags", "Features"):
+                    flags.update(value.split())
+                if key in ("flags", "Features") and name:
+                    break
+    except OSError:
+        pass
+    return name, [flag for flag in RELEVANT_CPU_FLAGS if flag in flags]
+
+
+def int8_sums_can_saturate(flags: list[str]) -> bool:
+    """x86 without VNNI: ONNX Runtime's uint8 x int8 kernels add pairs of products in 16 bits (vpmaddubsw), which
+    can saturate; ONNX Runtime's documentation names reduce_range (7-bit weights) as the remedy. Measured on an
+    AVX2-only AMD EPYC: digits-cnn's static int8 export had an output SQNR of 16.6 dB against its float reference
+    (35.4 dB with reduce_range), where machines with VNNI gave over 25 dB."""
+    return any(flag in flags for flag in X86_INT8_FLAGS) and not any(flag in flags for flag in VNNI_FLAGS)
+
+
+def environment(threads: int) -> Environment:
+    cpu, flags = cpu_description()
+    return Environment(threads=threads, onnxruntime=ort.__version__, cpu=cpu, cpu_flags=list(flags))
+
+
+def stats(samples_ms: list[float]) -> LatencyStats:
+    values = np.asarray(samples_ms)
+    p10, median, p90 = (float(v) for v in np.percentile(values, [10, 50, 90]))
+    return LatencyStats(
+        median=median, p90=p90, p10=p10, spread=p90 - p10, runs=len(values), samples=[round(v, 4) for v in samples_ms]
+    )
+
+
+def measure_latency(
+    models: list[OnnxModel],
+    feeds: dict[str, np.ndarray],
+    *,
+    threads: int | None = None,
+    warmup: int = 3,
+    min_runs: int = 15,
+    max_runs: int = 200,
+    budget_s: float = 6.0,
+    progress: Progress | None = None,
+) -> tuple[list[LatencyStats], Environment]:
+    """Latency in ms of each model on the same feeds, runs interleaved; stops at `max_runs` or once
+    `min_runs` are done and `budget_s` is spent."""
+    threads = threads or LATENCY_THREADS
+    prepack = all(isinstance(model, bytes) for model in models)  # like for like: see create_session
+    sessions = [create_session(model, threads, prepack) for model in models]
+    for session in sessions:
+        for _ in range(warmup):
+            session.run(None, feeds)
+    samples: list[list[float]] = [[] for _ in sessions]
+    started = time.perf_counter()
+    for round_index in range(max_runs):
+        for session, timings in zip(sessions, samples, strict=True):
+            begin = time.perf_counter()
+            session.run(None, feeds)
+            timings.append((time.perf_counter() - begin) * 1000)
+        elapsed = time.perf_counter() - started
+        done = round_index + 1
+        if progress:
+            progress(min(1.0, max(done / max_runs, min(done / min_runs, elapsed / budget_s))))
+        if done >= min_runs and elapsed >= budget_s:
+            break
+    return [stats(timings) for timings in samples], environment(threads)
+
+
+def compare_latency(
+    original: OnnxModel, compressed: OnnxModel | None, feeds: dict[str, np.ndarray], **options
+) -> Latency:
+    """Original and (optionally) compressed model, interleaved in one run."""
+    models = [original] if compressed is None else [original, compressed]
+    results, env = measure_latency(models, feeds, **options)
+    after = results[1] if compressed is not None else None
+    speedup = results[0].median / after.median if after else None
+    return Latency(original=results[0], compressed=after, environment=env, speedup=speedup)
+
+
+def _compare_in_child(original: OnnxModel, compressed: OnnxModel, feeds, options: dict, progress=None) -> Latency:
+    return compare_latency(original, compressed, feeds, progress=progress, **options)
+
+
+def time_against_original(model: Model, compressed: OnnxModel, progress=None, **options) -> Latency:
+    """compare_latency of the model's original and `compressed` on its latency feed. A user's model is timed in a
+    sandbox child, so a crash or hang ends the child, not the caller; the samples are timed in process."""
+    feeds = model.latency_feed
+    if model.is_sample:
+        return compare_latency(model.runnable, compressed, feeds, progress=progress, **options)
+    budget = float(options.get("budget_s", 6.0))
+    return run_isolated(
+        _compare_in_child,
+        model.runnable,
+        compressed,
+        feeds,
+        options,
+        source=model.name,
+        what="measuring latency",
+        timeout_s=budget * 4 + 120,
+        progress=progress,
+    )

@@ -1,0 +1,313 @@
+"""Measurements of a compressed model against its original: per-layer stats, histograms, size, fidelity, accuracy."""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+import zlib
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from core.compression.activations import ACTIVATION_MODES
+from core.compression.export import export_model, export_size
+from core.compression.pipeline import Compressed, weight_sqnr_db
+from core.compression.quantization import code_counts, levels
+from core.data.quality import accuracy, fidelity
+from core.measure.benchmark import cpu_description, int8_sums_can_saturate
+from core.measure.report import (
+    CodeCounts,
+    Histogram,
+    Latency,
+    LayerSqnr,
+    LayerStats,
+    ModelInfo,
+    QuantizationInfo,
+    Report,
+    SizeStats,
+    WeightSummary,
+)
+from core.measure.verdict import speed_verdict
+from core.model import Model, per_model
+from core.onnx.runtime import OnnxModel, create_session, run
+from core.onnx.tensors import intermediate_values
+
+SATURATION_NOTE = (
+    "this CPU has no VNNI: ONNX Runtime's int8 kernels here add pairs of uint8 x int8 products in 16 bits, which can "
+    "saturate, so accuracy and output SQNR measured here can be lower than on a CPU with VNNI"
+)
+HISTOGRAM_BINS = 64
+SQNR_SAMPLES = 16  # eval inputs run through both models to compare layer outputs
+GZIP_LEVEL = 1  # level 1 ranks sizes the same as level 9 here and is several times faster on 50-100 MB models
+SIZE_CHUNK = 16 * 1024**2
+GZIP_UP_TO = 1024**3  # zlib level 1 ran at ~40 MB/s on 2 GB of float32 weights here: 50 s for the original alone
+
+
+@per_model
+def original_histograms(model: Model) -> dict[str, Histogram]:
+    """Bin edges fixed per layer from the original weights (symmetric around zero), with the original counts."""
+    histograms = {}
+    largest = max(float(np.max(np.abs(values))) for values in model.weights.values()) or 1.0
+    all_edges = np.linspace(-largest, largest, HISTOGRAM_BINS + 1)
+    all_counts = np.zeros(HISTOGRAM_BINS, np.int64)
+    for layer in model.layers:
+        values = model.weights[layer.name]
+        edges = np.linspace(-1, 1, HISTOGRAM_BINS + 1) * (float(np.max(np.abs(values))) or 1.0)
+        counts, _ = np.histogram(values, edges)
+        histograms[layer.name] = Histogram(edges.tolist(), counts.tolist(), counts.tolist())
+        all_counts += np.histogram(values, all_edges)[0]
+    histograms["all"] = Histogram(all_edges.tolist(), all_counts.tolist(), all_counts.tolist())
+    return histograms
+
+
+def histograms(compressed: Compressed) -> dict[str, Histogram]:
+    """Original and compressed counts on the original's bin edges, per layer and over all layers."""
+    before = original_histograms(compressed.model)
+    result = {}
+    all_counts = np.zeros(HISTOGRAM_BINS, np.int64)
+    all_edges = np.asarray(before["all"].edges)
+    for name, values in compressed.weights.items():
+        counts, _ = np.histogram(values, np.asarray(before[name].edges))
+        result[name] = Histogram(before[name].edges, before[name].original, counts.tolist())
+        all_counts += np.histogram(values, all_edges)[0]
+    result["all"] = Histogram(before["all"].edges, before["all"].original, all_counts.tolist())
+    return result
+
+
+def layer_stats(compressed: Compressed) -> list[LayerStats]:
+    """Every layer of the original model; a layer removed with its block has no weights left."""
+    model = compressed.model
+    stats = []
+    for layer in model.layers:
+        quantized = compressed.quantized.get(layer.name)
+        bits = quantized.bits if quantized is not None else 32
+        values = compressed.weights.get(layer.name)
+        nonzero = 0 if values is None else int(np.count_nonzero(values))
+        zeros = layer.params - nonzero
+        stats.append(
+            LayerStats(
+                name=layer.name,
+                node=layer.node,
+                op_type=layer.op_type,
+                shape=list(layer.shape),
+                params=layer.params,
+                zeros=zeros,
+                sparsity=zeros / layer.params,
+                bits=bits,
+                macs=model.macs[layer.name],
+                collapsed=values is not None and nonzero == 0,
+                shape_after=[] if values is None else list(values.shape),
+                channels=layer.out_channels,
+                channels_kept=0 if values is None else values.shape[layer.channel_axis],
+                macs_after=compressed.macs.get(layer.name, 0),
+                left_whole=compressed.left_whole.get(layer.name),
+                original_zeros=model.zeros[layer.name],
+            )
+        )
+    return stats
+
+
+def totals(layers: list[LayerStats]) -> dict[str, int | float]:
+    params = sum(layer.params for layer in layers)
+    zeros = sum(layer.zeros for layer in layers)
+    return {
+        "params": params,
+        "zeros": zeros,
+        "nonzero": params - zeros,
+        "sparsity": zeros / params,
+        "macs": sum(layer.macs for layer in layers),
+        "macs_after": sum(layer.macs_after for layer in layers),
+    }
+
+
+@per_model
+def original_size(model: Model) -> SizeStats:
+    """Raw and gzip size of the original ONNX bytes (gzip takes ~0.7 s on resnet18: worth remembering)."""
+    if model.external_data_folder is None:
+        return size_of(model.onnx_bytes)
+    # a generator: one layer's memory map is alive at a time
+    flats = (model.weights[layer.name].reshape(-1) for layer in model.layers)
+    chunks = (flat[start : start + SIZE_CHUNK] for flat in flats for start in range(0, flat.size, SIZE_CHUNK))
+    return size_of_parts(itertools.chain([model.onnx_bytes], chunks), len(model.onnx_bytes) + 4 * model.prunable_params)
+
+
+def size_of(model: OnnxModel) -> SizeStats:
+    """Raw and gzip size of an export: its bytes, or its .onnx with the external data beside it (streamed)."""
+    if isinstance(model, bytes):
+        return size_of_parts([model], len(model))
+    return size_of_parts(_file_chunks(sorted(model.parent.iterdir())), export_size(model))
+
+
+def size_of_parts(parts: Iterable, raw: int) -> SizeStats:
+    """Raw and gzip size of byte-like parts (`raw` bytes in all) taken as one stream; gzip only up to
+    GZIP_UP_TO bytes: beyond, it would take minutes and is left out."""
+    if raw > GZIP_UP_TO:
+        return SizeStats(raw=raw, gzip=None)
+    compressor = zlib.compressobj(GZIP_LEVEL)
+    packed = sum(len(compressor.compress(part)) for part in parts)
+    return SizeStats(raw=raw, gzip=packed + len(compressor.flush()))
+
+
+def _file_chunks(paths: list[Path]) -> Iterator[bytes]:
+    for path in paths:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(SIZE_CHUNK):
+                yield chunk
+
+
+def model_info(model: Model) -> ModelInfo:
+    return ModelInfo(
+        name=model.name,
+        source=model.source,
+        description=model.description,
+        task=model.task,
+        trained=model.trained,
+        sha256=model.sha256,
+        prunable_params=model.prunable_params,
+        eval_inputs="random" if model.eval_inputs_are_random else "sample",
+    )
+
+
+def storage_description(mode: str, bits: int) -> str:
+    """How the quantized weights sit in the exported file."""
+    if ACTIVATION_MODES[mode].quantize is None:  # written by this tool
+        grid = "int8 codes" if bits == 8 else f"int8 codes on a {bits}-bit grid ({levels(bits)} levels)"
+        return f"{grid} + DequantizeLinear (per output channel)"
+    grid = "int8" if bits == 8 else f"int8 holding a {bits}-bit grid ({levels(bits)} levels)"
+    return f"{grid}, per output channel, written by ONNX Runtime's quantize_{mode}"
+
+
+def quantization_info(compressed: Compressed, export: OnnxModel) -> QuantizationInfo | None:
+    quant = compressed.recipe.quant
+    if not quant.enabled:
+        return None
+    mode = compressed.activation_mode
+    calibration = compressed.calibration
+    activations = ACTIVATION_MODES[mode].activations.format(method=quant.calib_method)
+    return QuantizationInfo(
+        mode=mode,
+        reason=compressed.mode_reason,
+        weight_bits=quant.weight_bits,
+        levels=levels(quant.weight_bits),
+        stored_as=storage_description(mode, quant.weight_bits),
+        activations=activations,
+        calibration=None if calibration is None else calibration.description,
+        calibration_is_random=bool(calibration and calibration.random),
+        keep_float=list(quant.keep_float),
+        smooth_alpha=quant.smooth_alpha if ACTIVATION_MODES[mode].smoothing else 0.0,
+        sqnr=layer_sqnr(compressed, export),
+        kernel_note=SATURATION_NOTE
+        if ACTIVATION_MODES[mode].int8 and int8_sums_can_saturate(cpu_description()[1])
+        else None,
+    )
+
+
+def layer_sqnr(compressed: Compressed, export: OnnxModel) -> list[LayerSqnr]:
+    """Per quantized layer: the weight's SQNR, and its output's (original model against the export) where the
+    export still has that tensor with the original's shape."""
+    model = compressed.model
+    if isinstance(export, bytes):
+        exported, export_folder = onnx.load_from_string(export), None
+    else:
+        exported, export_folder = onnx.load(str(export), load_external_data=False), export.parent
+    # Quantizers rename tensors but keep node names: match each layer's output by its node.
+    before_names = {node.name: node.output[0] for node in model.proto.graph.node if node.name}
+    after_names = {node.name: node.output[0] for node in exported.graph.node if node.name}
+    by_name = {layer.name: layer for layer in compressed.layers}
+    pairs = {
+        name: (before_names[node], after_names[node])
+        for name in compressed.weight_sqnr
+        if (node := by_name[name].node) in before_names and node in after_names
+    }
+    feeds = {name: values[:SQNR_SAMPLES] for name, values in model.eval_set.inputs.items()}
+    before_names, after_names = (
+        sorted({pair[0] for pair in pairs.values()}),
+        sorted({pair[1] for pair in pairs.values()}),
+    )
+    before = intermediate_values(model.proto, feeds, before_names, model.external_data_folder)
+    after = intermediate_values(exported, feeds, after_names, export_folder)
+    result = []
+    for name, weight_db in compressed.weight_sqnr.items():
+        original, quantized = pairs.get(name, ("", ""))
+        output_db = None
+        if original in before and quantized in after and before[original].shape == after[quantized].shape:
+            output_db = weight_sqnr_db(before[original], after[quantized])
+        result.append(
+            LayerSqnr(by_name[name].node, round(weight_db, 2), None if output_db is None else round(output_db, 2))
+        )
+    return result
+
+
+def quantization_codes(compressed: Compressed) -> dict[str, CodeCounts]:
+    """Per layer and over all layers, how the weights spread over the quantization grid's levels."""
+    if not compressed.quantized:
+        return {}
+    result = {name: CodeCounts(*code_counts(q.values, q.bits), q.bits) for name, q in compressed.quantized.items()}
+    # over all layers, on the widest grid: a narrower grid's codes are a subset of it (per-layer overrides)
+    widest = max(counts.bits for counts in result.values())
+    largest = 2 ** (widest - 1) - 1
+    every = np.zeros(2 * largest + 1, np.int64)
+    for counts in result.values():
+        every[np.asarray(counts.codes) + largest] += counts.counts
+    result["all"] = CodeCounts(list(range(-largest, largest + 1)), every.tolist(), widest)
+    return result
+
+
+def summarize_weights(compressed: Compressed) -> WeightSummary:
+    layers = layer_stats(compressed)
+    return WeightSummary(
+        layers=layers,
+        totals=totals(layers),
+        collapsed_layers=[layer.node for layer in layers if layer.collapsed],
+        histograms=histograms(compressed),
+        quantization_codes=quantization_codes(compressed),
+    )
+
+
+def report_on_export(compressed: Compressed) -> Report:
+    """The report measured on an export made for it (in a temporary folder when over 2 GB), then dropped."""
+    with tempfile.TemporaryDirectory(prefix="squeezelab-export-") as work:
+        return build_report(compressed, export_model(compressed, Path(work)))
+
+
+def build_report(
+    compressed: Compressed,
+    export: OnnxModel,
+    latency: Latency | None = None,
+    summary: WeightSummary | None = None,
+) -> Report:
+    """Everything measured on `export`, the exact model the user gets. Pass `summary` if already computed."""
+    model = compressed.model
+    # zlib releases the GIL: the export's gzip size is computed while ONNX Runtime runs it.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        export_size = pool.submit(size_of, export)
+        outputs = run(create_session(export), model.eval_set.inputs)
+        summary = summary or summarize_weights(compressed)
+        size_bytes = {"original": original_size(model), "compressed": export_size.result()}
+    notes = []
+    if model.eval_inputs_are_random:
+        notes.append("No evaluation data: fidelity is measured on seeded random inputs and accuracy is unknown.")
+    if model.trained is False:
+        notes.append("This model is untrained (random weights): use it for size and latency, not accuracy.")
+    verdict = speed_verdict(compressed)
+    return Report(
+        model=model_info(model),
+        settings=compressed.recipe.to_dict(),
+        layers=summary.layers,
+        totals=summary.totals,
+        collapsed_layers=summary.collapsed_layers,
+        histograms=summary.histograms,
+        quantization_codes=summary.quantization_codes,
+        left_whole={layer.node: layer.left_whole for layer in summary.layers if layer.left_whole},
+        blocks=list(compressed.blocks),
+        size_bytes=size_bytes,
+        fidelity=fidelity(model, outputs),
+        accuracy=accuracy(model, outputs),
+        quantization=quantization_info(compressed, export),
+        verdict=verdict,
+        latency_ms=latency,
+        notes=notes,
+    )

@@ -1,0 +1,260 @@
+"""Chart builders: pure functions from the engine's typed results to plotly figures, used by the dashboard and the
+HTML report, testable without a server.
+
+Original and compressed keep the same colours in every chart. Both colours are mid-tone so they read on the
+light and the dark theme; backgrounds stay transparent so the theme shows through.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+from core.measure.report import CodeCounts, Histogram, LatencyStats, LayerStats
+
+ORIGINAL = "#4C78A8"  # blue
+COMPRESSED = "#F58518"  # orange
+COLLAPSED = "#E45756"  # red: a layer whose weights are all zero
+ORIGINAL_LABEL, COMPRESSED_LABEL = "original", "compressed"
+
+
+def _layout(figure: go.Figure, title: str, **axes) -> go.Figure:
+    figure.update_layout(
+        title=title,
+        template="plotly",
+        paper_bgcolor="rgba(0,0,0,0)",
+        plot_bgcolor="rgba(0,0,0,0)",
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
+        margin={"l": 10, "r": 10, "t": 60, "b": 10},
+        hoverlabel={"namelength": -1},
+        **axes,
+    )
+    figure.update_xaxes(gridcolor="rgba(128,128,128,0.25)")
+    figure.update_yaxes(gridcolor="rgba(128,128,128,0.25)")
+    return figure
+
+
+def sparsity_chart(original: list[LayerStats], compressed: list[LayerStats]) -> go.Figure:
+    """Per-layer sparsity in graph order, original against compressed; removed channels are labelled on the bars,
+    collapsed layers are red."""
+    names = [layer.node for layer in compressed]
+    hover = "<b>%{x}</b><br>%{customdata[0]} %{customdata[1]}<br>%{customdata[2]:,} of %{customdata[3]:,} weights zero "
+    hover += "or removed<br>channels kept: %{customdata[4]}<br>%{customdata[5]}<extra>%{fullData.name}</extra>"
+
+    def custom(layers: list[LayerStats]) -> list[list]:
+        return [
+            [
+                layer.op_type,
+                "x".join(map(str, layer.shape_after or layer.shape)),
+                layer.zeros,
+                layer.params,
+                f"{layer.channels_kept} of {layer.channels}",
+                f"left whole: {layer.left_whole}" if layer.left_whole else "",
+            ]
+            for layer in layers
+        ]
+
+    structured = any(layer.channels_kept < layer.channels for layer in compressed)
+    figure = go.Figure()
+    figure.add_bar(
+        x=names,
+        y=[100 * layer.sparsity for layer in original],
+        name=ORIGINAL_LABEL,
+        marker_color=ORIGINAL,
+        customdata=custom(original),
+        hovertemplate=hover,
+    )
+    colours = [COLLAPSED if layer.collapsed else COMPRESSED for layer in compressed]
+    figure.add_bar(
+        x=names,
+        y=[100 * layer.sparsity for layer in compressed],
+        name=COMPRESSED_LABEL,
+        marker={"color": colours, "line": {"color": colours, "width": 2}},
+        text=[f"{layer.channels_kept}/{layer.channels}" for layer in compressed] if structured else None,
+        textposition="outside",
+        customdata=custom(compressed),
+        hovertemplate=hover,
+    )
+    for layer in compressed:
+        if layer.collapsed:
+            figure.add_annotation(
+                x=layer.node, y=100, text="collapsed", showarrow=False, yshift=10, font_color=COLLAPSED
+            )
+    collapsed = sum(layer.collapsed for layer in compressed)
+    title = "Per-layer sparsity" + (" (labels: channels kept / original)" if structured else "")
+    title += f" — {collapsed} layer(s) collapsed to all-zero" if collapsed else ""
+    return _layout(
+        figure,
+        title,
+        barmode="group",
+        yaxis={"title": "weights zero or removed (%)", "range": [0, 112]},
+        xaxis={"title": None, "tickangle": -45 if len(names) > 6 else 0},
+    )
+
+
+def histogram_chart(histogram: Histogram, title: str, *, log_scale: bool) -> go.Figure:
+    """Original and compressed weight values on the same bin edges, overlaid."""
+    edges = np.asarray(histogram.edges)
+    centres, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+    ranges = [f"[{low:.4g}, {high:.4g})" for low, high in zip(edges[:-1], edges[1:], strict=True)]
+    figure = go.Figure()
+    # Compressed as filled bars, original as an outline on top: both stay readable where they overlap.
+    figure.add_bar(
+        x=centres,
+        y=histogram.compressed,
+        width=widths,
+        name=COMPRESSED_LABEL,
+        marker_color=COMPRESSED,
+        opacity=0.75,
+        customdata=ranges,
+        hovertemplate="weights in %{customdata}: %{y:,}<extra>compressed</extra>",
+    )
+    figure.add_scatter(
+        x=centres,
+        y=histogram.original,
+        name=ORIGINAL_LABEL,
+        mode="lines",
+        line={"color": ORIGINAL, "width": 2, "shape": "hvh"},
+        customdata=ranges,
+        hovertemplate="weights in %{customdata}: %{y:,}<extra>original</extra>",
+    )
+    return _layout(
+        figure,
+        title,
+        barmode="overlay",
+        bargap=0,
+        xaxis={"title": "weight value"},
+        yaxis={"title": "weights" + (" (log scale)" if log_scale else ""), "type": "log" if log_scale else "linear"},
+    )
+
+
+def codes_chart(codes: CodeCounts, title: str, *, log_scale: bool) -> go.Figure:
+    """How many weights land on each level of the n-bit grid: the quantization levels, made visible."""
+    bits = codes.bits
+    figure = go.Figure()
+    figure.add_bar(
+        x=codes.codes,
+        y=codes.counts,
+        name=COMPRESSED_LABEL,
+        marker_color=COMPRESSED,
+        hovertemplate="code %{x} (× channel scale): %{y:,} weights<extra></extra>",
+    )
+    used = sum(count > 0 for count in codes.counts)
+    return _layout(
+        figure,
+        f"{title}: {used} of {len(codes.codes)} levels of the {bits}-bit grid in use",
+        xaxis={"title": "integer code (weight = code × per-channel scale)", "dtick": 1 if bits <= 5 else None},
+        yaxis={"title": "weights" + (" (log scale)" if log_scale else ""), "type": "log" if log_scale else "linear"},
+        showlegend=False,
+    )
+
+
+def latency_chart(original: LatencyStats, compressed: LatencyStats) -> go.Figure:
+    """Every interleaved run of both models as a box with the points, so spread and outliers are visible."""
+    figure = go.Figure()
+    for stats, label, colour in ((original, ORIGINAL_LABEL, ORIGINAL), (compressed, COMPRESSED_LABEL, COMPRESSED)):
+        figure.add_box(
+            y=stats.samples,
+            name=f"{label}<br>median {stats.median:.3g} ms",
+            marker_color=colour,
+            boxpoints="all",
+            jitter=0.4,
+            pointpos=0,
+            marker={"size": 4, "opacity": 0.5},
+            hovertemplate="%{y:.4g} ms<extra>" + label + "</extra>",
+        )
+    return _layout(
+        figure,
+        f"ONNX Runtime latency per run, {original.runs} interleaved runs each",
+        # log scale: a few slow outliers (another process took the CPU) stay visible without flattening the boxes
+        yaxis={"title": "ms per batch-1 inference (log scale)", "type": "log"},
+        showlegend=False,
+    )
+
+
+def sensitivity_heatmap(
+    layers: list[str], settings: list[str], drops: list[list[float | None]], metric: str
+) -> go.Figure:
+    """Layers x settings, coloured by how much quality each costs alone."""
+    figure = go.Figure(
+        go.Heatmap(
+            z=[[None if drop is None else drop for drop in row] for row in drops],
+            x=settings,
+            y=layers,
+            colorscale="OrRd",
+            zmin=0,
+            colorbar={"title": f"{metric} drop"},
+            hovertemplate="%{y}<br>%{x}: drop %{z:.4f}<extra></extra>",
+        )
+    )
+    return _layout(
+        figure,
+        f"Sensitivity: {metric} lost by each layer alone",
+        yaxis={"autorange": "reversed", "title": None},
+        xaxis={"title": None},
+        height=max(320, 22 * len(layers) + 140),
+    )
+
+
+def sensitivity_curves(
+    layers: list[str], settings: list[str], drops: list[list[float | None]], metric: str
+) -> go.Figure:
+    """One line per layer: its drop against the pruning amount."""
+    columns = [index for index, setting in enumerate(settings) if setting.startswith("prune ")]
+    amounts = [float(settings[index].split()[1]) for index in columns]
+    figure = go.Figure()
+    for layer, row in zip(layers, drops, strict=True):
+        figure.add_scatter(
+            x=amounts, y=[row[index] for index in columns], mode="lines+markers", name=layer,
+            hovertemplate=f"{layer}<br>amount %{{x}}: drop %{{y:.4f}}<extra></extra>",
+        )  # fmt: skip
+    return _layout(figure, "Per-layer curves", xaxis={"title": "pruning amount"}, yaxis={"title": f"{metric} drop"})
+
+
+def pareto_chart(points: list, cost: str) -> go.Figure:
+    """Quality against latency or size; the front drawn as a line, every point clickable."""
+    values = [point.latency_ms if cost == "latency" else point.size_bytes / 1e6 for point in points]
+    on_front = [point.front_latency if cost == "latency" else point.front_size for point in points]
+    labels = [f"{p.granularity} {p.amount:g}, {'float' if p.bits == 32 else f'{p.bits}-bit'}" for p in points]
+    figure = go.Figure()
+    figure.add_scatter(
+        x=values, y=[point.quality for point in points], mode="markers", name="settings", text=labels,
+        customdata=list(range(len(points))),
+        marker={"color": [COMPRESSED if front else ORIGINAL for front in on_front], "size": 11},
+        hovertemplate="%{text}<br>quality %{y:.4f}<br>%{x:.4g}<extra></extra>",
+    )  # fmt: skip
+    front = sorted((value, point.quality) for value, point, flag in zip(values, points, on_front, strict=True) if flag)
+    figure.add_scatter(
+        x=[value for value, _ in front], y=[quality for _, quality in front], mode="lines", name="Pareto front",
+        line={"color": COMPRESSED, "dash": "dot"}, hoverinfo="skip",
+    )  # fmt: skip
+    unit = "median latency (ms)" if cost == "latency" else "size on disk (MB)"
+    metric = points[0].metric if points else "quality"
+    return _layout(figure, f"{metric} against {cost}", xaxis={"title": unit}, yaxis={"title": metric})
+
+
+def comparison_sparsity_chart(named_layers: dict[str, list[dict]]) -> go.Figure:
+    """Per-layer sparsity of several snapshots side by side (layers as stored in their reports)."""
+    figure = go.Figure()
+    for name, layers in named_layers.items():
+        figure.add_bar(
+            x=[layer["node"] for layer in layers], y=[100 * layer["sparsity"] for layer in layers], name=name,
+            hovertemplate="%{x}<br>%{y:.1f} % zero or removed<extra>" + name + "</extra>",
+        )  # fmt: skip
+    return _layout(
+        figure, "Per-layer sparsity by snapshot", barmode="group", yaxis={"title": "weights zero or removed (%)"}
+    )
+
+
+def comparison_latency_chart(named_samples: dict[str, list[float]]) -> go.Figure:
+    figure = go.Figure()
+    for name, samples in named_samples.items():
+        figure.add_box(
+            y=samples, name=name, boxpoints="all", jitter=0.4, pointpos=0, marker={"size": 4, "opacity": 0.5}
+        )
+    return _layout(
+        figure,
+        "Latency of each snapshot's export (runs)",
+        yaxis={"title": "ms (log scale)", "type": "log"},
+        showlegend=False,
+    )

@@ -1,0 +1,129 @@
+"""A self-contained HTML report for stakeholders: the model, the settings, the headline numbers before and after,
+interactive charts, the speed verdict and the environment. plotly.js is inlined, so it opens offline."""
+
+from __future__ import annotations
+
+import html
+from datetime import UTC, datetime
+
+from core.measure.report import Report
+from core.present.charts import codes_chart, histogram_chart, latency_chart, sparsity_chart
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; padding: 0 1rem; }
+h1 { margin-bottom: 0; } .sub { color: #666; margin-top: 0.2rem; }
+table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; font-size: 0.92rem; }
+td, th { border-bottom: 1px solid #ddd; padding: 0.3rem 0.8rem; text-align: right; }
+td:first-child, th:first-child { text-align: left; }
+.verdict { padding: 0.8rem 1rem; border-radius: 6px; background: #f3f6fb; margin: 1rem 0; }
+.small { color: #666; font-size: 0.85rem; }
+"""
+
+
+def _row(cells: list[str], header: bool = False) -> str:
+    tag = "th" if header else "td"
+    return "<tr>" + "".join(f"<{tag}>{html.escape(str(cell))}</{tag}>" for cell in cells) + "</tr>"
+
+
+def _headline(report: Report) -> list[list[str]]:
+    size = report.size_bytes
+    totals = report.totals
+    rows = [
+        ["size on disk", f"{size['original'].raw:,} B", f"{size['compressed'].raw:,} B"],
+        ["size gzip", size["original"].gzip_text(), size["compressed"].gzip_text()],
+        ["non-zero weights", f"{totals['params']:,}", f"{totals['nonzero']:,}"],
+        ["MACs per sample", f"{totals['macs']:,}", f"{totals['macs_after']:,}"],
+    ]
+    if report.accuracy:
+        rows.append(["accuracy", f"{report.accuracy.original:.2%}", f"{report.accuracy.compressed:.2%}"])
+    fidelity = report.fidelity
+    rows.append(
+        [
+            "cosine to the original",
+            "1.0000",
+            f"{fidelity.cosine_mean:.4f} ({fidelity.samples} {fidelity.inputs} inputs)",
+        ]
+    )
+    latency = report.latency_ms
+    if latency and latency.compressed:
+        rows.append(
+            [
+                "median latency",
+                f"{latency.original.median:.3f} ms",
+                f"{latency.compressed.median:.3f} ms ({latency.speedup:.2f}x)",
+            ]
+        )
+    return rows
+
+
+def render(report: Report) -> str:
+    figures = [sparsity_chart([original_row(layer) for layer in report.layers], report.layers)]
+    figures.append(histogram_chart(report.histograms["all"], "Weights of all layers", log_scale=True))
+    if report.quantization_codes:
+        figures.append(codes_chart(report.quantization_codes["all"],
+                                   "Quantization levels", log_scale=True))  # fmt: skip
+    if report.latency_ms and report.latency_ms.compressed:
+        figures.append(latency_chart(report.latency_ms.original, report.latency_ms.compressed))
+    charts = [
+        figure.to_html(
+            full_html=False, include_plotlyjs="inline" if index == 0 else False, config={"displaylogo": False}
+        )
+        for index, figure in enumerate(figures)
+    ]
+    model, verdict = report.model, report.verdict
+    settings = report.settings
+    setting_rows = [
+        ["granularity", settings["prune"]["granularity"]],
+        [
+            "pruning amount",
+            f"{settings['prune']['amount']:.0%} ({settings['prune']['criterion']}, {settings['prune']['scope']})",
+        ],
+        ["weight bits", "float32" if settings["quant"]["weight_bits"] == 32 else str(settings["quant"]["weight_bits"])],
+        ["activations", settings["quant"]["activations"]],
+        ["overrides", ", ".join(o["layer"] for o in settings.get("overrides", [])) or "none"],
+    ]
+    reasons = "".join(f"<li>[{html.escape(r.effect)}] {html.escape(r.text)}</li>" for r in verdict.reasons)
+    environment = ""
+    if report.latency_ms:
+        env = report.latency_ms.environment
+        environment = (f"<p class='small'>ONNX Runtime {html.escape(env.onnxruntime)}, {env.threads} intra-op thread(s), "
+                       f"{html.escape(env.cpu)}; CPU flags: {html.escape(' '.join(env.cpu_flags) or 'none found')}</p>")  # fmt: skip
+    layers = "".join(
+        _row(
+            [
+                layer.node,
+                layer.op_type,
+                "x".join(map(str, layer.shape)),
+                f"{layer.sparsity:.1%}",
+                f"{layer.channels_kept}/{layer.channels}",
+                layer.bits,
+                f"{layer.macs_after:,}",
+            ]
+        )  # fmt: skip
+        for layer in report.layers
+    )
+    notes = "".join(f"<li>{html.escape(note)}</li>" for note in report.notes)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Squeezelab report: {html.escape(model.name)}</title>
+<style>{STYLE}</style></head><body>
+<h1>{html.escape(model.name)}</h1>
+<p class="sub">{html.escape(model.description or model.source)} · sha256 {model.sha256[:16]}… ·
+generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by Squeezelab</p>
+<h2>Settings</h2><table>{"".join(_row(row) for row in setting_rows)}</table>
+<h2>Before and after</h2><table>{_row(["", "original", "compressed"], header=True)}{"".join(_row(r) for r in _headline(report))}</table>
+<div class="verdict"><b>Speed on this CPU: {html.escape(verdict.summary)}.</b><ul>{reasons}</ul></div>
+{environment}
+<h2>Charts</h2>{"".join(charts)}
+<h2>Per layer</h2><table>{_row(["layer", "op", "shape", "zero or removed", "channels kept", "bits", "MACs after"], header=True)}{layers}</table>
+{f"<h2>Notes</h2><ul>{notes}</ul>" if notes else ""}
+</body></html>
+"""
+
+
+def original_row(layer):
+    """The original's row for the sparsity chart: the same layer before compression."""
+    from dataclasses import replace
+
+    zeros = layer.original_zeros
+    return replace(layer, zeros=zeros, sparsity=zeros / layer.params, collapsed=zeros == layer.params,
+                   shape_after=list(layer.shape), channels_kept=layer.channels, left_whole=None)  # fmt: skip
