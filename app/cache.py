@@ -36,8 +36,9 @@ from core import (
 from core.compression.export import write_zip
 from core.compression.granularities import Index
 from core.errors import InvalidSettingError
+from core.explore.allocation import ScoredPlan, compare_plans
+from core.explore.sensitivity import cached_scan
 from core.load.files import atomic_path
-from core.measure.summaries import report_on_export
 from core.onnx.runtime import OnnxModel
 
 # resnet18 holds ~100 MB per result (float weights + export); these bounds keep a busy server under a few GB.
@@ -93,19 +94,10 @@ def live(source: str, recipe_json: str) -> Live:
 
 
 @st.cache_resource(max_entries=MAX_RESULTS, show_spinner=False)
-def allocation(source: str, target: float) -> list[tuple]:
-    """The uniform, global and auto plans for one target, each compressed and scored: (plan, quality, sparsity by
-    layer). Uses the model's cached sensitivity scan."""
-    from core.explore.allocation import plans
-    from core.explore.sensitivity import cached_scan
-
+def allocation(source: str, target: float) -> list[ScoredPlan]:
+    """The uniform, global and auto plans for one target, each compressed and scored, on the model's cached scan."""
     loaded = model(source)
-    compared = []
-    for plan in plans(loaded, cached_scan(loaded), target):
-        compressed = compress(loaded, plan.recipe)
-        report = report_on_export(compressed)
-        compared.append((plan, report.quality[1], {layer.node: layer.sparsity for layer in report.layers}))
-    return compared
+    return compare_plans(loaded, cached_scan(loaded), target)
 
 
 # Exports are cached by hand rather than with st.cache_resource: building one reports calibration progress to

@@ -7,12 +7,23 @@ import streamlit as st
 
 from app import cache
 from core import Model, SqueezeError
-from core.compression.recipe import FLOAT_BITS, LayerOverride
+from core.compression.recipe import FLOAT_BITS, MAX_PRUNE_AMOUNT, WEIGHT_BITS_RANGE, LayerOverride
 from core.data.quality import metric_of
 from core.explore.sensitivity import DEFAULT_AMOUNTS, DEFAULT_BITS, cached_scan
+from core.explore.snapshots import SnapshotStore
+from core.explore.sweep import DEFAULT_AMOUNTS as SWEEP_DEFAULT_AMOUNTS
+from core.explore.sweep import DEFAULT_BITS as SWEEP_DEFAULT_BITS
+from core.explore.sweep import DEFAULT_BUDGET_S as SWEEP_BUDGET_S
 from core.explore.sweep import sweep, with_fronts
-from core.present.charts import pareto_chart, sensitivity_curves, sensitivity_heatmap
+from core.present.charts import (
+    comparison_latency_chart,
+    comparison_sparsity_chart,
+    pareto_chart,
+    sensitivity_curves,
+    sensitivity_heatmap,
+)
 
+MAX_PRUNE_PERCENT = round(MAX_PRUNE_AMOUNT * 100)
 SWEEP_AMOUNTS = [0.0, 0.25, 0.5, 0.75, 0.9]
 SWEEP_BITS = [32, 8, 6, 4, 3]
 
@@ -44,21 +55,21 @@ def sensitivity_tab(model: Model, source: str) -> None:
 
 def allocation_panel(model: Model, source: str) -> None:
     """A global target spread three ways: the same amount everywhere, one global threshold, and by sensitivity."""
-    target = st.slider("Target: % of all prunable weights", 5, 95, 50, 5, key="allocation_target") / 100
+    target = st.slider("Target: % of all prunable weights", 5, MAX_PRUNE_PERCENT, 50, 5, key="allocation_target") / 100
     with st.spinner("Compressing and scoring the three plans…"):
         compared = cache.allocation(source, target)
     metric = metric_of(model).name
     st.dataframe(
         [
             {"layer": layer.node}
-            | {f"{plan.name} %": round(100 * per_layer[layer.node], 1) for plan, _, per_layer in compared}
+            | {f"{scored.plan.name} %": round(100 * scored.layer_sparsity[layer.node], 1) for scored in compared}
             for layer in model.layers
         ]  # fmt: skip
-        + [{"layer": f"→ {metric}"} | {f"{plan.name} %": round(100 * quality, 2) for plan, quality, _ in compared}],
+        + [{"layer": f"→ {metric}"} | {f"{scored.plan.name} %": round(100 * scored.quality, 2) for scored in compared}],
         width="stretch",
         hide_index=True,
     )
-    auto = compared[-1][0]
+    auto = compared[-1].plan
     if st.button("Use the auto plan as per-layer overrides", key="use_auto_plan"):
         st.session_state.override_rows = [
             {
@@ -76,8 +87,8 @@ def allocation_panel(model: Model, source: str) -> None:
 
 def sweep_tab(model: Model, source: str) -> None:
     left, right = st.columns(2)
-    amounts = left.multiselect("Amounts", SWEEP_AMOUNTS, default=[0.0, 0.25, 0.5, 0.75], key="sweep_amounts")
-    bits = right.multiselect("Weight bits (32 = float)", SWEEP_BITS, default=[32, 8, 4], key="sweep_bits")
+    amounts = left.multiselect("Amounts", SWEEP_AMOUNTS, default=list(SWEEP_DEFAULT_AMOUNTS), key="sweep_amounts")
+    bits = right.multiselect("Weight bits (32 = float)", SWEEP_BITS, default=list(SWEEP_DEFAULT_BITS), key="sweep_bits")
     granularity = st.session_state.get("granularity", "unstructured")
     key = f"sweep:{source}:{granularity}:{sorted(amounts)}:{sorted(bits)}"
     sweeps = st.session_state.setdefault("sweeps", {})
@@ -86,7 +97,7 @@ def sweep_tab(model: Model, source: str) -> None:
         sweeps[key] = []  # filled point by point, so a stopped sweep keeps what finished
         try:
             sweeps[key] = sweep(
-                model, sorted(amounts), sorted(bits, reverse=True), (granularity,), budget_s=1.0,
+                model, sorted(amounts), sorted(bits, reverse=True), (granularity,), budget_s=SWEEP_BUDGET_S,
                 progress=lambda fraction: bar.progress(fraction, text=f"Compressing, exporting, timing… {fraction:.0%}"),
                 on_point=sweeps[key].append,
             )  # fmt: skip
@@ -160,17 +171,14 @@ def overrides_editor(model: Model) -> None:
         hide_index=True,
         disabled=["layer"],
         column_config={
-            "amount %": st.column_config.NumberColumn(min_value=0, max_value=99, step=1),
-            "bits": st.column_config.SelectboxColumn(options=[2, 3, 4, 5, 6, 7, 8, 32]),
+            "amount %": st.column_config.NumberColumn(min_value=0, max_value=MAX_PRUNE_PERCENT, step=1),
+            "bits": st.column_config.SelectboxColumn(options=[*WEIGHT_BITS_RANGE, FLOAT_BITS]),
         },
     )
 
 
 def snapshots_tab(model: Model, recipe, report) -> None:
     """Save the current settings and results by name; compare, delete, export as CSV."""
-    from core.explore.snapshots import SnapshotStore
-    from core.present.charts import comparison_latency_chart, comparison_sparsity_chart
-
     store = SnapshotStore()
     name_col, save_col = st.columns([3, 1])
     name = name_col.text_input("Snapshot name", key="snapshot_name", placeholder="e.g. 50 % channels + int8")

@@ -7,10 +7,8 @@ import streamlit as st
 from app import cache
 from core import Latency, SqueezeError
 from core.measure.benchmark import time_against_original
+from core.measure.verdict import measured_text, verdict_agreement
 from core.present.charts import latency_chart
-
-# Below this relative difference of medians we do not call one model faster: run-to-run noise here is larger.
-NOISE_BAND = 0.05
 
 
 def results() -> dict[str, Latency]:
@@ -22,29 +20,8 @@ def result_key(source: str, recipe_json: str, threads: int) -> str:
     return f"{source}\n{recipe_json}\n{threads}"
 
 
-def measured_effect(latency: Latency) -> str:
-    """ "faster", "slower" or "no faster": the verdict's words, from the medians and the noise band."""
-    speedup = latency.speedup or 1.0
-    return "faster" if speedup >= 1 + NOISE_BAND else "slower" if speedup <= 1 - NOISE_BAND else "no faster"
-
-
-def verdict(latency: Latency) -> str:
-    speedup = latency.speedup or 1.0
-    effect = measured_effect(latency)
-    if effect == "faster":
-        return f"The compressed model ran **{speedup:.2f}× faster** (median against median)."
-    if effect == "slower":
-        return f"The compressed model ran **{1 / speedup:.2f}× slower** (median against median)."
-    return f"No measurable difference ({speedup:.2f}×, inside the ±{NOISE_BAND:.0%} noise band)."
-
-
-def agreement(expected: str, latency: Latency) -> str:
-    """Whether the measurement confirms the verdict given before it."""
-    measured = measured_effect(latency)
-    if expected == "mixed":
-        return f"measured {measured}"
-    confirmed = measured == expected or (expected == "no faster" and measured == "slower")
-    return "the measurement **confirms** it" if confirmed else f"the measurement **contradicts** it ({measured})"
+def _bold(text: str) -> str:
+    return f"**{text}**"
 
 
 @st.fragment
@@ -81,7 +58,9 @@ def panel(source: str, recipe_json: str, budget_s: float, threads: int, requeste
     chart.plotly_chart(latency_chart(latency.original, latency.compressed), width="stretch")
     env = latency.environment
     with facts:
-        st.markdown(f"{verdict(latency)}  \nExpected beforehand: {expected}; {agreement(expected, latency)}.")
+        st.markdown(
+            f"{measured_text(latency, _bold)}  \nExpected beforehand: {expected}; {verdict_agreement(expected, latency, _bold)}."
+        )
         for label, stats in (("original", latency.original), ("compressed", latency.compressed)):
             st.markdown(
                 f"**{label}**: median {stats.median:.3g} ms, p90 {stats.p90:.3g} ms, "

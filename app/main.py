@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
@@ -21,6 +23,7 @@ from core.present.charts import codes_chart, histogram_chart, sparsity_chart
 from core.present.html_report import render as render_html
 
 ALL_LAYERS = "All layers"
+Result = TypeVar("Result")
 
 
 def load(source: str) -> Model:
@@ -28,11 +31,23 @@ def load(source: str) -> Model:
         return cache.model(source, str(sidebar.session_folder() / "extracted"))
 
 
-def user_message(error: SqueezeError, model: Model) -> str:
+def user_message(error: SqueezeError, model: Model | None) -> str:
     """The engine's one line, naming a file by its name: never the server's path of an upload."""
+    if model is None:
+        return str(error)
     if error.source == model.source or not error.source:
         return f"{model.name}: {error.reason}"
     return f"{Path(error.source).name}: {error.reason}"
+
+
+def or_stop(action: Callable[[], Result], model: Model | None = None) -> Result:
+    """An engine call; a mistake of the user's (a bad file, settings this model cannot take) is shown as its one
+    line and ends the page there, since everything below depends on the result."""
+    try:
+        return action()
+    except SqueezeError as error:
+        st.error(user_message(error, model))
+        st.stop()
 
 
 def _change(difference: float, text: str) -> str | None:
@@ -310,18 +325,10 @@ def main() -> None:
     st.caption("See what pruning and quantization do to a neural network, measured in ONNX Runtime, and export it.")
     with st.sidebar:
         controls = sidebar.render()
-    try:
-        model = load(controls.source)
-    except SqueezeError as error:
-        st.error(str(error))
-        return
+    model = or_stop(lambda: load(controls.source))
     prune = controls.prune
-    if prune.granularity == "block":
-        try:
-            prune = replace(prune, drop_blocks=chosen_blocks(controls))
-        except SqueezeError as error:  # a model kept on disk cannot search its blocks
-            st.error(user_message(error, model))
-            return
+    if prune.granularity == "block":  # a model kept on disk cannot search its blocks
+        prune = or_stop(lambda: replace(prune, drop_blocks=chosen_blocks(controls)), model)
     quant = controls.quant
     if quant.enabled:
         # picked in the diagnosis table further down (its value from the last run), limited to this model's layers
@@ -330,22 +337,15 @@ def main() -> None:
         quant = replace(quant, keep_float=tuple(st.session_state.keep_float))
     st.markdown(f"**{model.name}**: {model.description or model.source}")
     overrides = explore.current_overrides(model)
-    try:
-        recipe = Recipe(prune, quant, model=model.name, model_sha256=model.sha256, overrides=overrides)
-    except SqueezeError as error:
-        st.error(str(error))
-        return
+    recipe = or_stop(lambda: Recipe(prune, quant, model=model.name, model_sha256=model.sha256, overrides=overrides))
     recipe_json = recipe.to_json()
 
     metrics_box = st.container()
     with metrics_box:
         place = Headline(*st.columns(5))
     sparsity_col, histogram_col = st.columns(2)
-    try:
-        live = cache.live(controls.source, recipe_json)
-    except SqueezeError as error:  # settings this model cannot take (an old opset for quantization, say)
-        st.error(user_message(error, model))
-        return
+    # settings this model cannot take (an old opset for quantization, say) stop here
+    live = or_stop(lambda: cache.live(controls.source, recipe_json), model)
     weight_metrics(place, live.summary)
     with sparsity_col:
         original = cache.original_summary(controls.source)
@@ -360,12 +360,9 @@ def main() -> None:
             bar.progress(fraction, text=f"Calibrating static int8 activations… {fraction:.0%}")
 
         try:
-            exported = cache.exported(controls.source, recipe_json, calibrating)
-        except SqueezeError as error:
+            exported = or_stop(lambda: cache.exported(controls.source, recipe_json, calibrating), model)
+        finally:
             bar.empty()
-            st.error(user_message(error, model))
-            return
-        bar.empty()
     measured = latency.results().get(latency.result_key(controls.source, recipe_json, controls.latency_threads))
     with metrics_box:
         measured_metrics(place, model, exported.report, measured)

@@ -13,16 +13,18 @@ import streamlit as st
 from app import cache
 from core import SqueezeError
 from core.compression.activations import ACTIVATION_MODES, CALIBRATION_METHODS
+from core.compression.calibration import CALIBRATION_SOURCES
 from core.compression.granularities import GRANULARITIES
 from core.compression.pruning import CRITERIA, SCOPES
 from core.compression.recipe import FLOAT_BITS, MAX_PRUNE_AMOUNT, WEIGHT_BITS_RANGE, PruneConfig, QuantConfig
 from core.load.samples import samples
-from core.measure.benchmark import LATENCY_THREADS
+from core.measure.benchmark import LATENCY_BUDGET_S, LATENCY_THREADS
 from core.onnx.runtime import default_threads
 
 DEFAULT_SAMPLE = "digits-cnn"
-MAX_PRUNE_PERCENT = 95
+MAX_PRUNE_PERCENT = round(MAX_PRUNE_AMOUNT * 100)
 BITS_OFF = "off"
+UPLOAD_CALIBRATION = "upload"  # the user's own .npz, stored and passed on by its path
 UPLOAD_TYPES = ["onnx", "zip", "safetensors"]
 
 
@@ -157,15 +159,13 @@ def render() -> Controls:
     if ACTIVATION_MODES[activations].may_calibrate:
         calibration = st.selectbox(
             "Calibration inputs",
-            ["sample", "random", "upload"],
+            [*CALIBRATION_SOURCES, UPLOAD_CALIBRATION],
             key="calibration",
-            format_func=lambda name: {
-                "sample": "the model's own evaluation inputs",
-                "random": "seeded random inputs (accuracy may be off)",
-                "upload": "an .npz of input arrays",
-            }[name],
+            format_func=lambda name: (
+                CALIBRATION_SOURCES[name].help if name in CALIBRATION_SOURCES else "an .npz of input arrays"
+            ),
         )
-        if calibration == "upload":
+        if calibration == UPLOAD_CALIBRATION:
             upload = st.file_uploader("Calibration .npz", type=["npz"], key="calibration_upload")
             calibration = str(_store_upload(upload.name, upload.getvalue())) if upload else "sample"
         method = st.selectbox(
@@ -176,7 +176,14 @@ def render() -> Controls:
         )
 
     st.header("Latency")
-    budget = st.slider("Time budget (s)", 1, 30, 5, key="latency_budget", help="Interleaved runs stop after this.")
+    budget = st.slider(
+        "Time budget (s)",
+        1,
+        30,
+        round(LATENCY_BUDGET_S),
+        key="latency_budget",
+        help="Interleaved runs stop after this.",
+    )
     cores = default_threads()
     threads = st.selectbox(
         "Intra-op threads",

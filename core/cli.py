@@ -16,13 +16,17 @@ from core.compression.pipeline import compress
 from core.compression.pruning import CRITERIA, SCOPES
 from core.compression.recipe import FLOAT_BITS, LayerOverride, PruneConfig, QuantConfig, Recipe
 from core.errors import InvalidSettingError, SqueezeError
-from core.explore.allocation import allocate_bits, plans
+from core.explore.allocation import allocate_bits, compare_plans
 from core.explore.sensitivity import DEFAULT_AMOUNTS, DEFAULT_BITS, cached_scan
+from core.explore.sweep import DEFAULT_AMOUNTS as SWEEP_AMOUNTS
+from core.explore.sweep import DEFAULT_BITS as SWEEP_BITS
+from core.explore.sweep import DEFAULT_BUDGET_S as SWEEP_BUDGET_S
 from core.explore.sweep import best_on_front, sweep, to_csv
 from core.load.files import write_atomic
 from core.load.sources import load_model
-from core.measure.benchmark import LATENCY_THREADS, measure_latency, time_against_original
+from core.measure.benchmark import LATENCY_BUDGET_S, LATENCY_THREADS, measure_latency, time_against_original
 from core.measure.summaries import build_report, report_on_export
+from core.measure.verdict import measured_text, verdict_agreement
 from core.present.html_report import render as render_html
 
 EXIT_USAGE = 2
@@ -107,7 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     squeeze.add_argument("--report", type=Path, metavar="REPORT.json")
     squeeze.add_argument("--recipe", type=Path, metavar="RECIPE.json", help="where to write the recipe")
     squeeze.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
-    squeeze.add_argument("--budget", type=float, default=6.0, metavar="SECONDS", help="latency time budget")
+    squeeze.add_argument(
+        "--budget", type=float, default=LATENCY_BUDGET_S, metavar="SECONDS", help="latency time budget"
+    )
     squeeze.add_argument(
         "--threads",
         type=int,
@@ -125,11 +131,13 @@ def _parser() -> argparse.ArgumentParser:
 
     grid = commands.add_parser("sweep", help="a grid of settings, each exported and measured; the Pareto front")
     grid.add_argument("model")
-    grid.add_argument("--prune", type=_floats, default=[0.0, 0.25, 0.5, 0.75], metavar="A,B,...")
-    grid.add_argument("--bits", type=_ints, default=[32, 8, 4], metavar="B,C,...")
+    grid.add_argument("--prune", type=_floats, default=list(SWEEP_AMOUNTS), metavar="A,B,...")
+    grid.add_argument("--bits", type=_ints, default=list(SWEEP_BITS), metavar="B,C,...")
     grid.add_argument("--granularity", default="unstructured", metavar="G[,G2]", help=", ".join(GRANULARITIES))
     grid.add_argument("--activations", choices=list(ACTIVATION_MODES), default="none")
-    grid.add_argument("--budget", type=float, default=1.0, metavar="SECONDS", help="latency budget per point")
+    grid.add_argument(
+        "--budget", type=float, default=SWEEP_BUDGET_S, metavar="SECONDS", help="latency budget per point"
+    )
     grid.add_argument("--threads", type=int, default=None)
     grid.add_argument("--csv", type=Path, metavar="OUT.csv")
 
@@ -148,13 +156,13 @@ def _parser() -> argparse.ArgumentParser:
     share.add_argument("--recipe", type=Path, required=True, metavar="RECIPE.json")
     share.add_argument("--html", type=Path, required=True, metavar="OUT.html")
     share.add_argument("--no-latency", action="store_true")
-    share.add_argument("--budget", type=float, default=6.0, metavar="SECONDS")
+    share.add_argument("--budget", type=float, default=LATENCY_BUDGET_S, metavar="SECONDS")
     share.add_argument("--threads", type=int, default=None)
 
     bench = commands.add_parser("bench", help="interleaved ONNX Runtime latency of one model or two side by side")
     bench.add_argument("model")
     bench.add_argument("other", nargs="?")
-    bench.add_argument("--budget", type=float, default=6.0, metavar="SECONDS")
+    bench.add_argument("--budget", type=float, default=LATENCY_BUDGET_S, metavar="SECONDS")
     bench.add_argument("--threads", type=int, default=None)
     return parser
 
@@ -234,11 +242,9 @@ def _allocate(args: argparse.Namespace) -> None:
     model = load_model(args.model)
     scan = cached_scan(model, progress=_print_progress("scan"))
     print(f"{model.name}: {args.target:.0%} of the prunable weights, three ways")
-    for plan in plans(model, scan, args.target, args.bits):
-        compressed = compress(model, plan.recipe)
-        report = report_on_export(compressed)
-        metric, quality = report.quality
-        print(f"  {plan.name:<8} {metric} {quality:.4f}, sparsity {report.totals['sparsity']:.2%}")
+    for scored in compare_plans(model, scan, args.target, args.bits):
+        plan = scored.plan
+        print(f"  {plan.name:<8} {scored.metric} {scored.quality:.4f}, sparsity {scored.sparsity:.2%}")
         if plan.name == "auto":
             for node, amount in plan.amounts.items():
                 print(f"    {node}: {amount:.1%}")
@@ -468,6 +474,9 @@ def _print_summary(report) -> None:
             ["original", "compressed"],
             [report.latency_ms.original, report.latency_ms.compressed],
             report.latency_ms.environment,
+        )
+        print(
+            f"{measured_text(report.latency_ms)} Expected: {verdict.expectation}; {verdict_agreement(verdict.expectation, report.latency_ms)}."
         )
     for note in report.notes:
         print(f"note: {note}")

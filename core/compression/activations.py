@@ -93,7 +93,7 @@ def quantize_static_qdq(
     progress: Progress | None = None,
 ) -> bytes:
     """Static int8: uint8 activations (x86 kernels prefer U8S8), per-channel symmetric int8 weights, QDQ."""
-    from onnxruntime import quantization
+    from onnxruntime import quantization  # here, not at the top: it takes 1.4 s to import and only exports need it
 
     _quiet_ort_logging()
 
@@ -125,7 +125,7 @@ def quantize_dynamic_int8(
     progress: Progress | None = None,
 ) -> bytes:
     """Dynamic int8 on MatMul/Gemm: activation ranges taken at run time, so calibration is not used."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # 1.4 s to import: only exports need it
 
     _quiet_ort_logging()
     with tempfile.TemporaryDirectory(prefix="squeezelab-quant-") as folder:

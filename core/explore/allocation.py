@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.compression.pipeline import compress
 from core.compression.recipe import LayerOverride, PruneConfig, QuantConfig, Recipe
 from core.errors import InvalidSettingError
 from core.explore.sensitivity import Sensitivity
+from core.measure.summaries import report_on_export
 from core.model import Model
 
 
@@ -117,3 +119,25 @@ def plans(model: Model, scan: Sensitivity, target: float, bits: int = 32) -> lis
         Plan("global", {}, Recipe(PruneConfig(target, scope="global"), quant, **common)),
         Plan("auto", auto, Recipe(PruneConfig(0.0), quant, overrides=overrides, **common)),
     ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ScoredPlan:
+    """A plan compressed, exported and measured on the model's evaluation data."""
+
+    plan: Plan
+    metric: str  # "accuracy" or "cosine" (core.data.quality)
+    quality: float
+    sparsity: float  # of all prunable weights
+    layer_sparsity: dict[str, float]  # per layer node
+
+
+def compare_plans(model: Model, scan: Sensitivity, target: float, bits: int = 32) -> list[ScoredPlan]:
+    """The uniform, global and auto plans for one target, each scored on its export."""
+    scored = []
+    for plan in plans(model, scan, target, bits):
+        report = report_on_export(compress(model, plan.recipe))
+        metric, quality = report.quality
+        sparsity = {layer.node: layer.sparsity for layer in report.layers}
+        scored.append(ScoredPlan(plan, metric, quality, report.totals["sparsity"], sparsity))
+    return scored

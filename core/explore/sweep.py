@@ -20,7 +20,9 @@ from core.measure.benchmark import measure_latency
 from core.model import Model
 from core.onnx.runtime import create_session, run
 
-DEFAULT_BUDGET_S = 1.0
+DEFAULT_AMOUNTS = (0.0, 0.25, 0.5, 0.75)
+DEFAULT_BITS = (32, 8, 4)
+DEFAULT_BUDGET_S = 1.0  # latency per point: enough to rank settings; the chosen one is measured properly after
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ Progress = Callable[[float], None]
 # second thread made resnet18 no faster (22.3 ms vs 22.5 ms median) and its runs far noisier (p90-p10 spread
 # 1.3 ms vs 15.6 ms), so one thread gives the steadier, more comparable figure. Every result records its threads.
 LATENCY_THREADS = 1
+LATENCY_BUDGET_S = 6.0  # seconds of interleaved runs after warm-up, unless asked otherwise
 
 
 @functools.cache  # the CPU does not change under a running process; every report and verdict asks
@@ -98,7 +99,7 @@ def measure_latency(
     warmup: int = 3,
     min_runs: int = 15,
     max_runs: int = 200,
-    budget_s: float = 6.0,
+    budget_s: float = LATENCY_BUDGET_S,
     progress: Progress | None = None,
 ) -> tuple[list[LatencyStats], Environment]:
     """Latency in ms of each model on the same feeds, runs interleaved; stops at `max_runs` or once
@@ -146,7 +147,7 @@ def time_against_original(model: Model, compressed: OnnxModel, progress=None, **
     feeds = model.latency_feed
     if model.is_sample:
         return compare_latency(model.runnable, compressed, feeds, progress=progress, **options)
-    budget = float(options.get("budget_s", 6.0))
+    budget = float(options.get("budget_s", LATENCY_BUDGET_S))
     return run_isolated(
         _compare_in_child,
         model.runnable,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from core.compression.blocks import BlockCost
 from core.data.quality import Accuracy, Fidelity, measured_quality
 
 
@@ -120,6 +121,27 @@ class Latency:
 
 
 @dataclass(frozen=True)
+class Reason:
+    effect: str  # "faster", "slower" or "same"
+    text: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    expectation: str  # "faster", "slower", "no faster", or "mixed"
+    reasons: list[Reason]
+
+    @property
+    def summary(self) -> str:
+        return {
+            "faster": "should run faster",
+            "slower": "should run slower",
+            "no faster": "should run no faster",
+            "mixed": "may go either way",
+        }[self.expectation]
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     name: str
     source: str
@@ -141,12 +163,12 @@ class Report:
     histograms: dict[str, Histogram]  # "all" and one per layer name
     quantization_codes: dict[str, CodeCounts]
     left_whole: dict[str, str]  # structured pruning: layer node -> why it could not be pruned
-    blocks: list[Any]  # block granularity: every droppable block (BlockCost), its cost alone, whether dropped
+    blocks: list[BlockCost]  # block granularity: every droppable block, its cost alone, whether dropped
     size_bytes: dict[str, SizeStats]  # "original" and "compressed"
     fidelity: Fidelity
     accuracy: Accuracy | None
     quantization: QuantizationInfo | None = None
-    verdict: Any = None  # core.measure.verdict.Verdict: the expected speed effect and its reasons
+    verdict: Verdict | None = None  # the expected speed effect and its reasons
     latency_ms: Latency | None = None
     notes: list[str] = field(default_factory=list)
 

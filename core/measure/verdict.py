@@ -4,36 +4,17 @@ before anything is measured. Each reason comes from a measurement on this projec
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from core.compression.activations import ACTIVATION_MODES
 from core.compression.granularities import GRANULARITIES
 from core.compression.pipeline import CONV_OPS, Compressed
 from core.measure.benchmark import VNNI_FLAGS, cpu_description
+from core.measure.report import Latency, Reason, Verdict
 
+# Below this relative difference of medians one model is not called faster: run-to-run noise here is larger.
+NOISE_BAND = 0.05
 TINY_MACS = 5_000_000  # below this per sample, per-op overhead outweighs int8 arithmetic savings
 FEWER_MACS = 0.9  # a MAC ratio below this is expected to show in latency
-
-
-@dataclass(frozen=True)
-class Reason:
-    effect: str  # "faster", "slower" or "same"
-    text: str
-
-
-@dataclass(frozen=True)
-class Verdict:
-    expectation: str  # "faster", "slower", "no faster", or "mixed"
-    reasons: list[Reason]
-
-    @property
-    def summary(self) -> str:
-        return {
-            "faster": "should run faster",
-            "slower": "should run slower",
-            "no faster": "should run no faster",
-            "mixed": "may go either way",
-        }[self.expectation]
 
 
 def speed_verdict(compressed: Compressed, cpu_flags: list[str] | None = None) -> Verdict:
@@ -140,3 +121,37 @@ def _quantization_reasons(compressed: Compressed, flags: list[str], macs: int) -
             )
         )
     return reasons
+
+
+def _plain(text: str) -> str:
+    return text
+
+
+def measured_effect(latency: Latency) -> str:
+    """ "faster", "slower" or "no faster": the verdict's words, from the medians and the noise band."""
+    speedup = latency.speedup or 1.0
+    return "faster" if speedup >= 1 + NOISE_BAND else "slower" if speedup <= 1 - NOISE_BAND else "no faster"
+
+
+def measured_text(latency: Latency, strong: Callable[[str], str] = _plain) -> str:
+    """What the measurement says, in one sentence; `strong` marks the figure (bold in the dashboard)."""
+    speedup = latency.speedup or 1.0
+    effect = measured_effect(latency)
+    if effect == "faster":
+        return f"The compressed model ran {strong(f'{speedup:.2f}× faster')} (median against median)."
+    if effect == "slower":
+        return f"The compressed model ran {strong(f'{1 / speedup:.2f}× slower')} (median against median)."
+    return f"No measurable difference ({speedup:.2f}×, inside the ±{NOISE_BAND:.0%} noise band)."
+
+
+def verdict_agreement(expected: str, latency: Latency, strong: Callable[[str], str] = _plain) -> str:
+    """Whether the measurement confirms the verdict given before it."""
+    measured = measured_effect(latency)
+    if expected == "mixed":
+        return f"measured {measured}"
+    confirmed = measured == expected or (expected == "no faster" and measured == "slower")
+    return (
+        f"the measurement {strong('confirms')} it"
+        if confirmed
+        else f"the measurement {strong('contradicts')} it ({measured})"
+    )

@@ -4,6 +4,7 @@ interactive charts, the speed verdict and the environment. plotly.js is inlined,
 from __future__ import annotations
 
 import html
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from core.measure.report import Report
@@ -122,8 +123,6 @@ generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by Squeezelab</p>
 
 def original_row(layer):
     """The original's row for the sparsity chart: the same layer before compression."""
-    from dataclasses import replace
-
     zeros = layer.original_zeros
     return replace(layer, zeros=zeros, sparsity=zeros / layer.params, collapsed=zeros == layer.params,
                    shape_after=list(layer.shape), channels_kept=layer.channels, left_whole=None)  # fmt: skip

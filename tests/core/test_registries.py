@@ -1,0 +1,76 @@
+"""Every technique choice comes from one registry: the CLI, the recipe and the verdict list the same entries."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core import ACTIVATION_MODES, GRANULARITIES, QUALITY_METRICS, InvalidSettingError, PruneConfig, QuantConfig
+from core.cli import _parser
+from core.compression.calibration import CALIBRATION_SOURCES, calibration_for
+from core.data.quality import metric_name
+from core.measure.benchmark import environment, stats
+from core.measure.report import Latency
+from core.measure.verdict import INT8_MODE_REASONS, NOISE_BAND, measured_effect, measured_text, verdict_agreement
+
+
+def _choices(command: str, flag: str) -> list[str]:
+    parser = _parser()
+    subparsers = next(action for action in parser._actions if action.dest == "command")
+    action = next(a for a in subparsers.choices[command]._actions if flag in a.option_strings)
+    return list(action.choices)
+
+
+def test_the_cli_lists_the_registries():
+    assert _choices("compress", "--granularity") == ["unstructured", "channel", "block"] == list(GRANULARITIES)
+    assert _choices("compress", "--activations") == ["none", "dynamic", "static", "auto"] == list(ACTIVATION_MODES)
+
+
+def test_the_recipe_validates_against_the_registries_and_takes_their_defaults():
+    with pytest.raises(
+        InvalidSettingError, match="unknown granularity 'rows'; choose from unstructured, channel, block"
+    ):
+        PruneConfig(granularity="rows")
+    assert [PruneConfig(granularity=name).scope for name in GRANULARITIES] == ["global", "layer", "layer"]
+    assert QuantConfig(8, "dynamic").smooth_alpha == 0.7 and QuantConfig(8, "static").smooth_alpha == 0.0
+    with pytest.raises(InvalidSettingError, match=r"int8 activations \(auto\) need quantized weights"):
+        QuantConfig(32, "auto")
+
+
+def test_every_int8_mode_says_what_it_does_to_speed():
+    assert {name for name, mode in ACTIVATION_MODES.items() if mode.quantize is not None} == set(INT8_MODE_REASONS)
+
+
+def test_calibration_sources_by_name(digits_cnn):
+    assert list(CALIBRATION_SOURCES) == ["sample", "random"]
+    sample, random = (calibration_for(digits_cnn, name) for name in CALIBRATION_SOURCES)
+    assert not sample.random and len(sample.inputs["image"]) == 64  # the sample's own, apart from its eval set
+    assert random.random and random.inputs["image"].shape == (32, 1, 8, 8)
+
+
+def test_one_rule_picks_the_quality_metric():
+    assert metric_name(True) == "accuracy" and metric_name(False) == "cosine"
+    reference = np.array([[1.0, 0.0], [0.0, 1.0]])
+    outputs = np.array([[1.0, 1.0], [0.0, 2.0]])
+    assert QUALITY_METRICS["accuracy"].score(reference, outputs, np.array([1, 1])) == 0.5  # a tie goes to class 0
+    assert QUALITY_METRICS["cosine"].score(reference, outputs, None) == pytest.approx((np.sqrt(0.5) + 1) / 2)
+
+
+def _latency(original_ms: float, compressed_ms: float) -> Latency:
+    return Latency(stats([original_ms] * 5), stats([compressed_ms] * 5), environment(1), original_ms / compressed_ms)
+
+
+def test_the_measured_verdict_calls_differences_inside_the_noise_band_no_difference():
+    assert NOISE_BAND == 0.05
+    assert measured_effect(_latency(2.0, 1.0)) == "faster"
+    assert measured_effect(_latency(1.0, 2.0)) == "slower"
+    assert measured_effect(_latency(1.0, 0.97)) == "no faster"
+    assert measured_text(_latency(2.0, 1.0)) == "The compressed model ran 2.00× faster (median against median)."
+    assert measured_text(_latency(1.0, 2.0), lambda text: f"**{text}**") == (
+        "The compressed model ran **2.00× slower** (median against median)."
+    )
+    assert measured_text(_latency(1.0, 0.97)) == "No measurable difference (1.03×, inside the ±5% noise band)."
+    assert verdict_agreement("faster", _latency(2.0, 1.0)) == "the measurement confirms it"
+    assert verdict_agreement("no faster", _latency(1.0, 2.0)) == "the measurement confirms it"
+    assert verdict_agreement("faster", _latency(1.0, 0.97)) == "the measurement contradicts it (no faster)"
+    assert verdict_agreement("mixed", _latency(1.0, 2.0)) == "measured slower"
