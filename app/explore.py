@@ -55,7 +55,8 @@ def sensitivity_tab(model: Model, source: str) -> None:
 
 def allocation_panel(model: Model, source: str) -> None:
     """A global target spread three ways: the same amount everywhere, one global threshold, and by sensitivity."""
-    target = st.slider("Target: % of all prunable weights", 5, MAX_PRUNE_PERCENT, 50, 5, key="allocation_target") / 100
+    top = MAX_PRUNE_PERCENT // 5 * 5  # on the slider's steps of 5
+    target = st.slider("Target: % of all prunable weights", 5, top, 50, 5, key="allocation_target") / 100
     with st.spinner("Compressing and scoring the three plans…"):
         compared = cache.allocation(source, target)
     metric = metric_of(model).name

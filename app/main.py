@@ -40,14 +40,19 @@ def user_message(error: SqueezeError, model: Model | None) -> str:
     return f"{Path(error.source).name}: {error.reason}"
 
 
+class _Shown(Exception):
+    """A user's mistake is on the page; nothing below it can be drawn."""
+
+
 def or_stop(action: Callable[[], Result], model: Model | None = None) -> Result:
     """An engine call; a mistake of the user's (a bad file, settings this model cannot take) is shown as its one
-    line and ends the page there, since everything below depends on the result."""
+    line and ends the page there, since everything below depends on the result. (Not st.stop(): a run ended by
+    it keeps the state of widgets it did not draw, where ending the script normally drops it.)"""
     try:
         return action()
     except SqueezeError as error:
         st.error(user_message(error, model))
-        st.stop()
+        raise _Shown from None
 
 
 def _change(difference: float, text: str) -> str | None:
@@ -320,6 +325,13 @@ def downloads(model: Model, exported: cache.Exported, recipe: Recipe, measured: 
 
 
 def main() -> None:
+    try:
+        page()
+    except _Shown:
+        pass
+
+
+def page() -> None:
     st.set_page_config(page_title="Squeezelab", layout="wide")
     st.title("Squeezelab")
     st.caption("See what pruning and quantization do to a neural network, measured in ONNX Runtime, and export it.")
@@ -359,10 +371,13 @@ def main() -> None:
         def calibrating(fraction: float) -> None:
             bar.progress(fraction, text=f"Calibrating static int8 activations… {fraction:.0%}")
 
-        try:
-            exported = or_stop(lambda: cache.exported(controls.source, recipe_json, calibrating), model)
-        finally:
-            bar.empty()
+        def export() -> cache.Exported:
+            try:
+                return cache.exported(controls.source, recipe_json, calibrating)
+            finally:
+                bar.empty()  # before the error, if any, is shown
+
+        exported = or_stop(export, model)
     measured = latency.results().get(latency.result_key(controls.source, recipe_json, controls.latency_threads))
     with metrics_box:
         measured_metrics(place, model, exported.report, measured)

@@ -50,7 +50,7 @@ _EXPORTS = {
     "Report": "core.measure.report",
     "Latency": "core.measure.report",
     "WeightSummary": "core.measure.report",
-    "Verdict": "core.measure.verdict",
+    "Verdict": "core.measure.report",
     "speed_verdict": "core.measure.verdict",
     "compare_latency": "core.measure.benchmark",
     "measure_latency": "core.measure.benchmark",
@@ -84,7 +84,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from core.load.onnx_file import model_from_bytes
     from core.load.sources import load_model
     from core.measure.benchmark import compare_latency, measure_latency
-    from core.measure.report import Latency, Report, WeightSummary
+    from core.measure.report import Latency, Report, Verdict, WeightSummary
     from core.measure.summaries import build_report, summarize_weights
-    from core.measure.verdict import Verdict, speed_verdict
+    from core.measure.verdict import speed_verdict
     from core.model import EvalSet, Model

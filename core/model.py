@@ -23,6 +23,7 @@ from core.onnx.macs import graph_macs
 from core.onnx.runtime import OnnxModel, create_session, run, with_data_in
 
 Derived = TypeVar("Derived")
+SAMPLE_SOURCE_PREFIX = "sample:"  # a sample's source: the prefix and its name
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class Model:
     @property
     def is_sample(self) -> bool:
         """One of the project's own samples; everything else is a user's file and runs in sandbox children."""
-        return self.source.startswith("sample:")
+        return self.source.startswith(SAMPLE_SOURCE_PREFIX)
 
     @property
     def prunable_params(self) -> int:

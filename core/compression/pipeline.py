@@ -72,7 +72,8 @@ def compress(model: Model, recipe: Recipe, index: Index | None = None) -> Compre
             model.source,
         )
     settings = recipe.prune
-    # with nothing removed at the granularity's level, layers with their own amount are still pruned (unstructured)
+    # at amount 0 nothing is removed, but layers with their own amount are still pruned (per-layer amounts are
+    # unstructured: the recipe refuses them for structural granularities)
     prune = GRANULARITIES[settings.granularity].prune if settings.active else prune_weights
     pruned = prune(model, settings, index, _own_amounts(model, recipe))
     base = Compressed(model, recipe, **{name.name: getattr(pruned, name.name) for name in fields(Pruned)})

@@ -29,7 +29,7 @@ from core.onnx.runtime import create_session
 DEFAULT_AMOUNTS = (0.25, 0.5, 0.75, 0.9)
 DEFAULT_BITS = (8, 6, 4, 3)
 SCAN_SAMPLES = 64  # a small fixed input set: the first evaluation inputs
-SCAN_FORMAT = 1
+SCAN_FORMAT = 2  # 2: cosine fidelity as core.data.quality computes it (1-D outputs are one vector)
 
 
 @dataclass(frozen=True)

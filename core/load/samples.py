@@ -16,12 +16,11 @@ import numpy as np
 
 from core.load.files import atomic_path, cache_dir
 from core.load.onnx_file import model_from_bytes
-from core.model import EvalSet, Model
+from core.model import SAMPLE_SOURCE_PREFIX, EvalSet, Model
 
 ENTRY_POINT_GROUP = "squeezelab.samples"
 # Bump when the export of sample models changes, so stale cache entries are not reused.
 EXPORT_FORMAT = 1
-SOURCE_PREFIX = "sample:"
 
 StateDict = dict[str, np.ndarray]
 
@@ -76,7 +75,7 @@ def load_sample(name: str) -> Model:
     return model_from_bytes(
         onnx_path.read_bytes(),
         name=name,
-        source=f"{SOURCE_PREFIX}{name}",
+        source=f"{SAMPLE_SOURCE_PREFIX}{name}",
         description=sample.description,
         task=sample.task,
         trained=sample.trained,

@@ -398,3 +398,20 @@ def test_a_large_upload_stays_on_disk_compresses_and_explains_what_it_cannot_do(
         ": block pruning needs the weights in memory; this model keeps 0.0 GB of weights "
         "on disk, memory-mapped (pruning, weight-only quantization, scans and sweeps run on it)"
     )
+
+
+def test_an_export_that_fails_midway_shows_one_line_and_no_progress_bar(monkeypatch):
+    from app import cache
+    from core import UnsupportedModelError
+
+    def failing(source, recipe_json, progress=None):
+        progress(0.5)  # calibration had started
+        raise UnsupportedModelError("ONNX Runtime's quantizer crashed", "digits-cnn.onnx")
+
+    monkeypatch.setattr(cache, "exported", failing)
+    app = AppTest.from_file(MAIN, default_timeout=180)
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert [error.value for error in app.error] == ["digits-cnn.onnx: ONNX Runtime's quantizer crashed"]
+    assert not app.get("progress")
+    assert "Export" not in [header.value for header in app.subheader]  # the page ended at the error
