@@ -21,7 +21,7 @@ from core.load.offload import SLIM_MODEL_NAME, move_weights_to_disk
 from core.model import EvalSet, LazyWeights, Model
 from core.onnx.external_data import all_tensors, check_external_data, has_external_data, tensors_beside_initializers
 from core.onnx.folding import fold_constants
-from core.onnx.graph import find_prunable_layers
+from core.onnx.graph import all_nodes, find_prunable_layers
 from core.onnx.inputs import random_inputs_for
 from core.onnx.runtime import create_session, with_data_in
 from core.onnx.sandbox import run_isolated
@@ -31,6 +31,8 @@ from core.onnx.sandbox import run_isolated
 # `require_in_memory`). SQUEEZELAB_IN_MEMORY_LIMIT (bytes) lowers it where memory matters more than those features.
 IN_MEMORY_LIMIT = 1024**3
 DIGEST_CHUNK = 16 * 1024**2
+PROBE_TIMEOUT_S = 30.0
+PROBE_TIMEOUT_SETTING = "SQUEEZELAB_PROBE_TIMEOUT_S"
 NOT_PRUNED_IN_MEMORY_LIMIT = 1024**3  # a large model's other tensors are read into memory, up to this much
 
 
@@ -61,7 +63,16 @@ def load_onnx_file(path: Path, *, name: str | None = None, source: str | None = 
         _check_model(str(folder / SLIM_MODEL_NAME), source)
         data = proto.SerializeToString()
     feeds = random_inputs_for(proto, source)
-    run_isolated(probe_model, data, feeds, folder, source=source, what="ONNX Runtime on this model")
+    run_isolated(
+        probe_model,
+        data,
+        feeds,
+        folder,
+        source=source,
+        what="ONNX Runtime on this model",
+        timeout_s=probe_timeout_s(),
+        timeout_hint=f" (set {PROBE_TIMEOUT_SETTING} to allow longer)",
+    )
     return model_from_bytes(
         data, name=name or path.name, source=source, parsed=proto, external_data_folder=folder, sha256=sha256
     )
@@ -147,6 +158,19 @@ def model_from_bytes(
     except Exception as error:  # ONNX Runtime raises its own exception types for broken graphs
         raise ModelLoadError(f"ONNX Runtime cannot run it: {_first_line(error)}", source) from None
     return model
+
+
+def probe_timeout_s() -> float:
+    """How long the first run of a user's model may take: $SQUEEZELAB_PROBE_TIMEOUT_S, or 30 s. Short, because an
+    upload waits on it and a model that never ends (a Loop without exit) should fail fast."""
+    text = os.environ.get(PROBE_TIMEOUT_SETTING)
+    try:
+        seconds = PROBE_TIMEOUT_S if text is None else float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= 86_400:
+        raise InvalidSettingError("must be a number of seconds, up to a day", PROBE_TIMEOUT_SETTING)
+    return seconds
 
 
 def in_memory_limit() -> int:
@@ -268,8 +292,9 @@ MAX_TENSOR_ELEMENTS = 2**34
 
 
 def check_domains(proto: onnx.ModelProto, source: str) -> None:
-    domains = {entry.domain for entry in proto.opset_import} | {node.domain for node in proto.graph.node}
-    custom = sorted(domains - KNOWN_DOMAINS)
+    """Refuse operators whose kernels ONNX Runtime does not ship, wherever a node uses them. A domain that is only
+    declared (every paddle2onnx export declares one) needs no kernel: it is accepted and kept as it is."""
+    custom = sorted({node.domain for node in all_nodes(proto)} - KNOWN_DOMAINS)
     if custom:
         raise UnsupportedModelError(
             f"uses custom operators (domain {', '.join(custom)}): custom op libraries are never loaded", source

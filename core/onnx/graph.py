@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,6 +67,21 @@ class Layer:
 
 def node_name(node: onnx.NodeProto, index: int) -> str:
     return node.name or f"{node.op_type}_{index}"
+
+
+def all_nodes(model: onnx.ModelProto) -> Iterator[onnx.NodeProto]:
+    """Every node: the main graph's, those of subgraphs (If, Loop, Scan bodies) at any depth, and functions'."""
+
+    def of_graph(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+        for node in graph.node:
+            yield node
+            for attr in node.attribute:
+                for sub in [*attr.graphs, *([attr.g] if attr.HasField("g") else [])]:
+                    yield from of_graph(sub)
+
+    yield from of_graph(model.graph)
+    for function in model.functions:
+        yield from function.node
 
 
 def _names_used_in_subgraphs(graph: onnx.GraphProto) -> set[str]:

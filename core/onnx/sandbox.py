@@ -1,28 +1,72 @@
-"""Run work on a user's model in a child process with memory and wall-clock limits.
+"""Run work on a user's model in a child process with memory, CPU and wall-clock limits.
 
 Malformed ONNX files have crashed ONNX Runtime with segfaults at session creation; a hostile one can also hang
 or exhaust memory. In a child, any of that ends the child, not the server: the caller gets a clear error.
 Only our own values cross the pipe (bytes, arrays, result dataclasses), never anything read from a user's file.
+
+The child enforces its limits itself (address space, CPU seconds, a wall-clock alarm) and dies with its parent
+(Linux's PR_SET_PDEATHSIG), so a parent stopped by SIGTERM or SIGKILL leaves nothing running behind it.
 """
 
 from __future__ import annotations
 
+import ctypes
+import math
 import multiprocessing
+import os
 import resource
 import signal
 import time
 from collections.abc import Callable
 from typing import Any
 
-from core.errors import ModelLoadError
+from core.errors import InvalidSettingError, ModelLoadError
 
 DEFAULT_TIMEOUT_S = 300.0
-DEFAULT_MEMORY_BYTES = 16 * 1024**3
+DEFAULT_MEMORY_GIB = 16.0
+MEMORY_SETTING = "SQUEEZELAB_SANDBOX_MEMORY_GIB"  # the address space a child may use
+ALARM_GRACE_S = 5  # the child's own alarm rings this long after the parent's deadline, which reports first
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# What ONNX Runtime and numpy say when an allocation fails under the address-space limit.
+OUT_OF_MEMORY = ("Failed to allocate memory", "bad_alloc", "bad allocation", "Unable to allocate")
 _CONTEXT = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or state inherited
 
 
-def _child(connection, target: Callable, args: tuple, memory_bytes: int) -> None:
+def memory_limit_bytes() -> int:
+    """$SQUEEZELAB_SANDBOX_MEMORY_GIB, or 16 GiB."""
+    text = os.environ.get(MEMORY_SETTING)
+    try:
+        gib = DEFAULT_MEMORY_GIB if text is None else float(text)
+    except ValueError:
+        gib = -1.0
+    if not 0 < gib < 2**20:
+        raise InvalidSettingError("must be a positive number of GiB", MEMORY_SETTING)
+    return int(gib * 1024**3)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """The kernel kills this process when its parent dies, however the parent ends (Linux only)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the parent's deadline and this child's own alarm still hold
+        pass
+    if os.getppid() != parent_pid:  # the parent died before the line above
+        os._exit(1)
+
+
+def _out_of_memory(memory_bytes: int) -> str:
+    limit = memory_bytes / 1024**3
+    return f"needs more than {limit:g} GiB to run (limit {limit:g} GiB; set with {MEMORY_SETTING})"
+
+
+def _child(connection, target: Callable, args: tuple, memory_bytes: int, timeout_s: float, parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    # CPU seconds: the most the child could use on every core within its wall-clock time, so it never cuts a
+    # legitimate run short but ends a spinning one even if the parent cannot (SIGXCPU, then SIGKILL).
+    cpu_s = math.ceil(timeout_s * len(os.sched_getaffinity(0))) + ALARM_GRACE_S
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + ALARM_GRACE_S))
+    signal.alarm(math.ceil(timeout_s) + ALARM_GRACE_S)  # SIGALRM ends the process even inside ONNX Runtime's C++
 
     def progress(fraction: float) -> None:
         connection.send(("progress", fraction))
@@ -30,10 +74,13 @@ def _child(connection, target: Callable, args: tuple, memory_bytes: int) -> None
     try:
         result = target(*args, progress=progress)
     except MemoryError:
-        connection.send(("error", f"ran out of memory (limit {memory_bytes / 1024**3:.0f} GiB)"))
+        connection.send(("error", _out_of_memory(memory_bytes)))
     except BaseException as error:  # noqa: BLE001 - every failure becomes one line for the user
         lines = [line for line in str(error).splitlines() if line.strip()]
-        connection.send(("error", lines[0] if lines else type(error).__name__))
+        if any(marker in str(error) for marker in OUT_OF_MEMORY):
+            connection.send(("error", _out_of_memory(memory_bytes)))
+        else:
+            connection.send(("error", lines[0] if lines else type(error).__name__))
     else:
         connection.send(("result", result))
     finally:
@@ -46,15 +93,20 @@ def run_isolated(
     source: str,
     what: str,
     timeout_s: float = DEFAULT_TIMEOUT_S,
-    memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    memory_bytes: int | None = None,
     progress: Callable[[float], None] | None = None,
+    timeout_hint: str = "",
 ) -> Any:
     """`target(*args, progress=...)` in a child; its return value, or ModelLoadError naming `what` went wrong.
 
-    `target` must be a module-level function (the child imports it afresh).
+    `target` must be a module-level function (the child imports it afresh). `memory_bytes`: the child's address
+    space (default `memory_limit_bytes()`); `timeout_hint` ends the message of a run that took too long.
     """
+    memory_bytes = memory_bytes or memory_limit_bytes()
     parent, child = _CONTEXT.Pipe(duplex=False)
-    process = _CONTEXT.Process(target=_child, args=(child, target, args, memory_bytes), daemon=True)
+    process = _CONTEXT.Process(
+        target=_child, args=(child, target, args, memory_bytes, timeout_s, os.getpid()), daemon=True
+    )
     process.start()
     child.close()
     deadline = time.monotonic() + timeout_s
@@ -62,7 +114,7 @@ def run_isolated(
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise ModelLoadError(f"{what} took longer than {timeout_s:.0f} s and was stopped", source)
+                raise ModelLoadError(f"{what} took longer than {timeout_s:.0f} s and was stopped{timeout_hint}", source)
             if parent.poll(min(remaining, 0.2)):
                 try:
                     kind, value = parent.recv()

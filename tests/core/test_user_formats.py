@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
+from onnx import helper
 from safetensors.numpy import save_file
 
-from core import PruneConfig, QuantConfig, Recipe, compress, export_bytes, load_model
+from core import PruneConfig, QuantConfig, Recipe, UnsupportedModelError, compress, export_bytes, load_model
 from core.measure.benchmark import cpu_description, int8_sums_can_saturate
 from core.onnx.runtime import create_session, run
 from sample_models import SAMPLES
@@ -83,3 +85,30 @@ def test_the_server_keeps_xsrf_protection_and_states_its_upload_limit():
     assert config["server"]["enableXsrfProtection"] is True
     limit = config["server"]["maxUploadSize"]
     assert f"{limit} MB" in (REPO / "README.md").read_text()
+
+
+def test_a_vendor_domain_that_no_node_uses_is_accepted_and_kept_in_the_export(tmp_path):
+    declared = conv_gemm_model()
+    declared.opset_import.append(helper.make_opsetid("com.baidu.paddle", 1))  # as every paddle2onnx export does
+    path = tmp_path / "paddle.onnx"
+    path.write_bytes(declared.SerializeToString())
+    model = load_model(path)
+    data = export_bytes(compress(model, Recipe(PruneConfig(0.5), QuantConfig(8))))
+    assert ("com.baidu.paddle", 1) in [
+        (entry.domain, entry.version) for entry in onnx.load_from_string(data).opset_import
+    ]
+    assert run(create_session(data), model.eval_set.inputs)[0].shape == model.reference_outputs[0].shape
+
+
+def test_a_custom_operator_inside_a_subgraph_is_refused(tmp_path):
+    hidden = conv_gemm_model()
+    output = helper.make_tensor_value_info("hidden", onnx.TensorProto.FLOAT, [1])
+    branch = helper.make_graph(
+        [helper.make_node("Evil", [], ["hidden"], domain="com.attacker")], "branch", [], [output]
+    )
+    hidden.graph.initializer.append(helper.make_tensor("condition", onnx.TensorProto.BOOL, [], [True]))
+    hidden.graph.node.append(helper.make_node("If", ["condition"], ["unused"], then_branch=branch, else_branch=branch))
+    path = tmp_path / "hidden.onnx"
+    path.write_bytes(hidden.SerializeToString())
+    with pytest.raises(UnsupportedModelError, match=r"uses custom operators \(domain com.attacker\)"):
+        load_model(path)
