@@ -79,6 +79,7 @@ class Model:
     # Inputs to calibrate static int8 on, kept apart from `eval_set` so calibration does not see the data fidelity
     # and accuracy are measured on. None: the evaluation inputs are all there is.
     calibration_inputs: dict[str, np.ndarray] | None = None
+    opset_note: str = ""  # an old opset converted at load, or why it could not be
     _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     @property

@@ -23,8 +23,8 @@ from core.compression.recipe import FLOAT_BITS, Recipe
 from core.errors import InvalidSettingError, UnsupportedModelError
 from core.model import LazyWeights, Model
 from core.onnx.graph import Layer, Store, opset_version, with_weights, without_initializers
+from core.onnx.opsets import MIN_QDQ_OPSET
 
-MIN_QDQ_OPSET = 13  # per-axis DequantizeLinear
 CONV_OPS = ("Conv", "ConvTranspose")
 
 
@@ -68,7 +68,8 @@ def compress(model: Model, recipe: Recipe, index: Index | None = None) -> Compre
     quantizing = recipe.quant.enabled or any(override.bits not in (None, FLOAT_BITS) for override in recipe.overrides)
     if quantizing and opset_version(model.proto) < MIN_QDQ_OPSET:
         raise UnsupportedModelError(
-            f"weight quantization needs ONNX opset >= {MIN_QDQ_OPSET}; this model uses opset {opset_version(model.proto)}",
+            f"weight quantization needs ONNX opset >= {MIN_QDQ_OPSET}; this model uses opset {opset_version(model.proto)}"
+            + (f" ({model.opset_note})" if model.opset_note else ""),
             model.source,
         )
     settings = recipe.prune

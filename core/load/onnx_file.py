@@ -21,8 +21,9 @@ from core.load.offload import SLIM_MODEL_NAME, move_weights_to_disk
 from core.model import EvalSet, LazyWeights, Model
 from core.onnx.external_data import all_tensors, check_external_data, has_external_data, tensors_beside_initializers
 from core.onnx.folding import fold_constants
-from core.onnx.graph import all_nodes, find_prunable_layers
+from core.onnx.graph import all_nodes, find_prunable_layers, opset_version
 from core.onnx.inputs import random_inputs_for
+from core.onnx.opsets import MAX_OUTPUT_CHANGE, MIN_QDQ_OPSET, Upgrade, upgraded
 from core.onnx.runtime import create_session, with_data_in
 from core.onnx.sandbox import run_isolated
 
@@ -63,19 +64,48 @@ def load_onnx_file(path: Path, *, name: str | None = None, source: str | None = 
         _check_model(str(folder / SLIM_MODEL_NAME), source)
         data = proto.SerializeToString()
     feeds = random_inputs_for(proto, source)
-    run_isolated(
+    # an old opset is converted once, in memory, if ONNX Runtime computes the same outputs from both
+    upgrade = upgraded(proto) if folder is None else Upgrade(None, opset_version(proto))
+    converted = None if upgrade.model is None else upgrade.model.SerializeToString()
+    change = run_isolated(
         probe_model,
         data,
         feeds,
         folder,
+        converted,
         source=source,
         what="ONNX Runtime on this model",
         timeout_s=probe_timeout_s(),
         timeout_hint=f" (set {PROBE_TIMEOUT_SETTING} to allow longer)",
     )
+    opset_note = _opset_note(upgrade, change)
+    if converted is not None and change is not None and change <= MAX_OUTPUT_CHANGE:
+        sha256 = sha256 or hashlib.sha256(data).hexdigest()  # of the user's own file: a recipe names it
+        data, proto = converted, upgrade.model
     return model_from_bytes(
-        data, name=name or path.name, source=source, parsed=proto, external_data_folder=folder, sha256=sha256
+        data,
+        name=name or path.name,
+        source=source,
+        parsed=proto,
+        external_data_folder=folder,
+        sha256=sha256,
+        opset_note=opset_note,
     )
+
+
+def _opset_note(upgrade: Upgrade, change: float | None) -> str:
+    """What happened to an old opset, for the report; empty when the model needed nothing."""
+    target = f"opset {MIN_QDQ_OPSET}"
+    if upgrade.failure:
+        return f"opset {upgrade.from_opset} could not be converted to {target} ({upgrade.failure})"
+    if upgrade.model is None or change is None:
+        return ""
+    if change > MAX_OUTPUT_CHANGE:
+        return (
+            f"opset {upgrade.from_opset} was not converted to {target}: ONNX Runtime's outputs changed by "
+            f"{change:.2g} (more than {MAX_OUTPUT_CHANGE:g})"
+        )
+    return f"converted from opset {upgrade.from_opset} to {target} at load (outputs equal within {MAX_OUTPUT_CHANGE:g})"
 
 
 def model_from_bytes(
@@ -91,6 +121,7 @@ def model_from_bytes(
     external_data_folder: Path | None = None,
     sha256: str | None = None,
     calibration_inputs: dict[str, np.ndarray] | None = None,
+    opset_note: str = "",
 ) -> Model:
     """Validate ONNX bytes and build the working representation; eval inputs are seeded random when none are given.
     `parsed`: these bytes already parsed and checked by `parse_onnx`, so they are not parsed again.
@@ -152,6 +183,7 @@ def model_from_bytes(
         folded_nodes=folded_nodes,
         external_data_folder=folder,
         calibration_inputs=calibration_inputs,
+        opset_note=opset_note,
     )
     try:
         model.reference_outputs  # noqa: B018 - runs the model once: ONNX Runtime is the final judge of validity
@@ -325,10 +357,21 @@ STRING_OR_PACKED = {onnx.TensorProto.STRING, onnx.TensorProto.INT4, onnx.TensorP
 
 
 def probe_model(
-    data: bytes, feeds: dict[str, np.ndarray], external_data_folder: Path | None, progress=None
-) -> list[tuple[int, ...]]:
-    """Runs in a sandbox child: create a session and run once; the output shapes."""
-    return [tuple(output.shape) for output in create_session(with_data_in(data, external_data_folder)).run(None, feeds)]
+    data: bytes,
+    feeds: dict[str, np.ndarray],
+    external_data_folder: Path | None,
+    converted: bytes | None = None,
+    progress=None,
+) -> float | None:
+    """Runs in a sandbox child: create a session and run once. With `converted` (the same model at another
+    opset), run it too: the largest change of any output, or infinity where their shapes differ."""
+    outputs = create_session(with_data_in(data, external_data_folder)).run(None, feeds)
+    if converted is None:
+        return None
+    others = create_session(converted).run(None, feeds)
+    if [output.shape for output in outputs] != [other.shape for other in others]:
+        return float("inf")
+    return max((float(np.max(np.abs(a - b), initial=0.0)) for a, b in zip(outputs, others, strict=True)), default=0.0)
 
 
 def _first_line(error: BaseException) -> str:

@@ -290,6 +290,8 @@ def build_report(
     notes = []
     if model.eval_inputs_are_random:
         notes.append("No evaluation data: fidelity is measured on seeded random inputs and accuracy is unknown.")
+    if model.opset_note:
+        notes.append(f"{model.opset_note[0].upper()}{model.opset_note[1:]}.")
     if model.trained is False:
         notes.append("This model is untrained (random weights): use it for size and latency, not accuracy.")
     verdict = speed_verdict(compressed)

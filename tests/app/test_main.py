@@ -202,7 +202,13 @@ def test_resnet18_8_bits_auto_chooses_static_says_faster_and_measures_it():
     assert "faster" in measured and "Expected beforehand: faster; the measurement **confirms** it." in measured
 
 
-def test_settings_a_model_cannot_take_show_the_reason_and_keep_the_page(tmp_path):
+def test_settings_a_model_cannot_take_show_the_reason_and_keep_the_page(tmp_path, monkeypatch):
+    import core.onnx.opsets
+
+    def refuse(model, version):
+        raise RuntimeError("No Adapter For Gemm")
+
+    monkeypatch.setattr(core.onnx.opsets.version_converter, "convert_version", refuse)  # opset 11 stays 11
     app = _app()
     old = conv_gemm_model()
     old.opset_import[0].version = 11  # per-axis DequantizeLinear needs opset 13
@@ -210,7 +216,8 @@ def test_settings_a_model_cannot_take_show_the_reason_and_keep_the_page(tmp_path
     app.select_slider(key="weight_bits").set_value(8).run()
     assert not app.exception
     assert [error.value for error in app.error] == [
-        "old.onnx: weight quantization needs ONNX opset >= 13; this model uses opset 11"
+        "old.onnx: weight quantization needs ONNX opset >= 13; this model uses opset 11 "
+        "(opset 11 could not be converted to opset 13 (No Adapter For Gemm))"
     ]
     app.select_slider(key="weight_bits").set_value("off").run()
     assert not app.exception and not app.error and _metrics(app)["Non-zero weights"] == "294"

@@ -3,6 +3,7 @@ architecture, a Hugging Face folder as a zip (the all-MiniLM-L6-v2 folder from t
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tomllib
 import zipfile
@@ -14,7 +15,16 @@ import pytest
 from onnx import helper
 from safetensors.numpy import save_file
 
-from core import PruneConfig, QuantConfig, Recipe, UnsupportedModelError, compress, export_bytes, load_model
+from core import (
+    PruneConfig,
+    QuantConfig,
+    Recipe,
+    UnsupportedModelError,
+    build_report,
+    compress,
+    export_bytes,
+    load_model,
+)
 from core.measure.benchmark import cpu_description, int8_sums_can_saturate
 from core.onnx.runtime import create_session, run
 from sample_models import SAMPLES
@@ -112,3 +122,49 @@ def test_a_custom_operator_inside_a_subgraph_is_refused(tmp_path):
     path.write_bytes(hidden.SerializeToString())
     with pytest.raises(UnsupportedModelError, match=r"uses custom operators \(domain com.attacker\)"):
         load_model(path)
+
+
+def _at_opset(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
+    del model.opset_import[:]
+    model.opset_import.append(helper.make_opsetid("", version))
+    return model
+
+
+def test_a_model_at_opset_11_is_converted_at_load_and_quantizes_to_8_bits(tmp_path):
+    path = tmp_path / "old.onnx"
+    onnx.save(_at_opset(conv_gemm_model(), 11), path)
+    model = load_model(path)
+    assert model.opset_note == "converted from opset 11 to opset 13 at load (outputs equal within 1e-05)"
+    assert model.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()  # the recipe still names the user's file
+    compressed = compress(model, Recipe(quant=QuantConfig(8)))
+    data = export_bytes(compressed)
+    exported = onnx.load_from_string(data)
+    original = onnx.load(path)
+    assert [value.name for value in exported.graph.input] == [value.name for value in original.graph.input]
+    assert [value.name for value in exported.graph.output] == [value.name for value in original.graph.output]
+    outputs = run(create_session(data), model.eval_set.inputs)[0]
+    reference = run(create_session(path.read_bytes()), model.eval_set.inputs)[0]
+    np.testing.assert_allclose(outputs, reference, rtol=0, atol=0.05 * np.abs(reference).max())
+    assert (
+        "Converted from opset 11 to opset 13 at load (outputs equal within 1e-05)."
+        in build_report(compressed, data).notes
+    )
+
+
+def test_an_old_opset_the_converter_cannot_convert_keeps_pruning_and_says_why_it_cannot_quantize(tmp_path, monkeypatch):
+    import core.onnx.opsets
+
+    def refuse(model, version):
+        raise RuntimeError("No Adapter For Gemm\nmore detail")
+
+    monkeypatch.setattr(core.onnx.opsets.version_converter, "convert_version", refuse)
+    path = tmp_path / "old.onnx"
+    onnx.save(_at_opset(conv_gemm_model(), 11), path)
+    model = load_model(path)
+    assert export_bytes(compress(model, Recipe(PruneConfig(0.5))))  # pruning needs no conversion
+    with pytest.raises(UnsupportedModelError) as refused:
+        compress(model, Recipe(quant=QuantConfig(8)))
+    assert str(refused.value) == (
+        f"{path}: weight quantization needs ONNX opset >= 13; this model uses opset 11 "
+        "(opset 11 could not be converted to opset 13 (No Adapter For Gemm))"
+    )
