@@ -19,6 +19,7 @@ import onnx
 
 from core.onnx import tensors
 from core.onnx.graph import Layer, without_initializers
+from core.onnx.inputs import InputPlan
 from core.onnx.macs import graph_macs
 from core.onnx.runtime import OnnxModel, create_session, run, with_data_in
 
@@ -80,6 +81,8 @@ class Model:
     # and accuracy are measured on. None: the evaluation inputs are all there is.
     calibration_inputs: dict[str, np.ndarray] | None = None
     opset_note: str = ""  # an old opset converted at load, or why it could not be
+    # How the evaluation inputs were made up when the model came without data (core.onnx.inputs.InputPlan)
+    input_plan: InputPlan | None = None
     _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     @property

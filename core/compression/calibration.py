@@ -80,7 +80,9 @@ def _sample_inputs(model: Model) -> Calibration:
 
 
 def _random_inputs(model: Model) -> Calibration:
-    inputs = random_inputs_for(model.proto, model.source, RANDOM_CALIBRATION_BATCH, RANDOM_CALIBRATION_SEED)
+    inputs = random_inputs_for(
+        model.proto, model.source, RANDOM_CALIBRATION_BATCH, RANDOM_CALIBRATION_SEED, model.input_plan
+    )
     return Calibration(inputs, True, f"{RANDOM_CALIBRATION_BATCH} seeded random inputs")
 
 

@@ -22,7 +22,7 @@ from core.model import EvalSet, LazyWeights, Model
 from core.onnx.external_data import all_tensors, check_external_data, has_external_data, tensors_beside_initializers
 from core.onnx.folding import fold_constants
 from core.onnx.graph import all_nodes, find_prunable_layers, opset_version
-from core.onnx.inputs import random_inputs_for
+from core.onnx.inputs import RANDOM_EVAL_BATCH, RANDOM_EVAL_SEED, InputPlan, input_plans
 from core.onnx.opsets import MAX_OUTPUT_CHANGE, MIN_QDQ_OPSET, Upgrade, upgraded
 from core.onnx.runtime import create_session, with_data_in
 from core.onnx.sandbox import run_isolated
@@ -63,14 +63,14 @@ def load_onnx_file(path: Path, *, name: str | None = None, source: str | None = 
         proto = move_weights_to_disk(proto, folder, source)
         _check_model(str(folder / SLIM_MODEL_NAME), source)
         data = proto.SerializeToString()
-    feeds = random_inputs_for(proto, source)
+    plans = input_plans(proto, source)
     # an old opset is converted once, in memory, if ONNX Runtime computes the same outputs from both
     upgrade = upgraded(proto) if folder is None else Upgrade(None, opset_version(proto))
     converted = None if upgrade.model is None else upgrade.model.SerializeToString()
-    change = run_isolated(
+    chosen, change = run_isolated(
         probe_model,
         data,
-        feeds,
+        plans,
         folder,
         converted,
         source=source,
@@ -90,6 +90,7 @@ def load_onnx_file(path: Path, *, name: str | None = None, source: str | None = 
         external_data_folder=folder,
         sha256=sha256,
         opset_note=opset_note,
+        input_plan=plans[chosen],
     )
 
 
@@ -122,11 +123,13 @@ def model_from_bytes(
     sha256: str | None = None,
     calibration_inputs: dict[str, np.ndarray] | None = None,
     opset_note: str = "",
+    input_plan: InputPlan | None = None,
 ) -> Model:
     """Validate ONNX bytes and build the working representation; eval inputs are seeded random when none are given.
     `parsed`: these bytes already parsed and checked by `parse_onnx`, so they are not parsed again.
     `external_data_folder`: the (checked) folder of a large model's external data, which stays there.
-    `sha256`: the model file's digest when the caller already took it."""
+    `sha256`: the model file's digest when the caller already took it. `input_plan`: how to make up inputs
+    that ran (see `probe_model`), for a model without evaluation data."""
     folder = external_data_folder
     proto = parsed if parsed is not None else parse_onnx(data, source)
     if folder is not None:
@@ -166,7 +169,8 @@ def model_from_bytes(
         )
     random_inputs = eval_set is None
     if eval_set is None:
-        eval_set = EvalSet(random_inputs_for(proto, source), None)
+        input_plan = input_plan or input_plans(proto, source)[0]
+        eval_set = EvalSet(input_plan.feeds(RANDOM_EVAL_BATCH, RANDOM_EVAL_SEED), None)
     model = Model(
         name=name,
         source=source,
@@ -184,6 +188,7 @@ def model_from_bytes(
         external_data_folder=folder,
         calibration_inputs=calibration_inputs,
         opset_note=opset_note,
+        input_plan=input_plan if random_inputs else None,
     )
     try:
         model.reference_outputs  # noqa: B018 - runs the model once: ONNX Runtime is the final judge of validity
@@ -358,20 +363,38 @@ STRING_OR_PACKED = {onnx.TensorProto.STRING, onnx.TensorProto.INT4, onnx.TensorP
 
 def probe_model(
     data: bytes,
-    feeds: dict[str, np.ndarray],
+    plans: list[InputPlan],
     external_data_folder: Path | None,
     converted: bytes | None = None,
     progress=None,
-) -> float | None:
-    """Runs in a sandbox child: create a session and run once. With `converted` (the same model at another
-    opset), run it too: the largest change of any output, or infinity where their shapes differ."""
-    outputs = create_session(with_data_in(data, external_data_folder)).run(None, feeds)
+) -> tuple[int, float | None]:
+    """Runs in a sandbox child: create a session and run it on made-up inputs, plan after plan, until one runs;
+    which one, and, with `converted` (the same model at another opset) run on it too, the largest change of any
+    output (infinity where their shapes differ)."""
+    session = create_session(with_data_in(data, external_data_folder))
+    index, feeds, outputs = _first_that_runs(session, plans)
     if converted is None:
-        return None
+        return index, None
     others = create_session(converted).run(None, feeds)
     if [output.shape for output in outputs] != [other.shape for other in others]:
-        return float("inf")
-    return max((float(np.max(np.abs(a - b), initial=0.0)) for a, b in zip(outputs, others, strict=True)), default=0.0)
+        return index, float("inf")
+    return index, max(
+        (float(np.max(np.abs(a - b), initial=0.0)) for a, b in zip(outputs, others, strict=True)), default=0.0
+    )
+
+
+def _first_that_runs(session, plans: list[InputPlan]) -> tuple[int, dict[str, np.ndarray], list[np.ndarray]]:
+    """The first plan whose inputs the session runs: its position, its inputs and the outputs."""
+    failures = []
+    for index, plan in enumerate(plans):
+        feeds = plan.feeds(RANDOM_EVAL_BATCH, RANDOM_EVAL_SEED)
+        try:
+            return index, feeds, session.run(None, feeds)
+        except Exception as error:  # noqa: BLE001 - ONNX Runtime's own types; the next plan may run
+            failures.append(_first_line(error))
+    made_up = plans[0].describe() or "their declared shapes"
+    tried = f"; also tried {len(plans) - 1} larger sizes" if plans[0].made_up else ""
+    raise ValueError(f"did not run on made-up inputs ({made_up}{tried}). ONNX Runtime said: {failures[0]}")
 
 
 def _first_line(error: BaseException) -> str:

@@ -1,6 +1,15 @@
-"""What a graph takes as input: each input's element type and dimensions, and seeded inputs that fit them."""
+"""What a graph takes as input, and inputs made up to fit it when the user gave none.
+
+Symbolic dimensions get candidate sizes, tried in order until ONNX Runtime runs the model (in the sandboxed
+child): detectors that downsample by 32 need image sides like 224, 320 or 640, sequence models take 16, 128 or
+512 tokens. The batch axis takes the evaluation batch. Inputs named like recurrent state start at zero, a sample
+rate at 16000; other integer inputs are tried as ones, zeros, then small values.
+"""
 
 from __future__ import annotations
+
+import re
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -9,7 +18,12 @@ from core.errors import UnsupportedModelError
 
 RANDOM_EVAL_SEED = 0
 RANDOM_EVAL_BATCH = 8
-SYMBOLIC_DIM = 16  # what a symbolic dimension other than the batch becomes in random inputs
+IMAGE_SIDES = (224, 320, 640)  # multiples of 32, for the spatial dims of a 4-D float input with 1 or 3 channels
+OTHER_SIZES = (16, 128, 512)  # any other symbolic dim (tokens, time steps)
+INTEGER_FILLS = ("ones", "zeros", "small")
+STATE_NAME = re.compile(r"(^|[_./])(state|states|hidden|h0|c0|h|c|cache|past)([_./]|\d|$)", re.IGNORECASE)
+RATE_NAME = re.compile(r"(^|_)(sr|sample_?rate|sampling_?rate)$", re.IGNORECASE)
+SAMPLE_RATE = 16000
 
 
 def input_specs(proto: onnx.ModelProto) -> dict[str, tuple[np.dtype, list[int | None]]]:
@@ -25,26 +39,93 @@ def input_specs(proto: onnx.ModelProto) -> dict[str, tuple[np.dtype, list[int | 
     return specs
 
 
-def random_inputs_for(
-    proto: onnx.ModelProto, source: str, batch: int = RANDOM_EVAL_BATCH, seed: int = RANDOM_EVAL_SEED
-) -> dict[str, np.ndarray]:
-    """Seeded inputs matching the graph's input spec: normal floats, ones for integers; symbolic dims become
-    `batch` (first axis) or 16."""
-    rng = np.random.default_rng(seed)
+@dataclass(frozen=True)
+class InputPlan:
+    """One way to make up every input: its shape (None where the batch goes), dtype and values."""
+
+    shapes: dict[str, tuple[int | None, ...]]
+    dtypes: dict[str, str]
+    fills: dict[str, str]  # "normal", "ones", "zeros", "small", or a number every element takes
+    made_up: tuple[str, ...]  # the inputs whose shape or values were guessed, not declared
+
+    def feeds(self, batch: int, seed: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        return {
+            name: _filled(rng, self.fills[name], self.shape(name, batch), self.dtypes[name]) for name in self.shapes
+        }
+
+    def shape(self, name: str, batch: int) -> tuple[int, ...]:
+        return tuple(batch if size is None else size for size in self.shapes[name])
+
+    def describe(self, batch: int = RANDOM_EVAL_BATCH) -> str:
+        """e.g. "x: 8x3x224x224, sr: 16000" for the inputs that were made up."""
+        parts = []
+        for name in self.made_up:
+            shape = "x".join(map(str, self.shape(name, batch))) or "scalar"
+            fill = self.fills[name]
+            parts.append(f"{name}: {shape}" + (f" = {fill}" if fill not in ("normal", "ones", "small") else ""))
+        return ", ".join(parts)
+
+
+def _filled(rng: np.random.Generator, fill: str, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    if fill == "normal":
+        return rng.standard_normal(shape).astype(dtype)
+    if fill == "ones":
+        return np.ones(shape, dtype)
+    if fill == "zeros":
+        return np.zeros(shape, dtype)
+    if fill == "small":
+        return rng.integers(0, 10, shape).astype(dtype)
+    return np.full(shape, float(fill)).astype(dtype)
+
+
+def input_plans(proto: onnx.ModelProto, source: str) -> list[InputPlan]:
+    """Candidate ways to fill the inputs, most likely first: the i-th tries the i-th candidate size of every kind of
+    symbolic dim and the i-th way to fill integers."""
     initializer_names = {init.name for init in proto.graph.initializer}
-    feeds = {}
-    for value in proto.graph.input:
-        if value.name in initializer_names:
-            continue
+    values = [value for value in proto.graph.input if value.name not in initializer_names]
+    for value in values:
         if not value.type.HasField("tensor_type"):
             raise UnsupportedModelError(f"input {value.name!r} is not a tensor", source)
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
-        shape = [
-            dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else (batch if axis == 0 else SYMBOLIC_DIM)
-            for axis, dim in enumerate(value.type.tensor_type.shape.dim)
-        ]
-        if np.issubdtype(dtype, np.floating):
-            feeds[value.name] = rng.standard_normal(shape).astype(dtype)
-        else:
-            feeds[value.name] = np.ones(shape, dtype)
-    return feeds
+    plans = []
+    for attempt in range(len(IMAGE_SIDES)):
+        shapes, dtypes, fills, made_up = {}, {}, {}, []
+        for value in values:
+            tensor = value.type.tensor_type
+            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+            dims = [
+                dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None for dim in tensor.shape.dim
+            ]
+            floating = np.issubdtype(dtype, np.floating)
+            image = floating and len(dims) == 4 and dims[1] in (1, 3)
+            shape: list[int | None] = []
+            for axis, size in enumerate(dims):
+                if size is not None:
+                    shape.append(size)
+                elif axis == 0:
+                    shape.append(None)  # the batch
+                else:
+                    shape.append(IMAGE_SIDES[attempt] if image and axis >= 2 else OTHER_SIZES[attempt])
+            if RATE_NAME.search(value.name) and not floating:
+                fill = str(SAMPLE_RATE)
+            elif STATE_NAME.search(value.name):
+                fill = "zeros"
+            else:
+                fill = "normal" if floating else INTEGER_FILLS[attempt]
+            guessed = any(size is None for size in dims[1:]) or fill not in ("normal", "ones")
+            shapes[value.name], dtypes[value.name], fills[value.name] = tuple(shape), dtype.str, fill
+            if guessed:
+                made_up.append(value.name)
+        plans.append(InputPlan(shapes, dtypes, fills, tuple(made_up)))
+    return plans
+
+
+def random_inputs_for(
+    proto: onnx.ModelProto,
+    source: str,
+    batch: int = RANDOM_EVAL_BATCH,
+    seed: int = RANDOM_EVAL_SEED,
+    plan: InputPlan | None = None,
+) -> dict[str, np.ndarray]:
+    """Seeded inputs matching the graph's input spec, by `plan` (default: the first candidate)."""
+    return (plan or input_plans(proto, source)[0]).feeds(batch, seed)

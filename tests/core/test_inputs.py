@@ -1,0 +1,78 @@
+"""Inputs made up for a model that came without data: candidate sizes until ONNX Runtime runs it, and a clear
+line when none does."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from core import ModelLoadError, PruneConfig, QuantConfig, Recipe, compress, export_bytes, load_model
+from core.onnx.inputs import input_plans
+from core.onnx.runtime import create_session, run
+
+
+def _pooled_detector(grid: int) -> onnx.ModelProto:
+    """x[N,3,H,W] -> MaxPool(32, stride 32) + a [1,3,grid,grid] constant -> Flatten -> Gemm: runs only where
+    H/32 == W/32 == grid, as a detector's head only fits its backbone's stride."""
+    rng = np.random.default_rng(0)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "height", "width"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])
+    bias = helper.make_tensor("anchors", TensorProto.FLOAT, [1, 3, grid, grid], rng.standard_normal(3 * grid * grid))
+    weight = helper.make_tensor("head", TensorProto.FLOAT, [5, 3 * grid * grid], rng.standard_normal(15 * grid * grid))
+    nodes = [
+        helper.make_node("MaxPool", ["x"], ["pooled"], kernel_shape=[32, 32], strides=[32, 32]),
+        helper.make_node("Add", ["pooled", "anchors"], ["shifted"]),
+        helper.make_node("Flatten", ["shifted"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "head"], ["y"], transB=1),
+    ]
+    graph = helper.make_graph(nodes, "detector", [x], [y], [bias, weight])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_detector_with_symbolic_sides_runs_on_the_first_size_that_fits(tmp_path):
+    path = tmp_path / "detector.onnx"
+    onnx.save(_pooled_detector(grid=10), path)  # 320 / 32: the second candidate side
+    model = load_model(path)
+    assert model.eval_set.inputs["x"].shape == (8, 3, 320, 320)
+    assert model.input_plan.describe() == "x: 8x3x320x320"
+    data = export_bytes(compress(model, Recipe(PruneConfig(0.5), QuantConfig(8, "static", "random"))))
+    exported = onnx.load_from_string(data)
+    dims = [dim.dim_param or dim.dim_value for dim in exported.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["N", 3, "height", "width"]  # the export stays as symbolic as the original
+    assert run(create_session(data), model.latency_feed)[0].shape == (1, 5)
+
+
+def test_a_model_no_made_up_input_runs_gets_one_line_naming_the_inputs(tmp_path):
+    path = tmp_path / "odd.onnx"
+    onnx.save(_pooled_detector(grid=5), path)  # 160: none of 224, 320, 640
+    with pytest.raises(ModelLoadError) as caught:
+        load_model(path)
+    message = str(caught.value)
+    assert message.startswith(
+        f"{path}: ONNX Runtime on this model failed: did not run on made-up inputs "
+        "(x: 8x3x224x224; also tried 2 larger sizes). ONNX Runtime said: "
+    )
+    assert "\n" not in message
+
+
+def test_state_inputs_start_at_zero_and_a_sample_rate_at_16000():
+    inputs = [
+        helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", "samples"]),
+        helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "batch", 128]),
+        helper.make_tensor_value_info("sr", TensorProto.INT64, []),
+        helper.make_tensor_value_info("tokens", TensorProto.INT64, ["batch", "length"]),
+    ]
+    graph = helper.make_graph([], "vad", inputs, [])
+    plans = input_plans(helper.make_model(graph), "vad.onnx")
+    assert [plan.fills for plan in plans] == [
+        {"input": "normal", "state": "zeros", "sr": "16000", "tokens": fill} for fill in ("ones", "zeros", "small")
+    ]
+    first = plans[0].feeds(batch=2, seed=0)
+    assert first["state"].shape == (2, 16, 128) and not first["state"].any()  # only axis 0 takes the batch
+    assert first["sr"].shape == () and first["sr"] == 16000
+    assert first["input"].shape == (2, 16) and [plan.shapes["input"] for plan in plans] == [
+        (None, n) for n in (16, 128, 512)
+    ]
+    assert plans[0].describe(batch=2) == "input: 2x16, state: 2x16x128 = zeros, sr: scalar = 16000, tokens: 2x16"
