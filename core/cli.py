@@ -27,6 +27,7 @@ from core.load.sources import load_model
 from core.measure.benchmark import LATENCY_BUDGET_S, LATENCY_THREADS, measure_latency, time_against_original
 from core.measure.summaries import build_report, report_on_export
 from core.measure.verdict import measured_text, verdict_agreement
+from core.onnx.inputs import GivenInput, merge_given
 from core.present.html_report import render as render_html
 
 EXIT_USAGE = 2
@@ -41,12 +42,25 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m core", description="Squeezelab: prune and quantize models, measure, export ONNX.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    inputs = argparse.ArgumentParser(add_help=False)  # for every command that loads a model
+    inputs.add_argument(
+        "--shape",
+        action="append",
+        default=[],
+        metavar="INPUT=1x3x640x640",
+        help="an input's shape, instead of made-up sizes for its symbolic dims (ONNX models without data; repeatable)",
+    )
+    inputs.add_argument(
+        "--value", action="append", default=[], metavar="INPUT=16000", help="a value every element of an input takes"
+    )
 
-    inspect = commands.add_parser("inspect", help="list the prunable layers with shapes, parameters and MACs")
+    inspect = commands.add_parser(
+        "inspect", parents=[inputs], help="list the prunable layers with shapes, parameters and MACs"
+    )
     inspect.add_argument("model", help="a sample name or an .onnx file")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    squeeze = commands.add_parser("compress", help="prune and/or quantize, measure, and export ONNX")
+    squeeze = commands.add_parser("compress", parents=[inputs], help="prune and/or quantize, measure, and export ONNX")
     squeeze.add_argument("model", help="a sample name or an .onnx file")
     squeeze.add_argument(
         "--prune", type=float, default=None, metavar="AMOUNT", help="fraction of weights to zero, 0-0.99"
@@ -122,14 +136,18 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     sensitivity = commands.add_parser(
-        "sensitivity", help="each prunable layer alone at several amounts and bit widths: the quality it loses"
+        "sensitivity",
+        parents=[inputs],
+        help="each prunable layer alone at several amounts and bit widths: the quality it loses",
     )
     sensitivity.add_argument("model")
     sensitivity.add_argument("--amounts", type=_floats, default=list(DEFAULT_AMOUNTS), metavar="A,B,...")
     sensitivity.add_argument("--bits", type=_ints, default=list(DEFAULT_BITS), metavar="B,C,...")
     sensitivity.add_argument("--json", type=Path, metavar="OUT.json", help="write the scan as JSON")
 
-    grid = commands.add_parser("sweep", help="a grid of settings, each exported and measured; the Pareto front")
+    grid = commands.add_parser(
+        "sweep", parents=[inputs], help="a grid of settings, each exported and measured; the Pareto front"
+    )
     grid.add_argument("model")
     grid.add_argument("--prune", type=_floats, default=list(SWEEP_AMOUNTS), metavar="A,B,...")
     grid.add_argument("--bits", type=_ints, default=list(SWEEP_BITS), metavar="B,C,...")
@@ -143,6 +161,7 @@ def _parser() -> argparse.ArgumentParser:
 
     spread = commands.add_parser(
         "allocate",
+        parents=[inputs],
         help="spread a pruning target over the layers using the sensitivity scan; compare with uniform and global",
     )
     spread.add_argument("model")
@@ -151,7 +170,9 @@ def _parser() -> argparse.ArgumentParser:
     spread.add_argument("--bits", type=int, default=32)
     spread.add_argument("--recipe", type=Path, metavar="RECIPE.json", help="write the auto plan's recipe here")
 
-    share = commands.add_parser("report", help="a self-contained HTML report of a recipe applied to a model")
+    share = commands.add_parser(
+        "report", parents=[inputs], help="a self-contained HTML report of a recipe applied to a model"
+    )
     share.add_argument("model")
     share.add_argument("--recipe", type=Path, required=True, metavar="RECIPE.json")
     share.add_argument("--html", type=Path, required=True, metavar="OUT.html")
@@ -159,7 +180,9 @@ def _parser() -> argparse.ArgumentParser:
     share.add_argument("--budget", type=float, default=LATENCY_BUDGET_S, metavar="SECONDS")
     share.add_argument("--threads", type=int, default=None)
 
-    bench = commands.add_parser("bench", help="interleaved ONNX Runtime latency of one model or two side by side")
+    bench = commands.add_parser(
+        "bench", parents=[inputs], help="interleaved ONNX Runtime latency of one model or two side by side"
+    )
     bench.add_argument("model")
     bench.add_argument("other", nargs="?")
     bench.add_argument("--budget", type=float, default=LATENCY_BUDGET_S, metavar="SECONDS")
@@ -190,7 +213,7 @@ def _sensitivity(args: argparse.Namespace) -> None:
             QuantConfig(bits)
     if args.json is not None and not args.json.parent.is_dir():
         raise InvalidSettingError("the folder to write into does not exist", str(args.json))
-    model = load_model(args.model)
+    model = _load(args, args.model)
     started = time.perf_counter()
     result = cached_scan(model, tuple(args.amounts), tuple(bits for bits in args.bits if bits != FLOAT_BITS),
                          progress=_print_progress("scan"))  # fmt: skip
@@ -210,7 +233,7 @@ def _sweep(args: argparse.Namespace) -> None:
     granularities = [name for name in args.granularity.split(",") if name]
     for granularity in granularities:
         PruneConfig(granularity=granularity)
-    model = load_model(args.model)
+    model = _load(args, args.model)
     started = time.perf_counter()
     points = sweep(model, args.prune, args.bits, granularities, args.activations, args.budget, args.threads,
                    progress=_print_progress("sweep"))  # fmt: skip
@@ -239,7 +262,7 @@ def _allocate(args: argparse.Namespace) -> None:
     QuantConfig(args.bits)
     if args.recipe is not None and not args.recipe.parent.is_dir():
         raise InvalidSettingError("the folder to write into does not exist", str(args.recipe))
-    model = load_model(args.model)
+    model = _load(args, args.model)
     scan = cached_scan(model, progress=_print_progress("scan"))
     print(f"{model.name}: {args.target:.0%} of the prunable weights, three ways")
     for scored in compare_plans(model, scan, args.target, args.bits):
@@ -253,7 +276,7 @@ def _allocate(args: argparse.Namespace) -> None:
 
 
 def _allocate_bits(args: argparse.Namespace) -> None:
-    model = load_model(args.model)
+    model = _load(args, args.model)
     widths = allocate_bits(model, cached_scan(model, progress=_print_progress("scan")), args.mean_bits)
     auto = Recipe(quant=QuantConfig(8), model=model.name, model_sha256=model.sha256,
                   overrides=tuple(LayerOverride(node, bits=bits) for node, bits in widths.items()))  # fmt: skip
@@ -272,7 +295,7 @@ def _allocate_bits(args: argparse.Namespace) -> None:
 def _report(args: argparse.Namespace) -> None:
     if not args.html.parent.is_dir():
         raise InvalidSettingError("the folder to write into does not exist", str(args.html))
-    model = load_model(args.model)
+    model = _load(args, args.model)
     with tempfile.TemporaryDirectory(prefix="squeezelab-") as work:
         compressed, data, latency = _export_and_time(model, _read_recipe(args.recipe, model.sha256), args, Path(work))
         write_atomic(args.html, render_html(build_report(compressed, data, latency)).encode())
@@ -280,7 +303,7 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> None:
-    model = load_model(args.model)
+    model = _load(args, args.model)
     rows = [
         {
             "name": layer.name,
@@ -358,7 +381,7 @@ def _compress(args: argparse.Namespace) -> None:
         if path is not None and not path.parent.is_dir():
             raise InvalidSettingError("the folder to write into does not exist", str(path))
     check_export_target(args.out)  # before the (possibly long) work, not only when saving
-    model = load_model(args.model)
+    model = _load(args, args.model)
     if model.external_data_folder is not None:  # minutes of work on gigabytes: say what is going on
         print(
             f"{model.prunable_params * 4 / 1e9:.2f} GB of weights stay on disk, memory-mapped from "
@@ -379,6 +402,14 @@ def _compress(args: argparse.Namespace) -> None:
     if args.report:
         write_atomic(args.report, (json.dumps(report.to_dict(), indent=1) + "\n").encode())
     _print_summary(report)
+
+
+def _load(args: argparse.Namespace, source: str):
+    """The model, with the inputs' shapes and values given on the command line."""
+    given = [GivenInput.parse("shape", text) for text in args.shape] + [
+        GivenInput.parse("value", text) for text in args.value
+    ]
+    return load_model(source, given=merge_given(given))
 
 
 def _print_progress(what: str):
@@ -495,7 +526,7 @@ def _print_latency(labels, results, env) -> None:
 
 
 def _bench(args: argparse.Namespace) -> None:
-    models = [load_model(args.model)] + ([load_model(args.other)] if args.other else [])
+    models = [_load(args, args.model)] + ([_load(args, args.other)] if args.other else [])
     if len(models) == 2 and models[0].latency_feed.keys() != models[1].latency_feed.keys():
         raise InvalidSettingError("the two models take different inputs; cannot time them on the same feed", args.other)
     results, env = measure_latency(

@@ -22,7 +22,7 @@ from core.model import EvalSet, LazyWeights, Model
 from core.onnx.external_data import all_tensors, check_external_data, has_external_data, tensors_beside_initializers
 from core.onnx.folding import fold_constants
 from core.onnx.graph import all_nodes, find_prunable_layers, opset_version
-from core.onnx.inputs import RANDOM_EVAL_BATCH, RANDOM_EVAL_SEED, InputPlan, input_plans
+from core.onnx.inputs import RANDOM_EVAL_BATCH, RANDOM_EVAL_SEED, GivenInput, InputPlan, input_plans
 from core.onnx.opsets import MAX_OUTPUT_CHANGE, MIN_QDQ_OPSET, Upgrade, upgraded
 from core.onnx.runtime import create_session, with_data_in
 from core.onnx.sandbox import run_isolated
@@ -37,7 +37,9 @@ PROBE_TIMEOUT_SETTING = "SQUEEZELAB_PROBE_TIMEOUT_S"
 NOT_PRUNED_IN_MEMORY_LIMIT = 1024**3  # a large model's other tensors are read into memory, up to this much
 
 
-def load_onnx_file(path: Path, *, name: str | None = None, source: str | None = None) -> Model:
+def load_onnx_file(
+    path: Path, *, name: str | None = None, source: str | None = None, given: dict[str, GivenInput] | None = None
+) -> Model:
     """An .onnx file, with any external data beside it. A model over `IN_MEMORY_LIMIT` keeps its prunable weights
     on disk, memory-mapped, so its size in memory stays near its size on disk: external data stays where it is,
     weights inside a single large file are first moved into an external data file in the cache."""
@@ -63,7 +65,7 @@ def load_onnx_file(path: Path, *, name: str | None = None, source: str | None = 
         proto = move_weights_to_disk(proto, folder, source)
         _check_model(str(folder / SLIM_MODEL_NAME), source)
         data = proto.SerializeToString()
-    plans = input_plans(proto, source)
+    plans = input_plans(proto, source, given)
     # an old opset is converted once, in memory, if ONNX Runtime computes the same outputs from both
     upgrade = upgraded(proto) if folder is None else Upgrade(None, opset_version(proto))
     converted = None if upgrade.model is None else upgrade.model.SerializeToString()

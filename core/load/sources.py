@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from core.errors import ModelLoadError, UnsupportedModelError
+from core.errors import InvalidSettingError, ModelLoadError, UnsupportedModelError
 from core.load.archive import safe_extract
 from core.load.formats import refuse_if_code, sniff
 from core.load.hugging_face import load_hugging_face_folder
@@ -15,15 +15,20 @@ from core.load.onnx_file import file_digest, load_onnx_file
 from core.load.samples import load_sample, samples
 from core.load.state_dicts import load_state_dict
 from core.model import Model
+from core.onnx.inputs import GivenInput
 
 
-def load_model(source: str | os.PathLike[str], workdir: Path | None = None) -> Model:
+def load_model(
+    source: str | os.PathLike[str], workdir: Path | None = None, given: dict[str, GivenInput] | None = None
+) -> Model:
     """A sample name (see `core.load.samples`), or a user's file or folder: an .onnx (external data beside it),
     a .zip of one (or of a Hugging Face folder), a Hugging Face folder, or a safetensors state dict of a sample
     architecture. What a file is comes from its bytes; code formats are refused. Zips are extracted into
-    `workdir` (a fresh temporary folder when not given)."""
+    `workdir` (a fresh temporary folder when not given). `given`: shapes and values of an ONNX model's inputs,
+    used instead of made-up ones (see `core.onnx.inputs`)."""
     text = str(source)
     if text in samples():
+        _refuse_given(given, text)
         return load_sample(text)
     path = Path(text)
     if path.suffix == "" and os.sep not in text and not path.exists():
@@ -32,37 +37,43 @@ def load_model(source: str | os.PathLike[str], workdir: Path | None = None) -> M
         raise ModelLoadError("no such file", text)
     kind = sniff(path)
     refuse_if_code(path, kind)
-    return LOADERS.get(kind, _onnx)(path, text, workdir)
+    return LOADERS.get(kind, _onnx)(path, text, workdir, given or {})
 
 
-def _zip(path: Path, source: str, workdir: Path | None) -> Model:
+def _refuse_given(given: dict[str, GivenInput] | None, source: str) -> None:
+    if given:
+        raise InvalidSettingError("comes with its own data: --shape and --value are for an ONNX model without", source)
+
+
+def _zip(path: Path, source: str, workdir: Path | None, given: dict[str, GivenInput]) -> Model:
     digest = file_digest(path)[:16]
     root = workdir or Path(tempfile.mkdtemp(prefix="squeezelab-"))
     folder = safe_extract(path, root / f"{path.stem}-{digest}")
-    return load_folder(folder, name=path.name, source=source)
+    return load_folder(folder, name=path.name, source=source, given=given)
 
 
-def _directory(path: Path, source: str, workdir: Path | None) -> Model:
-    return load_folder(path, name=path.name, source=source)
+def _directory(path: Path, source: str, workdir: Path | None, given: dict[str, GivenInput]) -> Model:
+    return load_folder(path, name=path.name, source=source, given=given)
 
 
-def _state_dict(path: Path, source: str, workdir: Path | None) -> Model:
+def _state_dict(path: Path, source: str, workdir: Path | None, given: dict[str, GivenInput]) -> Model:
+    _refuse_given(given, source)
     return load_state_dict(path)
 
 
-def _onnx(path: Path, source: str, workdir: Path | None) -> Model:
-    return load_onnx_file(path)
+def _onnx(path: Path, source: str, workdir: Path | None, given: dict[str, GivenInput]) -> Model:
+    return load_onnx_file(path, given=given)
 
 
 # What `core.load.formats.sniff` says a file is -> its loader; anything else is tried as ONNX.
-LOADERS: dict[str, Callable[[Path, str, Path | None], Model]] = {
+LOADERS: dict[str, Callable[[Path, str, Path | None, dict[str, GivenInput]], Model]] = {
     "zip": _zip,
     "directory": _directory,
     "safetensors": _state_dict,
 }
 
 
-def load_folder(folder: Path, *, name: str, source: str) -> Model:
+def load_folder(folder: Path, *, name: str, source: str, given: dict[str, GivenInput] | None = None) -> Model:
     """A Hugging Face folder (config.json + safetensors) or a folder holding one .onnx with its external data."""
     code = sorted(str(path.relative_to(folder)) for path in folder.rglob("*.py"))
     if code:
@@ -74,13 +85,14 @@ def load_folder(folder: Path, *, name: str, source: str) -> Model:
     )
     models = list(folder.rglob("*.onnx"))
     if len(models) == 1:
-        return load_onnx_file(models[0], name=name, source=source)
+        return load_onnx_file(models[0], name=name, source=source, given=given)
     if len(models) > 1:
         listed = ", ".join(sorted(str(path.relative_to(folder)) for path in models)[:4])
         raise UnsupportedModelError(f"several .onnx files ({listed}); upload one model at a time", source)
     if not configs:
         configs = sorted(folder.rglob("config.json"), key=lambda path: len(path.parts))
     if configs:
+        _refuse_given(given, source)
         return load_hugging_face_folder(configs[0].parent, name=name, source=source)
     raise UnsupportedModelError(
         "no model inside: expected one .onnx file, or a Hugging Face folder (config.json + *.safetensors)", source

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from core.errors import UnsupportedModelError
+from core.errors import InvalidSettingError, UnsupportedModelError
 
 RANDOM_EVAL_SEED = 0
 RANDOM_EVAL_BATCH = 8
@@ -37,6 +37,43 @@ def input_specs(proto: onnx.ModelProto) -> dict[str, tuple[np.dtype, list[int | 
         dims = [dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None for dim in tensor.shape.dim]
         specs[value.name] = (onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type), dims)
     return specs
+
+
+@dataclass(frozen=True)
+class GivenInput:
+    """What the user said about one input: its shape (`--shape x=1x3x640x640`) and/or the value every element
+    takes (`--value sr=16000`)."""
+
+    name: str
+    shape: tuple[int, ...] | None = None
+    value: float | None = None
+
+    @classmethod
+    def parse(cls, kind: str, text: str) -> GivenInput:
+        """`kind` "shape": NAME=AxBxC; "value": NAME=NUMBER."""
+        name, _, given = text.rpartition("=")
+        try:
+            if not name:
+                raise ValueError
+            if kind == "shape":
+                shape = tuple(int(size) for size in given.lower().split("x")) if given else ()
+                if any(size <= 0 for size in shape):
+                    raise ValueError
+                return cls(name, shape=shape)
+            return cls(name, value=float(given))
+        except ValueError:
+            example = "NAME=1x3x640x640" if kind == "shape" else "NAME=16000"
+            raise InvalidSettingError(f"--{kind} {text!r}: expected {example}") from None
+
+
+def merge_given(given: list[GivenInput]) -> dict[str, GivenInput]:
+    """By input name, a --shape and a --value of the same input combined."""
+    merged: dict[str, GivenInput] = {}
+    for entry in given:
+        before = merged.get(entry.name, GivenInput(entry.name))
+        value = entry.value if entry.value is not None else before.value
+        merged[entry.name] = GivenInput(entry.name, entry.shape or before.shape, value)
+    return merged
 
 
 @dataclass(frozen=True)
@@ -79,14 +116,20 @@ def _filled(rng: np.random.Generator, fill: str, shape: tuple[int, ...], dtype: 
     return np.full(shape, float(fill)).astype(dtype)
 
 
-def input_plans(proto: onnx.ModelProto, source: str) -> list[InputPlan]:
+def input_plans(proto: onnx.ModelProto, source: str, given: dict[str, GivenInput] | None = None) -> list[InputPlan]:
     """Candidate ways to fill the inputs, most likely first: the i-th tries the i-th candidate size of every kind of
-    symbolic dim and the i-th way to fill integers."""
+    symbolic dim and the i-th way to fill integers. What the user `given` for an input is used as it is (a
+    symbolic batch axis still takes the evaluation batch)."""
+    given = given or {}
     initializer_names = {init.name for init in proto.graph.initializer}
     values = [value for value in proto.graph.input if value.name not in initializer_names]
     for value in values:
         if not value.type.HasField("tensor_type"):
             raise UnsupportedModelError(f"input {value.name!r} is not a tensor", source)
+    unknown = sorted(set(given) - {value.name for value in values})
+    if unknown:
+        takes = ", ".join(value.name for value in values)
+        raise InvalidSettingError(f"no input named {', '.join(unknown)}; the model takes {takes}", source)
     plans = []
     for attempt in range(len(IMAGE_SIDES)):
         shapes, dtypes, fills, made_up = {}, {}, {}, []
@@ -96,6 +139,9 @@ def input_plans(proto: onnx.ModelProto, source: str) -> list[InputPlan]:
             dims = [
                 dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None for dim in tensor.shape.dim
             ]
+            told = given.get(value.name, GivenInput(value.name))
+            if told.shape is not None:
+                dims = _given_dims(value.name, dims, told.shape, source)
             floating = np.issubdtype(dtype, np.floating)
             image = floating and len(dims) == 4 and dims[1] in (1, 3)
             shape: list[int | None] = []
@@ -106,18 +152,31 @@ def input_plans(proto: onnx.ModelProto, source: str) -> list[InputPlan]:
                     shape.append(None)  # the batch
                 else:
                     shape.append(IMAGE_SIDES[attempt] if image and axis >= 2 else OTHER_SIZES[attempt])
-            if RATE_NAME.search(value.name) and not floating:
+            if told.value is not None:
+                fill = repr(told.value)
+            elif RATE_NAME.search(value.name) and not floating:
                 fill = str(SAMPLE_RATE)
             elif STATE_NAME.search(value.name):
                 fill = "zeros"
             else:
                 fill = "normal" if floating else INTEGER_FILLS[attempt]
-            guessed = any(size is None for size in dims[1:]) or fill not in ("normal", "ones")
+            guessed = told.value is None and (any(size is None for size in dims[1:]) or fill not in ("normal", "ones"))
             shapes[value.name], dtypes[value.name], fills[value.name] = tuple(shape), dtype.str, fill
             if guessed:
                 made_up.append(value.name)
         plans.append(InputPlan(shapes, dtypes, fills, tuple(made_up)))
     return plans
+
+
+def _given_dims(name: str, dims: list[int | None], shape: tuple[int, ...], source: str) -> list[int | None]:
+    """The user's shape, checked against the declared one; a symbolic batch axis stays the evaluation batch's."""
+    declared = "x".join("?" if size is None else str(size) for size in dims) or "scalar"
+    fits = len(shape) == len(dims) and all(
+        size is None or size == told for size, told in zip(dims, shape, strict=False)
+    )
+    if not fits:
+        raise InvalidSettingError(f"--shape of {name!r} does not fit its declared {declared}", source)
+    return [None if axis == 0 and dims[0] is None else size for axis, size in enumerate(shape)]
 
 
 def random_inputs_for(

@@ -76,3 +76,46 @@ def test_state_inputs_start_at_zero_and_a_sample_rate_at_16000():
         (None, n) for n in (16, 128, 512)
     ]
     assert plans[0].describe(batch=2) == "input: 2x16, state: 2x16x128 = zeros, sr: scalar = 16000, tokens: 2x16"
+
+
+def test_the_cli_takes_an_input_shape_where_no_made_up_one_runs(tmp_path, capsys):
+    from core.cli import main
+
+    path = tmp_path / "odd.onnx"
+    onnx.save(_pooled_detector(grid=5), path)
+    out = tmp_path / "out.onnx"
+    assert (
+        main(["compress", str(path), "--prune", "0.5", "--shape", "x=1x3x160x160", "--out", str(out), "--no-latency"])
+        == 0
+    )
+    assert "fidelity on 8 random inputs" in capsys.readouterr().out  # the batch axis stays the evaluation batch
+    assert run(create_session(out.read_bytes()), {"x": np.zeros((1, 3, 160, 160), np.float32)})[0].shape == (1, 5)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "reason"),
+    [
+        (["--shape", "x=1x3x160"], "--shape of 'x' does not fit its declared ?x3x?x?"),
+        (["--shape", "image=1x3x160x160"], "no input named image; the model takes x"),
+        (["--shape", "x=1x3xbig"], "--shape 'x=1x3xbig': expected NAME=1x3x640x640"),
+        (["--value", "x=lots"], "--value 'x=lots': expected NAME=16000"),
+    ],
+)
+def test_bad_input_settings_exit_2_with_one_line(tmp_path, capsys, arguments, reason):
+    from core.cli import main
+
+    path = tmp_path / "odd.onnx"
+    onnx.save(_pooled_detector(grid=5), path)
+    assert main(["inspect", str(path), *arguments]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {path}: {reason}" if "expected" not in reason else f"error: {reason}"
+    ]
+
+
+def test_a_sample_refuses_input_settings(capsys):
+    from core.cli import main
+
+    assert main(["inspect", "digits-cnn", "--value", "image=1"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: digits-cnn: comes with its own data: --shape and --value are for an ONNX model without"
+    )
