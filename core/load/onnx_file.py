@@ -25,15 +25,13 @@ from core.onnx.graph import all_nodes, find_prunable_layers, opset_version
 from core.onnx.inputs import RANDOM_EVAL_BATCH, RANDOM_EVAL_SEED, GivenInput, InputPlan, input_plans
 from core.onnx.opsets import MAX_OUTPUT_CHANGE, MIN_QDQ_OPSET, Upgrade, upgraded
 from core.onnx.runtime import create_session, with_data_in
-from core.onnx.sandbox import run_isolated
+from core.onnx.sandbox import PROBE_TIMEOUT_SETTING, probe_timeout_s, run_isolated
 
 # A model over this stays on disk, memory-mapped, instead of being read into memory (and into every protobuf and
 # ONNX Runtime copy). Everything but block pruning and int8 activations runs on such a model (see
 # `require_in_memory`). SQUEEZELAB_IN_MEMORY_LIMIT (bytes) lowers it where memory matters more than those features.
 IN_MEMORY_LIMIT = 1024**3
 DIGEST_CHUNK = 16 * 1024**2
-PROBE_TIMEOUT_S = 30.0
-PROBE_TIMEOUT_SETTING = "SQUEEZELAB_PROBE_TIMEOUT_S"
 NOT_PRUNED_IN_MEMORY_LIMIT = 1024**3  # a large model's other tensors are read into memory, up to this much
 
 
@@ -197,19 +195,6 @@ def model_from_bytes(
     except Exception as error:  # ONNX Runtime raises its own exception types for broken graphs
         raise ModelLoadError(f"ONNX Runtime cannot run it: {_first_line(error)}", source) from None
     return model
-
-
-def probe_timeout_s() -> float:
-    """How long the first run of a user's model may take: $SQUEEZELAB_PROBE_TIMEOUT_S, or 30 s. Short, because an
-    upload waits on it and a model that never ends (a Loop without exit) should fail fast."""
-    text = os.environ.get(PROBE_TIMEOUT_SETTING)
-    try:
-        seconds = PROBE_TIMEOUT_S if text is None else float(text)
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds <= 86_400:
-        raise InvalidSettingError("must be a number of seconds, up to a day", PROBE_TIMEOUT_SETTING)
-    return seconds
 
 
 def in_memory_limit() -> int:

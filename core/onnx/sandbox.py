@@ -25,6 +25,9 @@ from core.errors import InvalidSettingError, ModelLoadError
 DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_MEMORY_GIB = 16.0
 MEMORY_SETTING = "SQUEEZELAB_SANDBOX_MEMORY_GIB"  # the address space a child may use
+# The first run of a user's model: short, because an upload waits on it and a Loop without exit should fail fast.
+PROBE_TIMEOUT_S = 30.0
+PROBE_TIMEOUT_SETTING = "SQUEEZELAB_PROBE_TIMEOUT_S"
 ALARM_GRACE_S = 5  # the child's own alarm rings this long after the parent's deadline, which reports first
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # What ONNX Runtime and numpy say when an allocation fails under the address-space limit.
@@ -32,16 +35,26 @@ OUT_OF_MEMORY = ("Failed to allocate memory", "bad_alloc", "bad allocation", "Un
 _CONTEXT = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or state inherited
 
 
+def _limit_setting(name: str, default: float, most: float, unit: str) -> float:
+    """A positive number from the environment variable `name` (up to `most`), or `default`; refused in one line."""
+    text = os.environ.get(name)
+    try:
+        value = default if text is None else float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= most:
+        raise InvalidSettingError(f"must be a positive number of {unit}, up to {most:g}", name)
+    return value
+
+
 def memory_limit_bytes() -> int:
     """$SQUEEZELAB_SANDBOX_MEMORY_GIB, or 16 GiB."""
-    text = os.environ.get(MEMORY_SETTING)
-    try:
-        gib = DEFAULT_MEMORY_GIB if text is None else float(text)
-    except ValueError:
-        gib = -1.0
-    if not 0 < gib < 2**20:
-        raise InvalidSettingError("must be a positive number of GiB", MEMORY_SETTING)
-    return int(gib * 1024**3)
+    return int(_limit_setting(MEMORY_SETTING, DEFAULT_MEMORY_GIB, 2**20, "GiB") * 1024**3)
+
+
+def probe_timeout_s() -> float:
+    """How long the first run of a user's model may take: $SQUEEZELAB_PROBE_TIMEOUT_S, or 30 s."""
+    return _limit_setting(PROBE_TIMEOUT_SETTING, PROBE_TIMEOUT_S, 86_400, "seconds")
 
 
 def _die_with_parent(parent_pid: int) -> None:
