@@ -13,14 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from core.load.samples import StateDict
 from core.model import EvalSet
 from sample_models import data
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 RESNET_SEED = 0
 DIGITS_CALIBRATION_SAMPLES = 64
-
-StateDict = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
