@@ -349,7 +349,7 @@ def page() -> None:
         quant = replace(quant, keep_float=tuple(st.session_state.keep_float))
     st.markdown(f"**{model.name}**: {model.description or model.source}")
     overrides = explore.current_overrides(model)
-    recipe = or_stop(lambda: Recipe(prune, quant, model=model.name, model_sha256=model.sha256, overrides=overrides))
+    recipe = or_stop(lambda: Recipe.for_model(model, prune, quant, overrides))
     recipe_json = recipe.to_json()
 
     metrics_box = st.container()

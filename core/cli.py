@@ -278,9 +278,9 @@ def _allocate(args: argparse.Namespace) -> None:
 def _allocate_bits(args: argparse.Namespace) -> None:
     model = _load(args, args.model)
     widths = allocate_bits(model, cached_scan(model, progress=_print_progress("scan")), args.mean_bits)
-    auto = Recipe(quant=QuantConfig(8), model=model.name, model_sha256=model.sha256,
-                  overrides=tuple(LayerOverride(node, bits=bits) for node, bits in widths.items()))  # fmt: skip
-    uniform = Recipe(quant=QuantConfig(int(args.mean_bits)), model=model.name, model_sha256=model.sha256)
+    overrides = tuple(LayerOverride(node, bits=bits) for node, bits in widths.items())
+    auto = Recipe.for_model(model, PruneConfig(), QuantConfig(8), overrides)
+    uniform = Recipe.for_model(model, PruneConfig(), QuantConfig(int(args.mean_bits)))
     print(f"{model.name}: a mean of {args.mean_bits:g} weight bits")
     for name, recipe in ((f"uniform {int(args.mean_bits)}-bit", uniform), ("auto", auto)):
         compressed = compress(model, recipe)
@@ -295,7 +295,7 @@ def _allocate_bits(args: argparse.Namespace) -> None:
 def _report(args: argparse.Namespace) -> None:
     if not args.html.parent.is_dir():
         raise InvalidSettingError("the folder to write into does not exist", str(args.html))
-    model = _load(args, args.model)
+    model = _load(args, args.model, args.recipe)
     with tempfile.TemporaryDirectory(prefix="squeezelab-") as work:
         compressed, data, latency = _export_and_time(model, _read_recipe(args.recipe, model.sha256), args, Path(work))
         write_atomic(args.html, render_html(build_report(compressed, data, latency)).encode())
@@ -339,8 +339,8 @@ def _inspect(args: argparse.Namespace) -> None:
         print(f"  {row['node']:<{width}}  {row['op_type']:<13} {shape:>16} {row['params']:>12,} {row['macs']:>15,}")
 
 
-def _recipe_from_args(args: argparse.Namespace, model_name: str, model_sha: str) -> Recipe:
-    base = _read_recipe(args.apply_recipe, model_sha) if args.apply_recipe else Recipe()
+def _recipe_from_args(args: argparse.Namespace, model) -> Recipe:
+    base = _read_recipe(args.apply_recipe, model.sha256) if args.apply_recipe else Recipe()
     # Without a recipe only the given flags are set, so defaults that depend on each other (scope on granularity)
     # resolve as they do everywhere else.
     prune = base.prune.to_dict() if args.apply_recipe else {}
@@ -354,8 +354,7 @@ def _recipe_from_args(args: argparse.Namespace, model_name: str, model_sha: str)
         given = [LayerOverride.parse(text) for text in args.override]
         replaced = {override.layer for override in given}
         overrides = tuple(o for o in base.overrides if o.layer not in replaced) + tuple(given)
-    return Recipe(PruneConfig(**prune), QuantConfig(**quant), model=model_name, model_sha256=model_sha,
-                  overrides=overrides)  # fmt: skip
+    return Recipe.for_model(model, PruneConfig(**prune), QuantConfig(**quant), overrides)
 
 
 def _given(args: argparse.Namespace, **settings: str) -> dict:
@@ -381,14 +380,14 @@ def _compress(args: argparse.Namespace) -> None:
         if path is not None and not path.parent.is_dir():
             raise InvalidSettingError("the folder to write into does not exist", str(path))
     check_export_target(args.out)  # before the (possibly long) work, not only when saving
-    model = _load(args, args.model)
+    model = _load(args, args.model, args.apply_recipe)
     if model.external_data_folder is not None:  # minutes of work on gigabytes: say what is going on
         print(
             f"{model.prunable_params * 4 / 1e9:.2f} GB of weights stay on disk, memory-mapped from "
             f"{model.external_data_folder}; compressing, exporting and measuring...",
             file=sys.stderr,
         )
-    recipe = _recipe_from_args(args, model.name, model.sha256)
+    recipe = _recipe_from_args(args, model)
     # an export over 2 GB is written here first (beside the output, so moving it into place is a rename)
     with tempfile.TemporaryDirectory(dir=args.out.parent, prefix=".squeezelab-") as work:
         compressed, data, latency = _export_and_time(model, recipe, args, Path(work))
@@ -404,12 +403,14 @@ def _compress(args: argparse.Namespace) -> None:
     _print_summary(report)
 
 
-def _load(args: argparse.Namespace, source: str):
-    """The model, with the inputs' shapes and values given on the command line."""
+def _load(args: argparse.Namespace, source: str, recipe: Path | None = None):
+    """The model, with the inputs' shapes and values its `recipe` recorded, then those given on the command line
+    (which win)."""
+    recorded = list(_parse_recipe(recipe).inputs) if recipe is not None else []
     given = [GivenInput.parse("shape", text) for text in args.shape] + [
         GivenInput.parse("value", text) for text in args.value
     ]
-    return load_model(source, given=merge_given(given))
+    return load_model(source, given=merge_given(recorded + given))
 
 
 def _print_progress(what: str):
@@ -425,14 +426,19 @@ def _print_progress(what: str):
     return report
 
 
-def _read_recipe(path: Path, model_sha256: str) -> Recipe:
-    """A recipe file, refused in one line if it is unreadable, invalid, or made for another model."""
+def _parse_recipe(path: Path) -> Recipe:
+    """A recipe file, refused in one line if it is unreadable or invalid."""
     try:
-        recipe = Recipe.from_json(path.read_text(encoding="utf-8"))
+        return Recipe.from_json(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise InvalidSettingError(error.strerror or "cannot read", str(path)) from None
     except SqueezeError as error:
         raise InvalidSettingError(error.reason, str(path)) from None
+
+
+def _read_recipe(path: Path, model_sha256: str) -> Recipe:
+    """A recipe file, refused in one line if it is unreadable, invalid, or made for another model."""
+    recipe = _parse_recipe(path)
     if recipe.model_sha256 and recipe.model_sha256 != model_sha256:
         raise InvalidSettingError(f"the recipe was made for a different model ({recipe.model})", str(path))
     return recipe

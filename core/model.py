@@ -19,7 +19,7 @@ import onnx
 
 from core.onnx import tensors
 from core.onnx.graph import Layer, without_initializers
-from core.onnx.inputs import InputPlan
+from core.onnx.inputs import GivenInput, InputPlan
 from core.onnx.macs import graph_macs
 from core.onnx.runtime import OnnxModel, create_session, run, with_data_in
 
@@ -83,6 +83,8 @@ class Model:
     opset_note: str = ""  # an old opset converted at load, or why it could not be
     # How the evaluation inputs were made up when the model came without data (core.onnx.inputs.InputPlan)
     input_plan: InputPlan | None = None
+    # The inputs' shapes and values the user gave at load (--shape, --value, the page's Inputs panel)
+    given_inputs: tuple[GivenInput, ...] = ()
     _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     @property

@@ -10,6 +10,8 @@ from core.compression.activations import ACTIVATION_MODES, CALIBRATION_METHODS, 
 from core.compression.granularities import GRANULARITIES
 from core.compression.pruning import CRITERIA, SCOPES
 from core.errors import InvalidSettingError
+from core.model import Model
+from core.onnx.inputs import GivenInput
 
 MAX_PRUNE_AMOUNT = 0.99
 MAX_CHANNEL_MULTIPLE = 64
@@ -29,6 +31,12 @@ def _from_dict(cls, data: Any, where: str):
         return cls(**data)
     except TypeError as error:
         raise InvalidSettingError(f"{where}: {error}") from None
+
+
+def _list(data: Any, where: str) -> list:
+    if not isinstance(data, list):
+        raise InvalidSettingError(f"{where} must be a JSON list")
+    return data
 
 
 @dataclass(frozen=True)
@@ -205,6 +213,14 @@ class Recipe:
     model: str | None = None
     model_sha256: str | None = None
     overrides: tuple[LayerOverride, ...] = ()
+    inputs: tuple[GivenInput, ...] = ()  # shapes and values given for the model's inputs at load
+
+    @classmethod
+    def for_model(
+        cls, model: Model, prune: PruneConfig, quant: QuantConfig, overrides: tuple[LayerOverride, ...] = ()
+    ) -> Recipe:
+        """Settings for `model`, naming it and the inputs it was loaded with, so applying them reproduces both."""
+        return cls(prune, quant, model.name, model.sha256, overrides, model.given_inputs)
 
     def __post_init__(self) -> None:
         layers = [override.layer for override in self.overrides]
@@ -226,6 +242,7 @@ class Recipe:
             "prune": self.prune.to_dict(),
             "quant": self.quant.to_dict(),
             "overrides": [override.to_dict() for override in self.overrides],
+            "inputs": [given.to_dict() for given in self.inputs],
         }
 
     @classmethod
@@ -234,7 +251,7 @@ class Recipe:
             raise InvalidSettingError("a recipe must be a JSON object")
         if data.get("format") != RECIPE_FORMAT:
             raise InvalidSettingError(f"unsupported recipe format {data.get('format')!r}; expected {RECIPE_FORMAT}")
-        unknown = sorted(set(data) - {"format", "model", "model_sha256", "prune", "quant", "overrides"})
+        unknown = sorted(set(data) - {"format", "model", "model_sha256", "prune", "quant", "overrides", "inputs"})
         if unknown:
             raise InvalidSettingError(f"unknown recipe key(s): {', '.join(unknown)}")
         return cls(
@@ -243,6 +260,7 @@ class Recipe:
             model=data.get("model"),
             model_sha256=data.get("model_sha256"),
             overrides=tuple(_from_dict(LayerOverride, entry, "override") for entry in data.get("overrides", [])),
+            inputs=tuple(GivenInput.from_dict(entry) for entry in _list(data.get("inputs", []), "inputs")),
         )
 
     def to_json(self) -> str:

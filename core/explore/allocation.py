@@ -113,11 +113,10 @@ def plans(model: Model, scan: Sensitivity, target: float, bits: int = 32) -> lis
     quant = QuantConfig(bits)
     auto = allocate(model, scan, target)
     overrides = tuple(LayerOverride(node, amount=amount) for node, amount in auto.items() if amount > 0)
-    common = {"model": model.name, "model_sha256": model.sha256}
     return [
-        Plan("uniform", {layer.node: target for layer in model.layers}, Recipe(PruneConfig(target, scope="layer"), quant, **common)),
-        Plan("global", {}, Recipe(PruneConfig(target, scope="global"), quant, **common)),
-        Plan("auto", auto, Recipe(PruneConfig(0.0), quant, overrides=overrides, **common)),
+        Plan("uniform", {layer.node: target for layer in model.layers}, Recipe.for_model(model, PruneConfig(target, scope="layer"), quant)),
+        Plan("global", {}, Recipe.for_model(model, PruneConfig(target, scope="global"), quant)),
+        Plan("auto", auto, Recipe.for_model(model, PruneConfig(0.0), quant, overrides)),
     ]  # fmt: skip
 
 

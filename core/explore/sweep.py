@@ -42,11 +42,10 @@ class SweepPoint:
     front_size: bool = False  # not beaten on (quality, size)
 
     def recipe(self, model: Model) -> Recipe:
-        return Recipe(
+        return Recipe.for_model(
+            model,
             PruneConfig(self.amount, granularity=self.granularity),
             QuantConfig(self.bits, self.activations if self.bits != FLOAT_BITS else "none"),
-            model=model.name,
-            model_sha256=model.sha256,
         )
 
 

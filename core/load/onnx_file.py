@@ -91,6 +91,7 @@ def load_onnx_file(
         sha256=sha256,
         opset_note=opset_note,
         input_plan=plans[chosen],
+        given_inputs=tuple((given or {}).values()),
     )
 
 
@@ -124,12 +125,14 @@ def model_from_bytes(
     calibration_inputs: dict[str, np.ndarray] | None = None,
     opset_note: str = "",
     input_plan: InputPlan | None = None,
+    given_inputs: tuple[GivenInput, ...] = (),
 ) -> Model:
     """Validate ONNX bytes and build the working representation; eval inputs are seeded random when none are given.
     `parsed`: these bytes already parsed and checked by `parse_onnx`, so they are not parsed again.
     `external_data_folder`: the (checked) folder of a large model's external data, which stays there.
     `sha256`: the model file's digest when the caller already took it. `input_plan`: how to make up inputs
-    that ran (see `probe_model`), for a model without evaluation data."""
+    that ran (see `probe_model`), for a model without evaluation data; `given_inputs`: what the user said about
+    them."""
     folder = external_data_folder
     proto = parsed if parsed is not None else parse_onnx(data, source)
     if folder is not None:
@@ -189,6 +192,7 @@ def model_from_bytes(
         calibration_inputs=calibration_inputs,
         opset_note=opset_note,
         input_plan=input_plan if random_inputs else None,
+        given_inputs=given_inputs,
     )
     try:
         model.reference_outputs  # noqa: B018 - runs the model once: ONNX Runtime is the final judge of validity

@@ -65,6 +65,42 @@ class GivenInput:
             example = "NAME=1x3x640x640" if kind == "shape" else "NAME=16000"
             raise InvalidSettingError(f"--{kind} {text!r}: expected {example}") from None
 
+    def to_dict(self) -> dict:
+        """As a recipe stores it: only what was given."""
+        entry: dict = {"name": self.name}
+        if self.shape is not None:
+            entry["shape"] = list(self.shape)
+        if self.value is not None:
+            entry["value"] = self.value
+        return entry
+
+    @classmethod
+    def from_dict(cls, data: object) -> GivenInput:
+        """A recipe's entry, checked as `parse` checks the command line."""
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("name"), str)
+            or set(data) - {"name", "shape", "value"}
+        ):
+            raise InvalidSettingError('an input must be {"name": ..., "shape": [...], "value": ...}')
+        shape, value = data.get("shape"), data.get("value")
+        if shape is not None and (
+            not isinstance(shape, list) or not all(isinstance(size, int) and size > 0 for size in shape)
+        ):
+            raise InvalidSettingError(f"input {data['name']!r}: shape must be a list of positive whole numbers")
+        if value is not None and not isinstance(value, int | float):
+            raise InvalidSettingError(f"input {data['name']!r}: value must be a number")
+        return cls(data["name"], None if shape is None else tuple(shape), None if value is None else float(value))
+
+    def describe(self) -> str:
+        """As the command line gives it: "--shape x=1x3x640x640 --value sr=16000"."""
+        flags = []
+        if self.shape is not None:
+            flags.append(f"--shape {self.name}={'x'.join(map(str, self.shape))}")
+        if self.value is not None:
+            flags.append(f"--value {self.name}={self.value:g}")
+        return " ".join(flags)
+
 
 def merge_given(given: list[GivenInput]) -> dict[str, GivenInput]:
     """By input name, a --shape and a --value of the same input combined."""

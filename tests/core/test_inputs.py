@@ -3,12 +3,23 @@ line when none does."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from core import ModelLoadError, PruneConfig, QuantConfig, Recipe, compress, export_bytes, load_model
+from core import (
+    InvalidSettingError,
+    ModelLoadError,
+    PruneConfig,
+    QuantConfig,
+    Recipe,
+    compress,
+    export_bytes,
+    load_model,
+)
 from core.onnx.inputs import input_plans
 from core.onnx.runtime import create_session, run
 
@@ -90,6 +101,35 @@ def test_the_cli_takes_an_input_shape_where_no_made_up_one_runs(tmp_path, capsys
     )
     assert "fidelity on 8 random inputs" in capsys.readouterr().out  # the batch axis stays the evaluation batch
     assert run(create_session(out.read_bytes()), {"x": np.zeros((1, 3, 160, 160), np.float32)})[0].shape == (1, 5)
+
+
+def test_the_recipe_records_the_given_inputs_and_applying_it_reproduces_them(tmp_path):
+    from core.cli import main
+
+    path = tmp_path / "odd.onnx"
+    onnx.save(_pooled_detector(grid=5), path)
+    first, again, recipe = tmp_path / "first.onnx", tmp_path / "again.onnx", tmp_path / "recipe.json"
+    arguments = ["--prune", "0.5", "--bits", "8", "--no-latency"]
+    given = ["--shape", "x=1x3x160x160", "--value", "x=0.5"]
+    assert main(["compress", str(path), *arguments, *given, "--out", str(first), "--recipe", str(recipe)]) == 0
+    assert json.loads(recipe.read_text())["inputs"] == [{"name": "x", "shape": [1, 3, 160, 160], "value": 0.5}]
+    # without --shape the made-up sizes do not run (see above): the recipe's inputs are what make it load
+    assert main(["compress", str(path), "--apply-recipe", str(recipe), "--no-latency", "--out", str(again)]) == 0
+    assert again.read_bytes() == first.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("entry", "reason"),
+    [
+        ({"name": "x", "shape": [1, 0]}, "input 'x': shape must be a list of positive whole numbers"),
+        ({"name": "x", "value": "high"}, "input 'x': value must be a number"),
+        ({"shape": [1]}, 'an input must be {"name": ..., "shape": [...], "value": ...}'),
+    ],
+)
+def test_a_recipe_with_bad_inputs_is_refused_in_one_line(entry, reason):
+    with pytest.raises(InvalidSettingError) as caught:
+        Recipe.from_dict(Recipe().to_dict() | {"inputs": [entry]})
+    assert caught.value.reason == reason
 
 
 @pytest.mark.parametrize(
