@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     inputs.add_argument(
         "--value", action="append", default=[], metavar="INPUT=16000", help="a value every element of an input takes"
     )
+    inputs.add_argument(
+        "--verbose", action="store_true", help="after an error's one line, print ONNX Runtime's full message"
+    )
 
     inspect = commands.add_parser(
         "inspect", parents=[inputs], help="list the prunable layers with shapes, parameters and MACs"
@@ -558,5 +561,7 @@ def main(argv: list[str] | None = None) -> int:
         COMMANDS[args.command](args)
     except SqueezeError as error:
         print(f"error: {error}", file=sys.stderr)
+        if getattr(args, "verbose", False) and error.details:
+            print(error.details, file=sys.stderr)
         return EXIT_USAGE
     return 0

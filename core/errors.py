@@ -6,10 +6,11 @@ from __future__ import annotations
 class SqueezeError(Exception):
     """A failure caused by the user's input, told in one line that names the input and the reason."""
 
-    def __init__(self, reason: str, source: str | None = None) -> None:
+    def __init__(self, reason: str, source: str | None = None, details: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
         self.source = source
+        self.details = details  # the underlying message in full (ONNX Runtime's), for --verbose and "details"
 
     def __str__(self) -> str:
         return f"{self.source}: {self.reason}" if self.source else self.reason

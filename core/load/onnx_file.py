@@ -197,7 +197,7 @@ def model_from_bytes(
     try:
         model.reference_outputs  # noqa: B018 - runs the model once: ONNX Runtime is the final judge of validity
     except Exception as error:  # ONNX Runtime raises its own exception types for broken graphs
-        raise ModelLoadError(f"ONNX Runtime cannot run it: {_first_line(error)}", source) from None
+        raise ModelLoadError(f"ONNX Runtime cannot run it: {_first_line(error)}", source, str(error)) from None
     return model
 
 
@@ -310,7 +310,7 @@ def _check_model(model: onnx.ModelProto | str, source: str) -> None:
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as error:
-        raise ModelLoadError(f"invalid ONNX model: {_first_line(error)}", source) from None
+        raise ModelLoadError(f"invalid ONNX model: {_first_line(error)}", source, str(error)) from None
 
 
 # Operator domains whose kernels ship inside ONNX Runtime; anything else needs a custom op library, which this
@@ -382,10 +382,19 @@ def _first_that_runs(session, plans: list[InputPlan]) -> tuple[int, dict[str, np
         try:
             return index, feeds, session.run(None, feeds)
         except Exception as error:  # noqa: BLE001 - ONNX Runtime's own types; the next plan may run
-            failures.append(_first_line(error))
+            failures.append(str(error).strip())
     made_up = plans[0].describe() or "their declared shapes"
     tried = f"; also tried {len(plans) - 1} larger sizes" if plans[0].made_up else ""
-    raise ValueError(f"did not run on made-up inputs ({made_up}{tried}). ONNX Runtime said: {failures[0]}")
+    name = (plans[0].made_up or tuple(plans[0].shapes))[0]
+    said = "\n".join(
+        f"with {plan.describe() or 'the declared shapes'}: {failure}"
+        for plan, failure in zip(plans, failures, strict=True)
+    )
+    # the first line is for the user; ONNX Runtime's messages follow, for --verbose and the page's details
+    raise ValueError(
+        f"did not run on made-up inputs ({made_up}{tried}): set them with --shape {name}=... or --value "
+        f"{name}=... (the page's Inputs panel)\nONNX Runtime said:\n{said}"
+    )
 
 
 def _first_line(error: BaseException) -> str:

@@ -87,13 +87,14 @@ def _child(connection, target: Callable, args: tuple, memory_bytes: int, timeout
     try:
         result = target(*args, progress=progress)
     except MemoryError:
-        connection.send(("error", _out_of_memory(memory_bytes)))
-    except BaseException as error:  # noqa: BLE001 - every failure becomes one line for the user
-        lines = [line for line in str(error).splitlines() if line.strip()]
-        if any(marker in str(error) for marker in OUT_OF_MEMORY):
-            connection.send(("error", _out_of_memory(memory_bytes)))
+        connection.send(("error", (_out_of_memory(memory_bytes), "MemoryError")))
+    except BaseException as error:  # noqa: BLE001 - every failure becomes one line for the user, and its details
+        text = str(error)
+        lines = [line for line in text.splitlines() if line.strip()]
+        if any(marker in text for marker in OUT_OF_MEMORY):
+            connection.send(("error", (_out_of_memory(memory_bytes), text)))
         else:
-            connection.send(("error", lines[0] if lines else type(error).__name__))
+            connection.send(("error", (lines[0] if lines else type(error).__name__, text)))
     else:
         connection.send(("result", result))
     finally:
@@ -138,7 +139,8 @@ def run_isolated(
                         progress(value)
                     continue
                 if kind == "error":
-                    raise ModelLoadError(f"{what} failed: {value}", source)
+                    line, details = value
+                    raise ModelLoadError(f"{what} failed: {line}", source, details)
                 return value
             elif not process.is_alive():
                 break

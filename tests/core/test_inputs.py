@@ -61,11 +61,15 @@ def test_a_model_no_made_up_input_runs_gets_one_line_naming_the_inputs(tmp_path)
     with pytest.raises(ModelLoadError) as caught:
         load_model(path)
     message = str(caught.value)
-    assert message.startswith(
+    assert message == (
         f"{path}: ONNX Runtime on this model failed: did not run on made-up inputs "
-        "(x: 8x3x224x224; also tried 2 larger sizes). ONNX Runtime said: "
+        "(x: 8x3x224x224; also tried 2 larger sizes): set them with --shape x=... or --value x=... "
+        "(the page's Inputs panel)"
     )
-    assert "\n" not in message
+    details = caught.value.details.splitlines()  # ONNX Runtime's own words, one attempt after another
+    assert details[1] == "ONNX Runtime said:"
+    assert [line.split(":")[0] for line in details[2:5]] == ["with x", "with x", "with x"]
+    assert "with x: 8x3x320x320: [ONNXRuntimeError]" in caught.value.details
 
 
 def test_state_inputs_start_at_zero_and_a_sample_rate_at_16000():
@@ -159,3 +163,17 @@ def test_a_sample_refuses_input_settings(capsys):
     assert capsys.readouterr().err.strip() == (
         "error: digits-cnn: comes with its own data: --shape and --value are for an ONNX model without"
     )
+
+
+def test_verbose_prints_onnx_runtimes_full_message_after_the_one_line(tmp_path, capsys):
+    from core.cli import main
+
+    path = tmp_path / "odd.onnx"
+    onnx.save(_pooled_detector(grid=5), path)
+    assert main(["inspect", str(path)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert main(["inspect", str(path), "--verbose"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0].startswith(f"error: {path}: ONNX Runtime on this model failed: did not run on made-up inputs")
+    assert lines[2] == "ONNX Runtime said:" and len(lines) == 6
+    assert all("[ONNXRuntimeError]" in line for line in lines[3:])
