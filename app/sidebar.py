@@ -19,6 +19,7 @@ from core.compression.pruning import CRITERIA, SCOPES
 from core.compression.recipe import FLOAT_BITS, MAX_PRUNE_AMOUNT, WEIGHT_BITS_RANGE, PruneConfig, QuantConfig
 from core.load.samples import samples
 from core.measure.benchmark import LATENCY_BUDGET_S, LATENCY_THREADS
+from core.onnx.inputs import GivenInput, merge_given
 from core.onnx.runtime import default_threads
 
 DEFAULT_SAMPLE = "digits-cnn"
@@ -30,7 +31,9 @@ UPLOAD_TYPES = ["onnx", "zip", "safetensors"]
 
 @dataclass(frozen=True)
 class Controls:
-    source: str  # what `core.load_model` takes: a sample name or the path of a stored upload
+    # what the page knows the model by (`cache.model_key`): a sample name or the path of a stored upload, with
+    # the inputs set in the Inputs panel
+    source: str
     prune: PruneConfig
     quant: QuantConfig
     latency_budget_s: float
@@ -76,11 +79,42 @@ def _on_upload() -> None:
     try:
         cache.model(str(path), str(session_folder() / "extracted"))
     except SqueezeError as error:
-        st.session_state.upload_error = f"{upload.name}: {error.reason}"
-        return
+        if not cache.inputs_to_set(str(path)):  # not a model at all: the one shown before stays
+            st.session_state.upload_error = f"{upload.name}: {error.reason}"
+            return
+        # an ONNX graph that did not run as loaded: chosen anyway, so its Inputs panel can make it run
     label = f"{upload.name} (uploaded)"
     st.session_state.setdefault("uploads", {})[label] = str(path)
     st.session_state.model_choice = label
+
+
+def _inputs_panel(source: str) -> tuple[GivenInput, ...]:
+    """An ONNX file's inputs, each with its declared dims and dtype; the shapes and values typed here replace the
+    made-up ones, and the page loads the model with them at once."""
+    declared = cache.inputs_to_set(source)
+    if not declared:
+        return ()
+    with st.expander("Inputs", expanded=True):
+        st.caption(
+            "Symbolic dims and integer inputs are made up until ONNX Runtime runs the model. Set a shape "
+            "(`1x3x640x640`; a symbolic first dim stays the evaluation batch) or the value every element takes."
+        )
+        rows = [{"input": entry.name, "dtype": entry.dtype, "declared": entry.declared, "shape": "", "value": ""}
+                for entry in declared]  # fmt: skip
+        edited = st.data_editor(
+            rows, key=f"inputs:{source}", hide_index=True, disabled=("input", "dtype", "declared"), width="stretch"
+        )
+        try:
+            given = [
+                GivenInput.parse(kind, f"{row['input']}={text.strip()}")
+                for row in edited
+                for kind in ("shape", "value")
+                if (text := str(row[kind] or "")).strip()
+            ]
+        except SqueezeError as error:
+            st.error(error.reason)
+            return ()
+    return tuple(merge_given(given).values())
 
 
 def _request_latency() -> None:
@@ -107,6 +141,7 @@ def render() -> Controls:
     )
     if "upload_error" in st.session_state:
         st.error(st.session_state.upload_error)
+    given = _inputs_panel(sources[choice])
 
     st.header("Pruning")
     granularity = st.selectbox(
@@ -195,7 +230,7 @@ def render() -> Controls:
 
     amount = min(percent / 100, MAX_PRUNE_AMOUNT)
     return Controls(
-        source=sources[choice],
+        source=cache.model_key(sources[choice], given),
         prune=PruneConfig(amount, criterion, scope, seed, granularity, multiple),
         quant=QuantConfig(FLOAT_BITS if bits == BITS_OFF else int(bits), activations, calibration, method),
         latency_budget_s=float(budget),

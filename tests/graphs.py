@@ -157,3 +157,21 @@ def grouped_conv_model(seed: int = 0) -> onnx.ModelProto:
         inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+def pooled_detector(grid: int) -> onnx.ModelProto:
+    """x[N,3,H,W] -> MaxPool(32, stride 32) + a [1,3,grid,grid] constant -> Flatten -> Gemm: runs only where
+    H/32 == W/32 == grid, as a detector's head only fits its backbone's stride."""
+    rng = np.random.default_rng(0)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "height", "width"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])
+    bias = helper.make_tensor("anchors", TensorProto.FLOAT, [1, 3, grid, grid], rng.standard_normal(3 * grid * grid))
+    weight = helper.make_tensor("head", TensorProto.FLOAT, [5, 3 * grid * grid], rng.standard_normal(15 * grid * grid))
+    nodes = [
+        helper.make_node("MaxPool", ["x"], ["pooled"], kernel_shape=[32, 32], strides=[32, 32]),
+        helper.make_node("Add", ["pooled", "anchors"], ["shifted"]),
+        helper.make_node("Flatten", ["shifted"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "head"], ["y"], transB=1),
+    ]
+    graph = helper.make_graph(nodes, "detector", [x], [y], [bias, weight])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

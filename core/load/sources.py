@@ -7,6 +7,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import onnx
+
 from core.errors import InvalidSettingError, ModelLoadError, UnsupportedModelError
 from core.load.archive import safe_extract
 from core.load.formats import refuse_if_code, sniff
@@ -15,7 +17,7 @@ from core.load.onnx_file import file_digest, load_onnx_file
 from core.load.samples import load_sample, samples
 from core.load.state_dicts import load_state_dict
 from core.model import Model
-from core.onnx.inputs import GivenInput
+from core.onnx.inputs import DeclaredInput, GivenInput, declared_inputs
 
 
 def load_model(
@@ -38,6 +40,19 @@ def load_model(
     kind = sniff(path)
     refuse_if_code(path, kind)
     return LOADERS.get(kind, _onnx)(path, text, workdir, given or {})
+
+
+def inputs_to_set(source: str | os.PathLike[str]) -> list[DeclaredInput]:
+    """The inputs a user can give shapes and values for (see `load_model`'s `given`): those of a single .onnx file,
+    read without its weights; none for a sample or any other format, or a file that does not parse."""
+    path = Path(source)
+    if str(source) in samples() or not path.is_file() or sniff(path) != "other":
+        return []
+    try:
+        proto = onnx.load(path, load_external_data=False)
+    except Exception:  # noqa: BLE001 - not ONNX, or corrupt: loading it says why, in its own words
+        return []
+    return declared_inputs(proto)
 
 
 def _refuse_given(given: dict[str, GivenInput] | None, source: str) -> None:

@@ -273,6 +273,19 @@ def report_on_export(compressed: Compressed) -> Report:
         return build_report(compressed, export_model(compressed, Path(work)))
 
 
+def input_notes(model: Model) -> list[str]:
+    """Which input shapes and values were made up and how to set them, and which the user gave."""
+    notes = []
+    if model.input_plan is not None and model.input_plan.made_up:
+        notes.append(
+            f"Made-up inputs: {model.input_plan.describe()}. Set them with --shape and --value (in the page: the "
+            "sidebar's Inputs panel)."
+        )
+    if model.given_inputs:
+        notes.append(f"Inputs as given: {' '.join(given.describe() for given in model.given_inputs)}.")
+    return notes
+
+
 def build_report(
     compressed: Compressed,
     export: OnnxModel,
@@ -290,6 +303,7 @@ def build_report(
     notes = []
     if model.eval_inputs_are_random:
         notes.append("No evaluation data: fidelity is measured on seeded random inputs and accuracy is unknown.")
+    notes += input_notes(model)
     if model.opset_note:
         notes.append(f"{model.opset_note[0].upper()}{model.opset_note[1:]}.")
     if model.trained is False:

@@ -40,6 +40,42 @@ def input_specs(proto: onnx.ModelProto) -> dict[str, tuple[np.dtype, list[int | 
 
 
 @dataclass(frozen=True)
+class DeclaredInput:
+    """One graph input as the file declares it, for a user to set: dims are sizes, symbolic names, or None."""
+
+    name: str
+    dtype: str  # numpy's name: float32, int64 ...
+    dims: tuple[int | str | None, ...]
+
+    @property
+    def declared(self) -> str:
+        """e.g. "N x 3 x height x width"; "?" for an unnamed symbolic dim, "scalar" for none."""
+        return " x ".join("?" if dim is None else str(dim) for dim in self.dims) or "scalar"
+
+    @property
+    def takes_value(self) -> bool:
+        """A scalar or an integer input: one value for every element can make sense (a sample rate, a token)."""
+        return not self.dims or not np.issubdtype(np.dtype(self.dtype), np.floating)
+
+
+def declared_inputs(proto: onnx.ModelProto) -> list[DeclaredInput]:
+    """The graph's inputs (initializers excluded) with their declared dims, symbolic names kept."""
+    initializers = {init.name for init in proto.graph.initializer}
+    declared = []
+    for value in proto.graph.input:
+        if value.name in initializers or not value.type.HasField("tensor_type"):
+            continue
+        tensor = value.type.tensor_type
+        dims = tuple(
+            dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else (dim.dim_param or None)
+            for dim in tensor.shape.dim
+        )
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)).name
+        declared.append(DeclaredInput(value.name, dtype, dims))
+    return declared
+
+
+@dataclass(frozen=True)
 class GivenInput:
     """What the user said about one input: its shape (`--shape x=1x3x640x640`) and/or the value every element
     takes (`--value sr=16000`)."""

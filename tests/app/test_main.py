@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import PruneConfig, QuantConfig, Recipe, SqueezeError, compress, export_bytes
 from core.onnx.runtime import create_session, run
-from tests.graphs import conv_gemm_model
+from tests.graphs import conv_gemm_model, pooled_detector
 
 MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 
@@ -422,3 +422,28 @@ def test_an_export_that_fails_midway_shows_one_line_and_no_progress_bar(monkeypa
     assert [error.value for error in app.error] == ["digits-cnn.onnx: ONNX Runtime's quantizer crashed"]
     assert not app.get("progress")
     assert "Export" not in [header.value for header in app.subheader]  # the page ended at the error
+
+
+def test_an_upload_no_made_up_input_runs_is_fixed_in_the_inputs_panel():
+    app = _app()
+    data = pooled_detector(grid=5).SerializeToString()  # runs only at 160x160, none of the made-up sides
+    app.file_uploader(key="upload").set_value(("odd.onnx", data, "application/octet-stream"))
+    app.run()
+    assert not app.exception
+    assert app.selectbox(key="model_choice").value == "odd.onnx (uploaded)"  # chosen, so it can be fixed here
+    assert [error.value for error in app.error] == [
+        "odd.onnx: ONNX Runtime on this model failed: did not run on made-up inputs (x: 8x3x224x224; also tried 2 "
+        "larger sizes): set them with --shape x=... or --value x=... (the page's Inputs panel)"
+    ]
+    assert [expander.label for expander in app.expander if expander.label == "Details"] == ["Details"]
+    assert "[ONNXRuntimeError]" in app.code[0].value  # ONNX Runtime's own words, under the one line
+    panel = next(editor for editor in app.data_editor if (editor.key or "").startswith("inputs:"))
+    assert panel.value.to_dict("records") == [
+        {"input": "x", "dtype": "float32", "declared": "N x 3 x height x width", "shape": "", "value": ""}
+    ]
+    app.session_state[panel.key] = {"edited_rows": {0: {"shape": "1x3x160x160"}}, "added_rows": [], "deleted_rows": []}
+    app.run()
+    assert not app.exception and not app.error
+    assert _metrics(app)["Non-zero weights"] == f"{5 * 3 * 25:,}"
+    warning = next(warning.value for warning in app.warning if "seeded random inputs" in warning.value)
+    assert "Made-up inputs" not in warning  # the shape was given, not made up

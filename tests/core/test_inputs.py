@@ -20,31 +20,15 @@ from core import (
     export_bytes,
     load_model,
 )
-from core.onnx.inputs import input_plans
+from core.measure.summaries import input_notes
+from core.onnx.inputs import GivenInput, input_plans
 from core.onnx.runtime import create_session, run
-
-
-def _pooled_detector(grid: int) -> onnx.ModelProto:
-    """x[N,3,H,W] -> MaxPool(32, stride 32) + a [1,3,grid,grid] constant -> Flatten -> Gemm: runs only where
-    H/32 == W/32 == grid, as a detector's head only fits its backbone's stride."""
-    rng = np.random.default_rng(0)
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "height", "width"])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])
-    bias = helper.make_tensor("anchors", TensorProto.FLOAT, [1, 3, grid, grid], rng.standard_normal(3 * grid * grid))
-    weight = helper.make_tensor("head", TensorProto.FLOAT, [5, 3 * grid * grid], rng.standard_normal(15 * grid * grid))
-    nodes = [
-        helper.make_node("MaxPool", ["x"], ["pooled"], kernel_shape=[32, 32], strides=[32, 32]),
-        helper.make_node("Add", ["pooled", "anchors"], ["shifted"]),
-        helper.make_node("Flatten", ["shifted"], ["flat"]),
-        helper.make_node("Gemm", ["flat", "head"], ["y"], transB=1),
-    ]
-    graph = helper.make_graph(nodes, "detector", [x], [y], [bias, weight])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+from tests.graphs import pooled_detector
 
 
 def test_a_detector_with_symbolic_sides_runs_on_the_first_size_that_fits(tmp_path):
     path = tmp_path / "detector.onnx"
-    onnx.save(_pooled_detector(grid=10), path)  # 320 / 32: the second candidate side
+    onnx.save(pooled_detector(grid=10), path)  # 320 / 32: the second candidate side
     model = load_model(path)
     assert model.eval_set.inputs["x"].shape == (8, 3, 320, 320)
     assert model.input_plan.describe() == "x: 8x3x320x320"
@@ -53,11 +37,16 @@ def test_a_detector_with_symbolic_sides_runs_on_the_first_size_that_fits(tmp_pat
     dims = [dim.dim_param or dim.dim_value for dim in exported.graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["N", 3, "height", "width"]  # the export stays as symbolic as the original
     assert run(create_session(data), model.latency_feed)[0].shape == (1, 5)
+    assert input_notes(model) == [
+        "Made-up inputs: x: 8x3x320x320. Set them with --shape and --value (in the page: the sidebar's Inputs panel)."
+    ]
+    given = load_model(path, given={"x": GivenInput("x", shape=(1, 3, 320, 320))})
+    assert input_notes(given) == ["Inputs as given: --shape x=1x3x320x320."]
 
 
 def test_a_model_no_made_up_input_runs_gets_one_line_naming_the_inputs(tmp_path):
     path = tmp_path / "odd.onnx"
-    onnx.save(_pooled_detector(grid=5), path)  # 160: none of 224, 320, 640
+    onnx.save(pooled_detector(grid=5), path)  # 160: none of 224, 320, 640
     with pytest.raises(ModelLoadError) as caught:
         load_model(path)
     message = str(caught.value)
@@ -97,7 +86,7 @@ def test_the_cli_takes_an_input_shape_where_no_made_up_one_runs(tmp_path, capsys
     from core.cli import main
 
     path = tmp_path / "odd.onnx"
-    onnx.save(_pooled_detector(grid=5), path)
+    onnx.save(pooled_detector(grid=5), path)
     out = tmp_path / "out.onnx"
     assert (
         main(["compress", str(path), "--prune", "0.5", "--shape", "x=1x3x160x160", "--out", str(out), "--no-latency"])
@@ -111,7 +100,7 @@ def test_the_recipe_records_the_given_inputs_and_applying_it_reproduces_them(tmp
     from core.cli import main
 
     path = tmp_path / "odd.onnx"
-    onnx.save(_pooled_detector(grid=5), path)
+    onnx.save(pooled_detector(grid=5), path)
     first, again, recipe = tmp_path / "first.onnx", tmp_path / "again.onnx", tmp_path / "recipe.json"
     arguments = ["--prune", "0.5", "--bits", "8", "--no-latency"]
     given = ["--shape", "x=1x3x160x160", "--value", "x=0.5"]
@@ -149,7 +138,7 @@ def test_bad_input_settings_exit_2_with_one_line(tmp_path, capsys, arguments, re
     from core.cli import main
 
     path = tmp_path / "odd.onnx"
-    onnx.save(_pooled_detector(grid=5), path)
+    onnx.save(pooled_detector(grid=5), path)
     assert main(["inspect", str(path), *arguments]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"error: {path}: {reason}" if "expected" not in reason else f"error: {reason}"
@@ -169,7 +158,7 @@ def test_verbose_prints_onnx_runtimes_full_message_after_the_one_line(tmp_path, 
     from core.cli import main
 
     path = tmp_path / "odd.onnx"
-    onnx.save(_pooled_detector(grid=5), path)
+    onnx.save(pooled_detector(grid=5), path)
     assert main(["inspect", str(path)]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert main(["inspect", str(path), "--verbose"]) == 2
