@@ -19,7 +19,7 @@ import onnx
 
 from core.onnx import tensors
 from core.onnx.graph import Layer, without_initializers
-from core.onnx.inputs import GivenInput, InputPlan
+from core.onnx.inputs import GivenInput, InputPlan, batch_axes, take
 from core.onnx.macs import graph_macs
 from core.onnx.runtime import OnnxModel, create_session, run, with_data_in
 
@@ -97,9 +97,20 @@ class Model:
         return sum(layer.params for layer in self.layers)
 
     @property
+    def batch_axes(self) -> dict[str, int | None]:
+        """Each input's batch axis (see `core.onnx.inputs.batch_axes`): state inputs carry theirs on axis 1."""
+        if "batch_axes" not in self._derived:
+            self._derived["batch_axes"] = batch_axes(self.proto)
+        return self._derived["batch_axes"]
+
+    def first_inputs(self, count: int) -> dict[str, np.ndarray]:
+        """The first `count` evaluation samples, cut along each input's batch axis."""
+        return take(self.eval_set.inputs, self.batch_axes, 0, count)
+
+    @property
     def latency_feed(self) -> dict[str, np.ndarray]:
         """One batch-1 input: the first evaluation sample."""
-        return {name: values[:1] for name, values in self.eval_set.inputs.items()}
+        return self.first_inputs(1)
 
     @property
     def runnable(self) -> OnnxModel:

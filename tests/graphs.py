@@ -175,3 +175,29 @@ def pooled_detector(grid: int) -> onnx.ModelProto:
     ]
     graph = helper.make_graph(nodes, "detector", [x], [y], [bias, weight])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def dense_detector(seed: int = 0) -> onnx.ModelProto:
+    """x[N,3,height,width] -> Conv(8, stride 2) -> Relu -> Conv(8) -> Relu -> Conv(2, 1x1) -> y[N,2,h,w]: a dense
+    prediction head, whose spatial dims stay symbolic from input to output, as a text detector's do."""
+    rng = np.random.default_rng(seed)
+    weights = {
+        "c1.w": rng.standard_normal((8, 3, 3, 3)),
+        "c2.w": rng.standard_normal((8, 8, 3, 3)) * 0.3,
+        "head.w": rng.standard_normal((2, 8, 1, 1)) * 0.3,
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "c1.w"], ["a"], name="c1", pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["a"], ["ar"], name="r1"),
+        helper.make_node("Conv", ["ar", "c2.w"], ["b"], name="c2", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["b"], ["br"], name="r2"),
+        helper.make_node("Conv", ["br", "head.w"], ["y"], name="head"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "dense_detector",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "height", "width"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, "out_h", "out_w"])],
+        [numpy_helper.from_array(array.astype(np.float32), name) for name, array in weights.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])

@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from core.onnx.inputs import batch_axes, sample_count, take
 from core.onnx.tensors import intermediate_values
 
 Progress = Callable[[float], None]
@@ -64,11 +65,10 @@ def choose_mode(conv_macs: int, matmul_macs: int) -> tuple[str, str]:
 class _Reader:
     """ONNX Runtime's calibration data reader over in-memory inputs, in batches, reporting progress."""
 
-    def __init__(self, feeds: dict[str, np.ndarray], progress: Progress | None) -> None:
-        total = len(next(iter(feeds.values())))
+    def __init__(self, feeds: dict[str, np.ndarray], axes: dict[str, int | None], progress: Progress | None) -> None:
+        total = sample_count(feeds, axes)
         self.batches = [
-            {name: values[start : start + CALIBRATION_BATCH] for name, values in feeds.items()}
-            for start in range(0, total, CALIBRATION_BATCH)
+            take(feeds, axes, start, start + CALIBRATION_BATCH) for start in range(0, total, CALIBRATION_BATCH)
         ]
         self.position, self.progress = 0, progress
 
@@ -105,7 +105,7 @@ def quantize_static_qdq(
         quantization.quantize_static(
             model,
             output,
-            Reader(calibration, progress),
+            Reader(calibration, batch_axes(model), progress),
             quant_format=quantization.QuantFormat.QDQ,
             per_channel=True,
             activation_type=quantization.QuantType.QUInt8,

@@ -12,7 +12,7 @@ import numpy as np
 
 from core.errors import InvalidSettingError
 from core.model import Model
-from core.onnx.inputs import input_specs, random_inputs_for
+from core.onnx.inputs import input_specs, random_inputs_for, sample_count
 
 MAX_CALIBRATION_SAMPLES = 64
 RANDOM_CALIBRATION_BATCH = 32
@@ -72,8 +72,8 @@ def _sample_inputs(model: Model) -> Calibration:
         return Calibration(
             model.calibration_inputs, False, f"{count} calibration inputs of the sample, apart from its evaluation set"
         )
-    inputs = {name: values[:MAX_CALIBRATION_SAMPLES] for name, values in model.eval_set.inputs.items()}
-    count = len(next(iter(inputs.values())))
+    inputs = model.first_inputs(MAX_CALIBRATION_SAMPLES)
+    count = sample_count(inputs, model.batch_axes)
     if model.eval_inputs_are_random:
         return Calibration(inputs, True, f"{count} seeded random inputs (the model has no evaluation data)")
     return Calibration(inputs, False, f"{count} of the model's evaluation inputs (the ones fidelity is measured on)")

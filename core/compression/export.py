@@ -26,6 +26,7 @@ from core.compression.pipeline import Compressed
 from core.errors import InvalidSettingError, UnsupportedModelError
 from core.load.files import write_atomic
 from core.onnx.external_data import all_tensors, refer_to_external_data
+from core.onnx.graph import sort_topologically
 from core.onnx.runtime import OnnxModel
 from core.onnx.sandbox import run_isolated
 
@@ -70,6 +71,7 @@ def export_bytes(compressed: Compressed, progress: Callable[[float], None] | Non
                 quantize_activations, *arguments, source=compressed.model.name, what="quantization", progress=progress
             )
         proto = onnx.load_from_string(data)
+        sort_topologically(proto.graph)
     onnx.checker.check_model(proto, full_check=True)
     return proto.SerializeToString()
 

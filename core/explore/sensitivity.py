@@ -72,7 +72,7 @@ def scan(
     progress: Callable[[float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Sensitivity:
-    feeds = {name: values[:SCAN_SAMPLES] for name, values in model.eval_set.inputs.items()}
+    feeds = model.first_inputs(SCAN_SAMPLES)
     labels = None if model.eval_set.labels is None else model.eval_set.labels[:SCAN_SAMPLES]
     metric = metric_of(model)
     session = create_session(_weights_as_inputs(model))

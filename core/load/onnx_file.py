@@ -21,7 +21,7 @@ from core.load.offload import SLIM_MODEL_NAME, move_weights_to_disk
 from core.model import EvalSet, LazyWeights, Model
 from core.onnx.external_data import all_tensors, check_external_data, has_external_data, tensors_beside_initializers
 from core.onnx.folding import fold_constants
-from core.onnx.graph import all_nodes, find_prunable_layers, opset_version
+from core.onnx.graph import PRUNABLE_OPS, all_nodes, find_prunable_layers, opset_version
 from core.onnx.inputs import RANDOM_EVAL_BATCH, RANDOM_EVAL_SEED, GivenInput, InputPlan, input_plans
 from core.onnx.opsets import MAX_OUTPUT_CHANGE, MIN_QDQ_OPSET, Upgrade, upgraded
 from core.onnx.runtime import create_session, with_data_in
@@ -141,9 +141,15 @@ def model_from_bytes(
     proto, folded_nodes = fold_constants(proto)
     layers = find_prunable_layers(proto)
     if not layers:
-        raise UnsupportedModelError(
-            "no prunable weights (a Conv, ConvTranspose, Gemm or MatMul with a constant float weight)", source
+        nested = sum(node.op_type in PRUNABLE_OPS for node in all_nodes(proto)) - sum(
+            node.op_type in PRUNABLE_OPS for node in proto.graph.node
         )
+        where = (
+            f": its {nested} Conv/Gemm/MatMul nodes sit inside If/Loop/Scan subgraphs, which are not compressed yet"
+            if nested
+            else " (a Conv, ConvTranspose, Gemm or MatMul with a constant float weight)"
+        )
+        raise UnsupportedModelError(f"no prunable weights in the main graph{where}", source)
     initializers = {init.name: init for init in proto.graph.initializer}
     if folder is not None:
         data = proto.SerializeToString()
@@ -384,7 +390,7 @@ def _first_that_runs(session, plans: list[InputPlan]) -> tuple[int, dict[str, np
         except Exception as error:  # noqa: BLE001 - ONNX Runtime's own types; the next plan may run
             failures.append(str(error).strip())
     made_up = plans[0].describe() or "their declared shapes"
-    tried = f"; also tried {len(plans) - 1} larger sizes" if plans[0].made_up else ""
+    tried = f"; also tried {len(plans) - 1} other sizes" if len(plans) > 1 else ""
     name = (plans[0].made_up or tuple(plans[0].shapes))[0]
     said = "\n".join(
         f"with {plan.describe() or 'the declared shapes'}: {failure}"

@@ -96,6 +96,44 @@ def _names_used_in_subgraphs(graph: onnx.GraphProto) -> set[str]:
     return used
 
 
+def sort_topologically(graph: onnx.GraphProto) -> None:
+    """Reorder the nodes so each comes after everything it reads, counting the outer values its If/Loop/Scan
+    bodies read. ONNX Runtime's quantizers re-sort a graph by explicit inputs only, which can move a node above
+    the node whose output its subgraph uses; the ONNX checker then refuses the graph."""
+    produced_by = {name: index for index, node in enumerate(graph.node) for name in node.output if name}
+    needs = []
+    for node in graph.node:
+        reads = set(node.input)
+        for attr in node.attribute:
+            for sub in [*attr.graphs, *([attr.g] if attr.HasField("g") else [])]:
+                reads |= {name for sub_node in sub.node for name in sub_node.input}
+                reads |= _names_used_in_subgraphs(sub)
+        needs.append({produced_by[name] for name in reads if name in produced_by} - {len(needs)})
+    # depth-first (with a stack: graphs run to thousands of nodes), in the original order where nothing forces
+    # another; a node is placed once everything it needs is
+    placed: list[int] = []
+    done: set[int] = set()
+    for start in range(len(graph.node)):
+        stack = [start]
+        while stack:
+            index = stack[-1]
+            if index in done:
+                stack.pop()
+                continue
+            waiting = sorted(needs[index] - done)
+            if not waiting:
+                done.add(index)
+                placed.append(index)
+                stack.pop()
+            elif len(stack) > len(graph.node):
+                raise ValueError("the graph has a cycle")
+            else:
+                stack.extend(reversed(waiting))
+    nodes = [graph.node[index] for index in placed]
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
 def find_prunable_layers(model: onnx.ModelProto) -> list[Layer]:
     """Float32 initializers of rank >= 2 whose every consumer uses them as a weight on the same axis, in graph order."""
     graph = model.graph

@@ -1,8 +1,8 @@
 """What a graph takes as input, and inputs made up to fit it when the user gave none.
 
 Symbolic dimensions get candidate sizes, tried in order until ONNX Runtime runs the model (in the sandboxed
-child): detectors that downsample by 32 need image sides like 224, 320 or 640, sequence models take 16, 128 or
-512 tokens. The batch axis takes the evaluation batch. Inputs named like recurrent state start at zero, a sample
+child): detectors that downsample by 32 need image sides like 224, 320 or 640, then the sizes the model's own
+metadata names; sequence models take 16, 128 or 512 tokens. The batch axis takes the evaluation batch. Inputs named like recurrent state start at zero, a sample
 rate at 16000; other integer inputs are tried as ones, zeros, then small values.
 """
 
@@ -19,8 +19,13 @@ from core.errors import InvalidSettingError, UnsupportedModelError
 RANDOM_EVAL_SEED = 0
 RANDOM_EVAL_BATCH = 8
 IMAGE_SIDES = (224, 320, 640)  # multiples of 32, for the spatial dims of a 4-D float input with 1 or 3 channels
-OTHER_SIZES = (16, 128, 512)  # any other symbolic dim (tokens, time steps)
+OTHER_SIZES = (16, 128, 512)  # any other symbolic dim (tokens, time steps); the last one again after these
 INTEGER_FILLS = ("ones", "zeros", "small")
+# metadata_props naming an input size (ultralytics writes imgsz "[640, 640]"); tried after IMAGE_SIDES
+SIZE_HINT_KEY = re.compile(r"(img|image|input)_?(sz|size|shape)|height|width|resolution", re.IGNORECASE)
+HINTED_SIDES = range(8, 4097)
+# (height, width) of a text line, last: OCR recognisers take a fixed height (CRNN 32, PP-OCR 48, others 64)
+TEXT_LINE_SIDES = ((48, 320), (32, 320), (64, 256))
 STATE_NAME = re.compile(r"(^|[_./])(state|states|hidden|h0|c0|h|c|cache|past)([_./]|\d|$)", re.IGNORECASE)
 RATE_NAME = re.compile(r"(^|_)(sr|sample_?rate|sampling_?rate)$", re.IGNORECASE)
 SAMPLE_RATE = 16000
@@ -163,6 +168,13 @@ class InputPlan:
             name: _filled(rng, self.fills[name], self.shape(name, batch), self.dtypes[name]) for name in self.shapes
         }
 
+    @property
+    def batch_axes(self) -> dict[str, int | None]:
+        """Each input's batch axis: 0 for most, 1 for recurrent state laid out [layers, batch, hidden], None where
+        the input has none (a scalar, a fixed batch)."""
+        return {name: next((axis for axis, size in enumerate(shape) if size is None), None)
+                for name, shape in self.shapes.items()}  # fmt: skip
+
     def shape(self, name: str, batch: int) -> tuple[int, ...]:
         return tuple(batch if size is None else size for size in self.shapes[name])
 
@@ -202,8 +214,12 @@ def input_plans(proto: onnx.ModelProto, source: str, given: dict[str, GivenInput
     if unknown:
         takes = ", ".join(value.name for value in values)
         raise InvalidSettingError(f"no input named {', '.join(unknown)}; the model takes {takes}", source)
+    sides = [(side, side) for side in IMAGE_SIDES]
+    sides += [hint for hint in [*hinted_sides(proto), *TEXT_LINE_SIDES] if hint not in sides]
+    batch_names = _batch_names(values)
     plans = []
-    for attempt in range(len(IMAGE_SIDES)):
+    for attempt, (height, width) in enumerate(sides):
+        other = OTHER_SIZES[min(attempt, len(OTHER_SIZES) - 1)]
         shapes, dtypes, fills, made_up = {}, {}, {}, []
         for value in values:
             tensor = value.type.tensor_type
@@ -216,14 +232,21 @@ def input_plans(proto: onnx.ModelProto, source: str, given: dict[str, GivenInput
                 dims = _given_dims(value.name, dims, told.shape, source)
             floating = np.issubdtype(dtype, np.floating)
             image = floating and len(dims) == 4 and dims[1] in (1, 3)
+            names = _dim_names(value)
+            # recurrent state is laid out [layers, batch, hidden]: its first symbolic dim is the batch
+            state_batch = next((axis for axis, size in enumerate(dims) if size is None), None)
+            if not STATE_NAME.search(value.name) or told.shape is not None:
+                state_batch = None
             shape: list[int | None] = []
             for axis, size in enumerate(dims):
                 if size is not None:
                     shape.append(size)
-                elif axis == 0:
+                elif axis == 0 or axis == state_batch or (names[axis] and names[axis] in batch_names):
                     shape.append(None)  # the batch
+                elif image and axis >= 2:
+                    shape.append(height if axis == 2 else width)
                 else:
-                    shape.append(IMAGE_SIDES[attempt] if image and axis >= 2 else OTHER_SIZES[attempt])
+                    shape.append(other)
             if told.value is not None:
                 fill = repr(told.value)
             elif RATE_NAME.search(value.name) and not floating:
@@ -231,13 +254,48 @@ def input_plans(proto: onnx.ModelProto, source: str, given: dict[str, GivenInput
             elif STATE_NAME.search(value.name):
                 fill = "zeros"
             else:
-                fill = "normal" if floating else INTEGER_FILLS[attempt]
+                fill = "normal" if floating else INTEGER_FILLS[min(attempt, len(INTEGER_FILLS) - 1)]
             guessed = told.value is None and (any(size is None for size in dims[1:]) or fill not in ("normal", "ones"))
             shapes[value.name], dtypes[value.name], fills[value.name] = tuple(shape), dtype.str, fill
             if guessed:
                 made_up.append(value.name)
-        plans.append(InputPlan(shapes, dtypes, fills, tuple(made_up)))
+        plan = InputPlan(shapes, dtypes, fills, tuple(made_up))
+        if plan not in plans:  # a model without image inputs has fewer candidates than there are sides
+            plans.append(plan)
     return plans
+
+
+def _dim_names(value: onnx.ValueInfoProto) -> list[str]:
+    """Each dim's symbolic name ("" where it has none, or only "?")."""
+    return [dim.dim_param if dim.dim_param not in ("", "?") else "" for dim in value.type.tensor_type.shape.dim]
+
+
+def _batch_names(values: list[onnx.ValueInfoProto]) -> set[str]:
+    """The symbolic names of the inputs' first dims: wherever else such a name appears, it is the batch too."""
+    return {names[0] for names in map(_dim_names, values) if names and names[0]}
+
+
+def hinted_sides(proto: onnx.ModelProto) -> list[tuple[int, int]]:
+    """(height, width) an image input may take, from the model's own metadata: a key like `imgsz`, `input_size`
+    or `height`/`width`, whose value holds one size (square), two (height, width) or more (NCHW: the last two)."""
+    height = width = None
+    sides = []
+    for prop in proto.metadata_props:
+        if not SIZE_HINT_KEY.search(prop.key):
+            continue
+        numbers = [int(text) for text in re.findall(r"\d+", prop.value) if int(text) in HINTED_SIDES]
+        key = prop.key.lower()
+        if numbers and "height" in key:
+            height = numbers[0]
+        elif numbers and "width" in key:
+            width = numbers[0]
+        elif len(numbers) == 1:
+            sides.append((numbers[0], numbers[0]))
+        elif len(numbers) >= 2:
+            sides.append((numbers[-2], numbers[-1]))
+    if height or width:
+        sides.append((height or width, width or height))
+    return list(dict.fromkeys(sides))
 
 
 def _given_dims(name: str, dims: list[int | None], shape: tuple[int, ...], source: str) -> list[int | None]:
@@ -249,6 +307,35 @@ def _given_dims(name: str, dims: list[int | None], shape: tuple[int, ...], sourc
     if not fits:
         raise InvalidSettingError(f"--shape of {name!r} does not fit its declared {declared}", source)
     return [None if axis == 0 and dims[0] is None else size for axis, size in enumerate(shape)]
+
+
+def batch_axes(proto: onnx.ModelProto) -> dict[str, int | None]:
+    """Each graph input's batch axis, by the rules inputs are made up with (see `InputPlan.batch_axes`)."""
+    return input_plans(proto, "the model")[0].batch_axes
+
+
+def take(inputs: dict[str, np.ndarray], axes: dict[str, int | None], start: int, stop: int) -> dict[str, np.ndarray]:
+    """Samples `start` to `stop` of every input, along its batch axis (axis 0 where `axes` does not say); an
+    input without one (a scalar, a sample rate) is passed whole to every slice."""
+    taken = {}
+    for name, values in inputs.items():
+        axis = axes.get(name, 0)
+        if axis is None or values.ndim <= axis:
+            taken[name] = values
+        else:
+            index = [slice(None)] * values.ndim
+            index[axis] = slice(start, stop)
+            taken[name] = values[tuple(index)]
+    return taken
+
+
+def sample_count(inputs: dict[str, np.ndarray], axes: dict[str, int | None]) -> int:
+    """How many samples the inputs hold: the length of the first batch axis (1 where no input has one)."""
+    for name, values in inputs.items():
+        axis = axes.get(name, 0)
+        if axis is not None and values.ndim > axis:
+            return values.shape[axis]
+    return 1
 
 
 def random_inputs_for(

@@ -432,8 +432,8 @@ def test_an_upload_no_made_up_input_runs_is_fixed_in_the_inputs_panel():
     assert not app.exception
     assert app.selectbox(key="model_choice").value == "odd.onnx (uploaded)"  # chosen, so it can be fixed here
     assert [error.value for error in app.error] == [
-        "odd.onnx: ONNX Runtime on this model failed: did not run on made-up inputs (x: 8x3x224x224; also tried 2 "
-        "larger sizes): set them with --shape x=... or --value x=... (the page's Inputs panel)"
+        "odd.onnx: ONNX Runtime on this model failed: did not run on made-up inputs (x: 8x3x224x224; also tried 5 "
+        "other sizes): set them with --shape x=... or --value x=... (the page's Inputs panel)"
     ]
     assert [expander.label for expander in app.expander if expander.label == "Details"] == ["Details"]
     assert "[ONNXRuntimeError]" in app.code[0].value  # ONNX Runtime's own words, under the one line

@@ -21,9 +21,9 @@ from core import (
     load_model,
 )
 from core.measure.summaries import input_notes
-from core.onnx.inputs import GivenInput, input_plans
+from core.onnx.inputs import GivenInput, hinted_sides, input_plans
 from core.onnx.runtime import create_session, run
-from tests.graphs import pooled_detector
+from tests.graphs import dense_detector, pooled_detector
 
 
 def test_a_detector_with_symbolic_sides_runs_on_the_first_size_that_fits(tmp_path):
@@ -52,12 +52,12 @@ def test_a_model_no_made_up_input_runs_gets_one_line_naming_the_inputs(tmp_path)
     message = str(caught.value)
     assert message == (
         f"{path}: ONNX Runtime on this model failed: did not run on made-up inputs "
-        "(x: 8x3x224x224; also tried 2 larger sizes): set them with --shape x=... or --value x=... "
+        "(x: 8x3x224x224; also tried 5 other sizes): set them with --shape x=... or --value x=... "
         "(the page's Inputs panel)"
     )
     details = caught.value.details.splitlines()  # ONNX Runtime's own words, one attempt after another
     assert details[1] == "ONNX Runtime said:"
-    assert [line.split(":")[0] for line in details[2:5]] == ["with x", "with x", "with x"]
+    assert [line.split(":")[0] for line in details[2:]] == ["with x"] * 6
     assert "with x: 8x3x320x320: [ONNXRuntimeError]" in caught.value.details
 
 
@@ -65,21 +65,27 @@ def test_state_inputs_start_at_zero_and_a_sample_rate_at_16000():
     inputs = [
         helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", "samples"]),
         helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "batch", 128]),
+        helper.make_tensor_value_info("h0", TensorProto.FLOAT, [2, None, 64]),  # unnamed: a state's batch still
         helper.make_tensor_value_info("sr", TensorProto.INT64, []),
         helper.make_tensor_value_info("tokens", TensorProto.INT64, ["batch", "length"]),
     ]
     graph = helper.make_graph([], "vad", inputs, [])
     plans = input_plans(helper.make_model(graph), "vad.onnx")
     assert [plan.fills for plan in plans] == [
-        {"input": "normal", "state": "zeros", "sr": "16000", "tokens": fill} for fill in ("ones", "zeros", "small")
+        {"input": "normal", "state": "zeros", "h0": "zeros", "sr": "16000", "tokens": fill}
+        for fill in ("ones", "zeros", "small")
     ]
     first = plans[0].feeds(batch=2, seed=0)
-    assert first["state"].shape == (2, 16, 128) and not first["state"].any()  # only axis 0 takes the batch
+    # "batch" names the batch wherever it appears; a state's first symbolic dim is its batch
+    assert first["state"].shape == (2, 2, 128) and not first["state"].any()
+    assert first["h0"].shape == (2, 2, 64) and not first["h0"].any()
     assert first["sr"].shape == () and first["sr"] == 16000
     assert first["input"].shape == (2, 16) and [plan.shapes["input"] for plan in plans] == [
         (None, n) for n in (16, 128, 512)
     ]
-    assert plans[0].describe(batch=2) == "input: 2x16, state: 2x16x128 = zeros, sr: scalar = 16000, tokens: 2x16"
+    assert plans[0].describe(batch=2) == (
+        "input: 2x16, state: 2x2x128 = zeros, h0: 2x2x64 = zeros, sr: scalar = 16000, tokens: 2x16"
+    )
 
 
 def test_the_cli_takes_an_input_shape_where_no_made_up_one_runs(tmp_path, capsys):
@@ -164,5 +170,42 @@ def test_verbose_prints_onnx_runtimes_full_message_after_the_one_line(tmp_path, 
     assert main(["inspect", str(path), "--verbose"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[0].startswith(f"error: {path}: ONNX Runtime on this model failed: did not run on made-up inputs")
-    assert lines[2] == "ONNX Runtime said:" and len(lines) == 6
+    assert lines[2] == "ONNX Runtime said:" and len(lines) == 9
     assert all("[ONNXRuntimeError]" in line for line in lines[3:])
+
+
+def test_sizes_named_in_the_models_metadata_are_tried_after_the_usual_sides(tmp_path):
+    proto = pooled_detector(grid=5)  # 160x160 only
+    onnx.helper.set_model_props(proto, {"imgsz": "[160, 160]", "stride": "32", "author": "nobody 2024"})
+    assert hinted_sides(proto) == [(160, 160)]
+    path = tmp_path / "hinted.onnx"
+    onnx.save(proto, path)
+    model = load_model(path)
+    assert model.input_plan.describe() == "x: 8x3x160x160"  # the fourth candidate, after 224, 320 and 640
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, {"input_height": "96", "input_width": "128"})
+    assert hinted_sides(proto) == [(96, 128)]
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        Recipe(PruneConfig(0.5, granularity="channel")),
+        Recipe(quant=QuantConfig(8, "static", "random")),
+        Recipe(PruneConfig(0.5, granularity="channel"), QuantConfig(8, "dynamic")),
+    ],
+    ids=["channel", "static-int8", "channel+dynamic-int8"],
+)
+def test_symbolic_spatial_dims_survive_channel_pruning_and_int8(tmp_path, recipe):
+    path = tmp_path / "dense.onnx"
+    onnx.save(dense_detector(), path)
+    model = load_model(path)  # measured and calibrated at 224x224, made up
+    exported = onnx.load_from_string(export_bytes(compress(model, recipe)))
+    dims = lambda value: [dim.dim_param or dim.dim_value for dim in value.type.tensor_type.shape.dim]  # noqa: E731
+    assert dims(exported.graph.input[0]) == ["N", 3, "height", "width"]
+    assert dims(exported.graph.output[0]) == ["N", 2, "out_h", "out_w"]
+    x = np.random.default_rng(1).standard_normal((2, 3, 64, 96)).astype(np.float32)  # not the size it was probed at
+    assert run(create_session(exported.SerializeToString()), {"x": x})[0].shape == (2, 2, 32, 48)
+    if recipe.prune.granularity == "channel":  # the channels really went
+        shapes = {init.name: list(init.dims) for init in exported.graph.initializer}
+        assert shapes["c1.w"][0] == 4 and shapes["c2.w"][:2] == [4, 4]
