@@ -150,6 +150,8 @@ def test_the_child_s_own_alarm_ends_it_even_when_the_parent_does_not(tmp_path):
     )
     child.start()
     child.join(30)
-    assert child.exitcode == -signal.SIGALRM
+    # whichever of its own limits comes first: the wall-clock alarm, or the CPU limit when the spawned child's
+    # start-up (imports) already used a second of CPU time on a busy machine
+    assert child.exitcode in (-signal.SIGALRM, -signal.SIGXCPU)
     receiver.close()
-    assert pid_file.read_text().isdigit()  # it had started: the alarm, not a failed start, ended it
+    assert pid_file.read_text().isdigit()  # it had started: its limits, not a failed start, ended it
