@@ -32,7 +32,9 @@ def create_session(model: OnnxModel, threads: int | None = None, prepack: bool =
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # warnings about unused initializers are noise to users
+    # 4, fatal only: warnings about unused initializers are noise, and an error is raised as an exception anyway,
+    # which becomes the one line a user reads (its full text under --verbose or "Details"), not a log line first
+    options.log_severity_level = 4
     if not prepack or not isinstance(model, bytes):
         options.add_session_config_entry("session.disable_prepacking", "1")
     if isinstance(model, WithExternalData):
