@@ -357,7 +357,8 @@ def page() -> None:
         nodes = [layer.node for layer in model.layers]
         st.session_state.keep_float = [name for name in st.session_state.get("keep_float", []) if name in nodes]
         quant = replace(quant, keep_float=tuple(st.session_state.keep_float))
-    st.markdown(f"**{model.name}**: {model.description or model.source}")
+    # an upload's source is a path on the server, which means nothing to the user
+    st.markdown(f"**{model.name}**: {model.description or ('a sample' if model.is_sample else 'your upload')}")
     overrides = explore.current_overrides(model)
     recipe = or_stop(lambda: Recipe.for_model(model, prune, quant, overrides))
     recipe_json = recipe.to_json()

@@ -102,7 +102,12 @@ def _inputs_panel(source: str) -> tuple[GivenInput, ...]:
         rows = [{"input": entry.name, "dtype": entry.dtype, "declared": entry.declared, "shape": "", "value": ""}
                 for entry in declared]  # fmt: skip
         edited = st.data_editor(
-            rows, key=f"inputs:{source}", hide_index=True, disabled=("input", "dtype", "declared"), width="stretch"
+            rows,
+            key=f"inputs:{source}",
+            hide_index=True,
+            disabled=("input", "dtype", "declared"),
+            column_order=("input", "shape", "value", "declared", "dtype"),  # what to edit first: the sidebar is narrow
+            width="stretch",
         )
         try:
             given = [
