@@ -220,8 +220,10 @@ def _sensitivity(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     result = cached_scan(model, tuple(args.amounts), tuple(bits for bits in args.bits if bits != FLOAT_BITS),
                          progress=_print_progress("scan"))  # fmt: skip
+    _, apart = model.tuning_part(0)
+    data = "tuning inputs, apart from the held-out set" if apart else "evaluation inputs (the model has no other data)"
     print(f"{model.name}: {result.metric} drop per layer alone (baseline {result.baseline:.4f}, "
-          f"{result.samples} inputs; {time.perf_counter() - started:.1f} s)")  # fmt: skip
+          f"{result.samples} {data}; {time.perf_counter() - started:.1f} s)")  # fmt: skip
     width = max(len(layer) for layer in result.layers)
     print(" " * (width + 2) + "".join(f"{setting:>12}" for setting in result.settings))
     for layer, drops in zip(result.layers, result.drops, strict=True):

@@ -35,6 +35,27 @@ class EvalSet:
     labels: np.ndarray | None
 
 
+@dataclass(frozen=True)
+class DataInfo:
+    """The user's data: where from, and how it was split into a tuning and a held-out part."""
+
+    source: str  # the file's name
+    sha256: str
+    tuning: int  # samples in the tuning part
+    held_out: int  # samples in the held-out part
+    tuning_fraction: float
+    seed: int
+    preprocessing: str = ""
+
+    def describe(self) -> str:
+        split = f"{self.tuning_fraction:.0%}/{1 - self.tuning_fraction:.0%}"
+        text = (
+            f"{self.source} (sha256 {self.sha256[:12]}): {self.tuning} tuning and {self.held_out} held-out samples, "
+            f"a seeded {split} split (seed {self.seed})"
+        )
+        return text + (f"; {self.preprocessing}" if self.preprocessing else "")
+
+
 class LazyWeights(Mapping[str, np.ndarray]):
     """Arrays computed from their name each time they are read: one layer's worth of memory at a time."""
 
@@ -77,9 +98,10 @@ class Model:
     # A large model's prunable weights stay in its external data files, memory-mapped: `weights` are views of
     # them, and `onnx_bytes` / `proto` refer to them by location in this folder.
     external_data_folder: Path | None = None
-    # Inputs to calibrate static int8 on, kept apart from `eval_set` so calibration does not see the data fidelity
-    # and accuracy are measured on. None: the evaluation inputs are all there is.
-    calibration_inputs: dict[str, np.ndarray] | None = None
+    # The tuning part: what calibration, the sensitivity scan and allocation read, kept apart from `eval_set` (the
+    # held-out part every accuracy and fidelity is measured on). None: there is no other data than `eval_set`.
+    tuning_set: EvalSet | None = None
+    data: DataInfo | None = None  # the user's own data, where it came from and how it was split
     opset_note: str = ""  # an old opset converted at load, or why it could not be
     # How the evaluation inputs were made up when the model came without data (core.onnx.inputs.InputPlan)
     input_plan: InputPlan | None = None
@@ -106,6 +128,13 @@ class Model:
     def first_inputs(self, count: int) -> dict[str, np.ndarray]:
         """The first `count` evaluation samples, cut along each input's batch axis."""
         return take(self.eval_set.inputs, self.batch_axes, 0, count)
+
+    def tuning_part(self, count: int) -> tuple[EvalSet, bool]:
+        """The first `count` samples of the tuning part, and whether it is apart from the evaluation set: what
+        calibration, the scan and allocation read. A model with no other data gets its evaluation inputs (False)."""
+        data, apart = (self.tuning_set, True) if self.tuning_set is not None else (self.eval_set, False)
+        labels = None if data.labels is None else data.labels[:count]
+        return EvalSet(take(data.inputs, self.batch_axes, 0, count), labels), apart
 
     @property
     def latency_feed(self) -> dict[str, np.ndarray]:

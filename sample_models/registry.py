@@ -19,7 +19,7 @@ from sample_models import data
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 RESNET_SEED = 0
-DIGITS_CALIBRATION_SAMPLES = 64
+DIGITS_TUNING_SAMPLES = 64
 
 
 @dataclass(frozen=True)
@@ -31,9 +31,9 @@ class SampleModel:
     state_dict: Callable[[], StateDict]
     export_onnx: Callable[[StateDict, Path], None]
     eval_set: Callable[[], EvalSet]
-    # Inputs to calibrate static int8 on, kept apart from the evaluation inputs so calibration does not see
-    # the data fidelity and accuracy are measured on. None: the evaluation inputs are all there is.
-    calibration_inputs: Callable[[], dict[str, np.ndarray]] | None = None
+    # The tuning part (calibration, sensitivity, allocation read it), kept apart from the evaluation set the
+    # results are scored on. None: the evaluation inputs are all there is.
+    tuning_set: Callable[[], EvalSet] | None = None
     # The architecture's parameter names and shapes, so a user's state dict of it is recognised; None: no state dicts.
     parameter_shapes: Callable[[], dict[str, tuple[int, ...]]] | None = None
 
@@ -61,9 +61,10 @@ def _export_image_classifier(architecture_name: str, image_shape: tuple[int, ...
     return export
 
 
-def _digits_calibration() -> dict[str, np.ndarray]:
-    train_x, _, _, _ = data.digits_split()
-    return {"image": train_x[:DIGITS_CALIBRATION_SAMPLES]}
+def _digits_tuning() -> EvalSet:
+    """Training digits: apart from the 359 held-out ones every accuracy is measured on."""
+    train_x, train_y, _, _ = data.digits_split()
+    return EvalSet({"image": train_x[:DIGITS_TUNING_SAMPLES]}, train_y[:DIGITS_TUNING_SAMPLES])
 
 
 def _digits_eval() -> EvalSet:
@@ -167,7 +168,7 @@ SAMPLES: dict[str, SampleModel] = {
             lambda: _load_safetensors(WEIGHTS_DIR / "digits_cnn.safetensors"),
             _export_image_classifier("DigitsCNN", (1, 8, 8)),
             _digits_eval,
-            _digits_calibration,
+            _digits_tuning,
             _parameter_shapes("DigitsCNN"),
         ),
         SampleModel(
@@ -178,7 +179,7 @@ SAMPLES: dict[str, SampleModel] = {
             lambda: _load_safetensors(WEIGHTS_DIR / "digits_mlp.safetensors"),
             _export_image_classifier("DigitsMLP", (1, 8, 8)),
             _digits_eval,
-            _digits_calibration,
+            _digits_tuning,
             _parameter_shapes("DigitsMLP"),
         ),
         SampleModel(

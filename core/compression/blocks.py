@@ -198,7 +198,7 @@ class BlockIndex:
     def prepare(cls, model: Model, criterion: str, seed: int) -> BlockIndex:
         blocks = find_blocks(model.proto, model.tensor_shapes)
         arrays = initializer_arrays(model.proto, {name for block in blocks for name in block.weights})
-        feeds = {name: values[:CALIBRATION_SAMPLES] for name, values in model.eval_set.inputs.items()}
+        feeds = model.tuning_part(CALIBRATION_SAMPLES)[0].inputs  # never the held-out inputs results are scored on
         scores = BLOCK_SCORES[criterion](
             blocks, arrays, lambda: branch_ratios(model.proto, blocks, feeds), np.random.default_rng(seed)
         )

@@ -66,16 +66,18 @@ def load_npz(path: Path, model: Model) -> dict[str, np.ndarray]:
 
 
 def _sample_inputs(model: Model) -> Calibration:
-    """The model's own: inputs set apart for calibration where it has them, else its first evaluation inputs."""
-    if model.calibration_inputs is not None:
-        count = len(next(iter(model.calibration_inputs.values())))
-        return Calibration(
-            model.calibration_inputs, False, f"{count} calibration inputs of the sample, apart from its evaluation set"
-        )
-    inputs = model.first_inputs(MAX_CALIBRATION_SAMPLES)
+    """The model's own: its tuning part where it has one, else its first evaluation inputs."""
+    part, apart = model.tuning_part(MAX_CALIBRATION_SAMPLES)
+    inputs = part.inputs
     count = sample_count(inputs, model.batch_axes)
-    if model.eval_inputs_are_random:
-        return Calibration(inputs, True, f"{count} seeded random inputs (the model has no evaluation data)")
+    if apart and model.eval_inputs_are_random:
+        return Calibration(
+            inputs,
+            True,
+            f"{count} seeded random inputs (the model has no data), apart from those fidelity is measured on",
+        )
+    if apart:
+        return Calibration(inputs, False, f"{count} inputs of the tuning part, apart from the held-out evaluation set")
     return Calibration(inputs, False, f"{count} of the model's evaluation inputs (the ones fidelity is measured on)")
 
 

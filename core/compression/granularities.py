@@ -29,6 +29,7 @@ PROTOBUF_LIMIT = 2_000_000_000  # bytes: protobuf refuses messages of 2 GiB; sta
 # Up to this many prunable weights a one-time ranking makes every later amount a compare (31 ms on resnet18's
 # 11.7 M, the dashboard's live path); beyond it the ranking's memory outweighs that (see `uses_thresholds`).
 RANKS_UP_TO = 32_000_000
+CHANNEL_ACTIVATION_SAMPLES = 64  # tuning inputs the activation criterion reads
 
 Index = PruneIndex | ThresholdIndex | ChannelIndex | BlockIndex
 
@@ -147,7 +148,10 @@ def _channel_index(model: Model, criterion: str, scope: str, seed: int) -> Chann
         model.weights,
         criterion,
         seed,
-        lambda: channel_activations(model.proto, graph, model.eval_set.inputs, model.external_data_folder),
+        # the tuning part: the activation criterion chooses, the held-out part judges
+        lambda: channel_activations(
+            model.proto, graph, model.tuning_part(CHANNEL_ACTIVATION_SAMPLES)[0].inputs, model.external_data_folder
+        ),
     )
 
 

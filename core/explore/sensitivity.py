@@ -21,7 +21,7 @@ from core.compression.granularities import uses_thresholds
 from core.compression.pruning import PruneIndex, prune
 from core.compression.quantization import quantize_weight
 from core.compression.thresholds import ThresholdIndex
-from core.data.quality import metric_of
+from core.data.quality import QUALITY_METRICS, metric_name
 from core.load.files import cache_dir
 from core.model import Model
 from core.onnx.runtime import create_session
@@ -29,7 +29,7 @@ from core.onnx.runtime import create_session
 DEFAULT_AMOUNTS = (0.25, 0.5, 0.75, 0.9)
 DEFAULT_BITS = (8, 6, 4, 3)
 SCAN_SAMPLES = 64  # a small fixed input set: the first evaluation inputs
-SCAN_FORMAT = 2  # 2: cosine fidelity as core.data.quality computes it (1-D outputs are one vector)
+SCAN_FORMAT = 3  # 2: cosine fidelity as core.data.quality computes it; 3: fidelity on the tuning part, always
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,9 @@ def _weights_as_inputs(model: Model) -> bytes:
 
 
 def cache_key(model: Model, amounts, bits, criterion: str) -> str:
-    text = json.dumps([SCAN_FORMAT, model.sha256, list(amounts), list(bits), criterion])
+    """The model, the data it was scanned on (the user's file, or inputs made up or given) and the settings."""
+    data = [model.data.sha256 if model.data else None, model.input_plan.describe() if model.input_plan else None]
+    text = json.dumps([SCAN_FORMAT, model.sha256, data, list(amounts), list(bits), criterion])
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -72,13 +74,17 @@ def scan(
     progress: Callable[[float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Sensitivity:
-    feeds = model.first_inputs(SCAN_SAMPLES)
-    labels = None if model.eval_set.labels is None else model.eval_set.labels[:SCAN_SAMPLES]
-    metric = metric_of(model)
+    # The tuning part only: allocation decides from this scan and is then scored on the held-out part. Always
+    # fidelity, even with labels: on tuning data the model fits, one layer's accuracy drop is almost always 0
+    # (digits-cnn, 64 training digits: every layer tied, so the 4-bit plan put 3 bits nearly everywhere and scored
+    # 96.9 % held-out against uniform 4-bit's 99.2 %; from 1 - cosine on the same digits it scored 99.7 %).
+    part, _ = model.tuning_part(SCAN_SAMPLES)
+    feeds = part.inputs
+    metric = QUALITY_METRICS[metric_name(False)]
     session = create_session(_weights_as_inputs(model))
     weights = dict(model.weights)
     reference = session.run(None, feeds | weights)[0]
-    baseline = metric.score(reference, reference, labels)
+    baseline = metric.score(reference, reference, None)
     # per layer: ranks, or on a large model exact thresholds (ranks would cost 3x its weights)
     prepare = ThresholdIndex.prepare if uses_thresholds(model) else PruneIndex.prepare
     index = prepare(model.weights, criterion, "layer", 0)
@@ -94,7 +100,7 @@ def scan(
                 )  # fmt: skip
             changed = _changed_weight(model, layer, setting, index)
             outputs = session.run(None, feeds | weights | {layer.name: changed})[0]
-            drops[row][column] = round(baseline - metric.score(reference, outputs, labels), 6)
+            drops[row][column] = round(baseline - metric.score(reference, outputs, None), 6)
             done += 1
             if progress:
                 progress(done / total)

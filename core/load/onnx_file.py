@@ -22,7 +22,7 @@ from core.model import EvalSet, LazyWeights, Model
 from core.onnx.external_data import all_tensors, check_external_data, has_external_data, tensors_beside_initializers
 from core.onnx.folding import fold_constants
 from core.onnx.graph import PRUNABLE_OPS, all_nodes, find_prunable_layers, opset_version
-from core.onnx.inputs import RANDOM_EVAL_BATCH, RANDOM_EVAL_SEED, GivenInput, InputPlan, input_plans
+from core.onnx.inputs import RANDOM_EVAL_BATCH, RANDOM_EVAL_SEED, RANDOM_TUNING_SEED, GivenInput, InputPlan, input_plans
 from core.onnx.opsets import MAX_OUTPUT_CHANGE, MIN_QDQ_OPSET, Upgrade, upgraded
 from core.onnx.runtime import create_session, with_data_in
 from core.onnx.sandbox import PROBE_TIMEOUT_SETTING, probe_timeout_s, run_isolated
@@ -122,7 +122,7 @@ def model_from_bytes(
     parsed: onnx.ModelProto | None = None,
     external_data_folder: Path | None = None,
     sha256: str | None = None,
-    calibration_inputs: dict[str, np.ndarray] | None = None,
+    tuning_set: EvalSet | None = None,
     opset_note: str = "",
     input_plan: InputPlan | None = None,
     given_inputs: tuple[GivenInput, ...] = (),
@@ -180,6 +180,7 @@ def model_from_bytes(
     if eval_set is None:
         input_plan = input_plan or input_plans(proto, source)[0]
         eval_set = EvalSet(input_plan.feeds(RANDOM_EVAL_BATCH, RANDOM_EVAL_SEED), None)
+        tuning_set = tuning_set or EvalSet(input_plan.feeds(RANDOM_EVAL_BATCH, RANDOM_TUNING_SEED), None)
     model = Model(
         name=name,
         source=source,
@@ -195,7 +196,7 @@ def model_from_bytes(
         eval_inputs_are_random=random_inputs,
         folded_nodes=folded_nodes,
         external_data_folder=folder,
-        calibration_inputs=calibration_inputs,
+        tuning_set=tuning_set,
         opset_note=opset_note,
         input_plan=input_plan if random_inputs else None,
         given_inputs=given_inputs,

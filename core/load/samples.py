@@ -35,8 +35,8 @@ class Sample(Protocol):
     state_dict: Callable[[], StateDict]
     export_onnx: Callable[[StateDict, Path], None]
     eval_set: Callable[[], EvalSet]
-    # Inputs to calibrate static int8 on, apart from the evaluation inputs; None: there are only those.
-    calibration_inputs: Callable[[], dict[str, np.ndarray]] | None
+    # The tuning part (calibration, sensitivity, allocation), apart from the evaluation set; None: there is only that.
+    tuning_set: Callable[[], EvalSet] | None
     # The parameter names and shapes of its architecture, so a user's safetensors state dict of the same
     # architecture can be recognised and exported with it; None: it takes no state dicts.
     parameter_shapes: Callable[[], dict[str, tuple[int, ...]]] | None
@@ -52,26 +52,21 @@ def load_sample(name: str) -> Model:
     sample = samples()[name]
     state = sample.state_dict()
     entry = cache_dir() / f"{name}-{_state_digest(state)[:20]}"
-    onnx_path, eval_path = entry / "model.onnx", entry / "eval.npz"
+    # eval-v2: the tuning part with its labels (v1 held unlabelled calibration inputs)
+    onnx_path, eval_path = entry / "model.onnx", entry / "eval-v2.npz"
     entry.mkdir(parents=True, exist_ok=True)
     if not onnx_path.exists():
         with atomic_path(onnx_path) as temporary:
             sample.export_onnx(state, temporary)
     if not eval_path.exists():
-        eval_set = sample.eval_set()
-        arrays = {f"input/{key}": value for key, value in eval_set.inputs.items()}
-        if eval_set.labels is not None:
-            arrays["labels"] = eval_set.labels
-        if sample.calibration_inputs is not None:
-            arrays |= {f"calibration/{key}": value for key, value in sample.calibration_inputs().items()}
+        arrays = _as_arrays(sample.eval_set(), "")
+        if sample.tuning_set is not None:
+            arrays |= _as_arrays(sample.tuning_set(), "tuning/")
         with atomic_path(eval_path) as temporary, open(temporary, "wb") as handle:
             np.savez(handle, **arrays)
     with np.load(eval_path, allow_pickle=False) as stored:
-        inputs = _with_prefix(stored, "input/")
-        labels = stored["labels"] if "labels" in stored.files else None
-        calibration = _with_prefix(stored, "calibration/") or None
-    if calibration is None and sample.calibration_inputs is not None:  # cached before calibration inputs were
-        calibration = sample.calibration_inputs()
+        eval_set = _from_arrays(stored, "")
+        tuning_set = _from_arrays(stored, "tuning/") if sample.tuning_set is not None else None
     return model_from_bytes(
         onnx_path.read_bytes(),
         name=name,
@@ -79,13 +74,21 @@ def load_sample(name: str) -> Model:
         description=sample.description,
         task=sample.task,
         trained=sample.trained,
-        eval_set=EvalSet(inputs, labels),
-        calibration_inputs=calibration,
+        eval_set=eval_set,
+        tuning_set=tuning_set,
     )
 
 
-def _with_prefix(stored: np.lib.npyio.NpzFile, prefix: str) -> dict[str, np.ndarray]:
-    return {key.removeprefix(prefix): stored[key] for key in stored.files if key.startswith(prefix)}
+def _as_arrays(data: EvalSet, prefix: str) -> dict[str, np.ndarray]:
+    arrays = {f"{prefix}input/{key}": value for key, value in data.inputs.items()}
+    return arrays | ({f"{prefix}labels": data.labels} if data.labels is not None else {})
+
+
+def _from_arrays(stored: np.lib.npyio.NpzFile, prefix: str) -> EvalSet:
+    inputs = {
+        key.removeprefix(f"{prefix}input/"): stored[key] for key in stored.files if key.startswith(f"{prefix}input/")
+    }
+    return EvalSet(inputs, stored[f"{prefix}labels"] if f"{prefix}labels" in stored.files else None)
 
 
 def _state_digest(state: StateDict) -> str:

@@ -17,6 +17,7 @@ import onnx
 from core.errors import InvalidSettingError, UnsupportedModelError
 
 RANDOM_EVAL_SEED = 0
+RANDOM_TUNING_SEED = 1  # another draw for the tuning part: a scan or calibration on the scored inputs flatters
 RANDOM_EVAL_BATCH = 8
 IMAGE_SIDES = (224, 320, 640)  # multiples of 32, for the spatial dims of a 4-D float input with 1 or 3 channels
 OTHER_SIZES = (16, 128, 512)  # any other symbolic dim (tokens, time steps); the last one again after these

@@ -189,7 +189,7 @@ def sensitivity_heatmap(
     )
     return _layout(
         figure,
-        f"Sensitivity: {metric} lost by each layer alone",
+        f"Sensitivity: {metric} caused by each layer alone, on the tuning data",
         yaxis={"autorange": "reversed", "title": None},
         xaxis={"title": None},
         height=max(320, 22 * len(layers) + 140),

@@ -286,7 +286,7 @@ def test_the_sensitivity_scan_and_the_sweep_run_from_the_page():
     app.button(key="run_scan").click().run()
     assert not app.exception
     specs = [chart.proto.spec for chart in app.get("plotly_chart")]
-    assert any("Sensitivity: accuracy lost by each layer alone" in spec for spec in specs)
+    assert any("Sensitivity: 1 - cosine caused by each layer alone, on the tuning data" in spec for spec in specs)
     assert any("Per-layer curves" in spec for spec in specs)
     app.multiselect(key="sweep_amounts").set_value([0.0, 0.5]).run()
     app.multiselect(key="sweep_bits").set_value([32, 8]).run()

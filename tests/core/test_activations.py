@@ -48,7 +48,7 @@ def test_static_low_bits_store_the_n_bit_grid_in_int8(digits_cnn):
     assert all(len(np.unique(channel)) <= 15 for channel in codes)
     info = build_report(compressed, exported.SerializeToString()).quantization
     assert info.levels == 15 and info.stored_as.startswith("int8 holding a 4-bit grid (15 levels)")
-    assert info.calibration == "64 calibration inputs of the sample, apart from its evaluation set"
+    assert info.calibration == "64 inputs of the tuning part, apart from the held-out evaluation set"
     assert not info.calibration_is_random
 
 

@@ -37,7 +37,9 @@ def test_dropping_a_block_equals_zeroing_its_branch():
 
 
 def test_digits_blocks_report_their_cost_and_the_cheapest_goes_first(digits_cnn):
-    compressed = compress(digits_cnn, _block(0.34, "activation"))
+    # l1 (branch weights): the activation criterion read the held-out digits until they were kept apart; on the
+    # 32 tuning digits its branch ratios (block2 1.05, block3 1.19) pick block2, which costs 59 % held-out accuracy
+    compressed = compress(digits_cnn, _block(0.34, "l1"))
     costs = {cost.name: cost for cost in compressed.blocks}
     assert sorted(costs) == ["/block1/Add", "/block2/Add", "/block3/Add"]
     assert [name for name, cost in costs.items() if cost.dropped] == ["/block3/Add"]

@@ -11,10 +11,10 @@ from core.explore.sensitivity import cached_scan, scan
 
 def test_l1_drops_grow_with_the_amount_allowing_for_noise(digits_cnn):
     result = scan(digits_cnn, bits=())
-    assert result.metric == "accuracy" and result.complete and result.samples == 64
-    noise = 2 / 64  # two of the 64 inputs
+    # fidelity on the 64 tuning digits (training images), never the 359 held-out ones accuracy is reported on
+    assert result.metric == "1 - cosine" and result.complete and result.samples == 64
     for layer, drops in zip(result.layers, result.drops, strict=True):
-        assert all(later >= earlier - noise for earlier, later in zip(drops, drops[1:], strict=False)), layer
+        assert all(later > earlier for earlier, later in zip(drops, drops[1:], strict=False)), layer
     stem = result.drops[result.layers.index("/stem/stem.0/Conv")]
     assert stem[-1] > 0.5  # the 16-filter stem cannot lose 90 % of its weights
 
@@ -41,6 +41,10 @@ def test_the_cli_prints_the_table_and_writes_json(tmp_path, capsys):
     out = tmp_path / "scan.json"
     assert main(["sensitivity", "digits-mlp", "--amounts", "0.5", "--bits", "4", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "accuracy drop per layer alone" in printed and "prune 0.5" in printed and "bits 4" in printed
+    assert (
+        "1 - cosine drop per layer alone (baseline 1.0000, 64 tuning inputs, apart from the held-out set" in printed
+        and "prune 0.5" in printed
+        and "bits 4" in printed
+    )
     written = json.loads(out.read_text())
     assert written["settings"] == ["prune 0.5", "bits 4"] and len(written["drops"]) == 3
