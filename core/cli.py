@@ -15,6 +15,7 @@ from core.compression.granularities import GRANULARITIES
 from core.compression.pipeline import compress
 from core.compression.pruning import CRITERIA, SCOPES
 from core.compression.recipe import FLOAT_BITS, LayerOverride, PruneConfig, QuantConfig, Recipe
+from core.data.datasets import DEFAULT_TUNING_FRACTION, with_data
 from core.errors import InvalidSettingError, SqueezeError
 from core.explore.allocation import allocate_bits, compare_plans
 from core.explore.sensitivity import DEFAULT_AMOUNTS, DEFAULT_BITS, cached_scan
@@ -55,6 +56,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     inputs.add_argument(
         "--verbose", action="store_true", help="after an error's one line, print ONNX Runtime's full message"
+    )
+    inputs.add_argument(
+        "--data",
+        type=Path,
+        metavar="DATA.npz",
+        help="your data: arrays named like the inputs (samples first) and optional int 'labels'; split into a "
+        "tuning part (calibration, scans) and a held-out part (every accuracy and fidelity)",
+    )
+    inputs.add_argument(
+        "--split",
+        type=float,
+        default=DEFAULT_TUNING_FRACTION,
+        metavar="FRACTION",
+        help=f"the tuning part of --data, by a seeded shuffle (default {DEFAULT_TUNING_FRACTION:g}; the rest is held out)",
     )
 
     inspect = commands.add_parser(
@@ -415,7 +430,8 @@ def _load(args: argparse.Namespace, source: str, recipe: Path | None = None):
     given = [GivenInput.parse("shape", text) for text in args.shape] + [
         GivenInput.parse("value", text) for text in args.value
     ]
-    return load_model(source, given=merge_given(recorded + given))
+    model = load_model(source, given=merge_given(recorded + given))
+    return model if args.data is None else with_data(model, args.data, args.split)
 
 
 def _print_progress(what: str):

@@ -3,16 +3,15 @@ seeded random inputs (flagged: ranges measured on noise can be far from real dat
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from core.errors import InvalidSettingError
+from core.data.arrays import read_npz
 from core.model import Model
-from core.onnx.inputs import input_specs, random_inputs_for, sample_count
+from core.onnx.inputs import random_inputs_for, sample_count
 
 MAX_CALIBRATION_SAMPLES = 64
 RANDOM_CALIBRATION_BATCH = 32
@@ -24,45 +23,6 @@ class Calibration:
     inputs: dict[str, np.ndarray]
     random: bool  # seeded random inputs: accuracy after static quantization may be off
     description: str
-
-
-def load_npz(path: Path, model: Model) -> dict[str, np.ndarray]:
-    """Input arrays from an .npz, with names, ranks, fixed dimensions and element kinds checked against the model."""
-    source = str(path)
-    if not path.is_file():
-        raise InvalidSettingError("no such calibration file", source)
-    try:
-        with np.load(path, allow_pickle=False) as stored:
-            arrays = {name: stored[name] for name in stored.files}
-    except (OSError, ValueError, zipfile.BadZipFile):
-        raise InvalidSettingError("not an .npz of arrays (numpy.savez)", source) from None
-    specs = input_specs(model.proto)
-    missing, unknown = sorted(set(specs) - set(arrays)), sorted(set(arrays) - set(specs))
-    if missing or unknown:
-        parts = [f"missing {', '.join(missing)}" if missing else "", f"unknown {', '.join(unknown)}" if unknown else ""]
-        raise InvalidSettingError(
-            f"input names do not match the model ({'; '.join(p for p in parts if p)}); it takes {', '.join(specs)}",
-            source,
-        )
-    batches = set()
-    for name, (dtype, dims) in specs.items():
-        values = arrays[name]
-        expected = "x".join("?" if dim is None else str(dim) for dim in dims)
-        fits = values.ndim == len(dims) and all(
-            dim is None or dim == size for dim, size in zip(dims, values.shape, strict=True)
-        )
-        if not fits:
-            shape = "x".join(map(str, values.shape))
-            raise InvalidSettingError(f"input {name!r} has shape {shape}; the model expects {expected}", source)
-        if np.issubdtype(values.dtype, np.floating) != np.issubdtype(dtype, np.floating):
-            raise InvalidSettingError(
-                f"input {name!r} holds {values.dtype}; the model expects {np.dtype(dtype)}", source
-            )
-        arrays[name] = values.astype(dtype, copy=False)
-        batches.add(values.shape[0] if values.ndim else 1)
-    if len(batches) > 1:
-        raise InvalidSettingError("the arrays hold different numbers of samples", source)
-    return arrays
 
 
 def _sample_inputs(model: Model) -> Calibration:
@@ -94,7 +54,7 @@ class CalibrationSource:
     inputs: Callable[[Model], Calibration]
 
 
-# Where static int8 takes its calibration inputs from, by name; any other value is the path of an .npz (`load_npz`).
+# Where static int8 takes its calibration inputs from, by name; any other value is the path of an .npz (`core.data.arrays.read_npz`).
 CALIBRATION_SOURCES: dict[str, CalibrationSource] = {
     "sample": CalibrationSource(
         "the model's own inputs (a sample's are set apart from its evaluation set)", _sample_inputs
@@ -107,6 +67,5 @@ def calibration_for(model: Model, source: str) -> Calibration:
     """`source`: a name in CALIBRATION_SOURCES, or the path of an .npz of input arrays."""
     if source in CALIBRATION_SOURCES:
         return CALIBRATION_SOURCES[source].inputs(model)
-    arrays = load_npz(Path(source), model)
-    count = len(next(iter(arrays.values())))
-    return Calibration(arrays, False, f"{count} inputs from {Path(source).name}")
+    arrays = read_npz(Path(source), model)
+    return Calibration(arrays.inputs, False, f"{arrays.count} inputs from {Path(source).name}")

@@ -150,7 +150,9 @@ class ModelInfo:
     trained: bool | None
     sha256: str
     prunable_params: int
-    eval_inputs: str  # "sample" or "random"
+    eval_inputs: str  # "sample" (the model's own), "random" (made up) or "data" (the user's, see `data`)
+    # the user's data: source, sha256, samples in the tuning and held-out parts, split; None without
+    data: dict | None = None
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -167,7 +168,8 @@ def model_info(model: Model) -> ModelInfo:
         trained=model.trained,
         sha256=model.sha256,
         prunable_params=model.prunable_params,
-        eval_inputs="random" if model.eval_inputs_are_random else "sample",
+        eval_inputs="data" if model.data else "random" if model.eval_inputs_are_random else "sample",
+        data=None if model.data is None else asdict(model.data),
     )
 
 
@@ -304,6 +306,8 @@ def build_report(
     if model.eval_inputs_are_random:
         notes.append("No evaluation data: fidelity is measured on seeded random inputs and accuracy is unknown.")
     notes += input_notes(model)
+    if model.data is not None:
+        notes.append(f"Data: {model.data.describe()}. Accuracy and fidelity are on the held-out part.")
     if model.opset_note:
         notes.append(f"{model.opset_note[0].upper()}{model.opset_note[1:]}.")
     if model.trained is False:

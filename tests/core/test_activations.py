@@ -7,8 +7,8 @@ from onnx import numpy_helper
 
 from core import InvalidSettingError, PruneConfig, QuantConfig, Recipe, build_report, compress, export_bytes, load_model
 from core.compression.activations import smooth_matmul_inputs
-from core.compression.calibration import load_npz
 from core.compression.pipeline import resolve_activation_mode
+from core.data.arrays import read_npz
 from core.measure.benchmark import cpu_description, int8_sums_can_saturate
 from core.measure.verdict import speed_verdict
 from core.onnx.runtime import create_session, run
@@ -73,24 +73,24 @@ def test_keep_float_leaves_those_layers_in_float(digits_cnn):
 def test_calibration_npz_is_checked_against_the_model(tmp_path, digits_cnn):
     good = tmp_path / "good.npz"
     np.savez(good, image=np.zeros((5, 1, 8, 8), np.float32))
-    assert load_npz(good, digits_cnn)["image"].shape == (5, 1, 8, 8)
+    assert read_npz(good, digits_cnn).inputs["image"].shape == (5, 1, 8, 8)
     wrong_name = tmp_path / "name.npz"
     np.savez(wrong_name, pixels=np.zeros((5, 1, 8, 8), np.float32))
     with pytest.raises(
         InvalidSettingError, match=r"input names do not match the model \(missing image; unknown pixels\)"
     ):
-        load_npz(wrong_name, digits_cnn)
+        read_npz(wrong_name, digits_cnn)
     wrong_shape = tmp_path / "shape.npz"
     np.savez(wrong_shape, image=np.zeros((5, 8, 8), np.float32))
     with pytest.raises(InvalidSettingError, match="input 'image' has shape 5x8x8; the model expects \\?x1x8x8"):
-        load_npz(wrong_shape, digits_cnn)
+        read_npz(wrong_shape, digits_cnn)
     pickled = tmp_path / "pickled.npz"
     np.savez(pickled, image=np.array([{"a": 1}], dtype=object))
     text = tmp_path / "text.npz"
     text.write_text("not a zip")
     for path in (pickled, text):
         with pytest.raises(InvalidSettingError, match="not an .npz of arrays"):
-            load_npz(path, digits_cnn)
+            read_npz(path, digits_cnn)
     with pytest.raises(InvalidSettingError, match="input names do not match"):
         compress_and_export = Recipe(quant=QuantConfig(8, "static", calibration=str(wrong_name)))
         export_bytes(compress(digits_cnn, compress_and_export))
