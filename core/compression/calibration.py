@@ -57,7 +57,7 @@ class CalibrationSource:
 # Where static int8 takes its calibration inputs from, by name; any other value is the path of an .npz (`core.data.arrays.read_npz`).
 CALIBRATION_SOURCES: dict[str, CalibrationSource] = {
     "sample": CalibrationSource(
-        "the model's own inputs (a sample's are set apart from its evaluation set)", _sample_inputs
+        "the tuning part of the model's data, apart from the held-out part results are scored on", _sample_inputs
     ),
     "random": CalibrationSource("seeded random inputs (accuracy may be off)", _random_inputs),
 }
