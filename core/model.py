@@ -45,15 +45,13 @@ class DataInfo:
     held_out: int  # samples in the held-out part
     tuning_fraction: float
     seed: int
-    preprocessing: str = ""
 
     def describe(self) -> str:
         split = f"{self.tuning_fraction:.0%}/{1 - self.tuning_fraction:.0%}"
-        text = (
+        return (
             f"{self.source} (sha256 {self.sha256[:12]}): {self.tuning} tuning and {self.held_out} held-out samples, "
             f"a seeded {split} split (seed {self.seed})"
         )
-        return text + (f"; {self.preprocessing}" if self.preprocessing else "")
 
 
 class LazyWeights(Mapping[str, np.ndarray]):
