@@ -36,6 +36,8 @@ from core import (
 )
 from core.compression.export import write_zip
 from core.compression.granularities import Index
+from core.data.datasets import DEFAULT_TUNING_FRACTION, with_data
+from core.data.quality import with_metric
 from core.errors import InvalidSettingError
 from core.explore.allocation import ScoredPlan, compare_plans
 from core.explore.sensitivity import cached_scan
@@ -68,23 +70,81 @@ class Exported:
     report: Report
 
 
-def model_key(source: str, given: tuple[GivenInput, ...] = ()) -> str:
+@dataclass(frozen=True)
+class DataChoice:
+    """The user's data for a model, as the sidebar's Data section sets it."""
+
+    path: str
+    split: float = DEFAULT_TUNING_FRACTION
+    preprocess: tuple[tuple[str, str], ...] = ()  # (key, value) pairs, for images
+
+
+def model_key(
+    source: str, given: tuple[GivenInput, ...] = (), data: DataChoice | None = None, metric: str | None = None
+) -> str:
     """What the page and every cache below know a model by: its source, and the inputs' shapes and values the user
-    set in the Inputs panel (the same file with other inputs is another model: its evaluation inputs differ)."""
-    return source if not given else source + "\n" + json.dumps([entry.to_dict() for entry in given])
+    set in the Inputs panel (the same file with other inputs is another model: its evaluation inputs differ), the
+    data the user gave, and the metric it is judged by."""
+    extra = {}
+    if given:
+        extra["inputs"] = [entry.to_dict() for entry in given]
+    if data is not None:
+        extra["data"] = {"path": data.path, "split": data.split, "preprocess": dict(data.preprocess)}
+    if metric is not None:
+        extra["metric"] = metric
+    return source if not extra else source + "\n" + json.dumps(extra, sort_keys=True)
 
 
 def source_of(key: str) -> str:
     return key.partition("\n")[0]
 
 
+def _parts(key: str) -> tuple[str, tuple[GivenInput, ...], DataChoice | None, str | None]:
+    source, _, extra_text = key.partition("\n")
+    extra = json.loads(extra_text) if extra_text else {}
+    given = tuple(GivenInput.from_dict(entry) for entry in extra.get("inputs", []))
+    data = extra.get("data")
+    choice = (
+        None if data is None else DataChoice(data["path"], data["split"], tuple(sorted(data["preprocess"].items())))
+    )
+    return source, given, choice, extra.get("metric")
+
+
 @st.cache_resource(max_entries=MAX_MODELS, show_spinner=False)
-def model(key: str, _workdir: str | None = None) -> Model:
-    """`key`: see `model_key`. `_workdir` (not part of the key): where a zip upload is extracted, the uploading
-    session's own folder."""
-    source, _, given = key.partition("\n")
-    entries = [GivenInput.from_dict(entry) for entry in json.loads(given)] if given else []
-    return load_model(source, Path(_workdir) if _workdir else None, {entry.name: entry for entry in entries})
+def _loaded(key: str, _workdir: str | None = None) -> Model:
+    """A model without the user's data, judged by the key's metric."""
+    source, given, _, metric = _parts(key)
+    if metric is not None:
+        return with_metric(_loaded(model_key(source, given), _workdir), metric)
+    return load_model(source, Path(_workdir) if _workdir else None, {entry.name: entry for entry in given})
+
+
+# Models with the user's data are cached by hand: reading the data reports progress to the page (see `exported`).
+_WITH_DATA: OrderedDict[str, Model] = OrderedDict()
+_WITH_DATA_LOCK = threading.Lock()
+
+
+def model(key: str, _workdir: str | None = None, progress: Callable[[float], None] | None = None) -> Model:
+    """`key`: see `model_key`. `_workdir`: where a zip upload is extracted, the uploading session's own folder.
+    `progress` hears how far reading the user's data has got, the first time."""
+    source, given, data, metric = _parts(key)
+    if data is None:
+        return _loaded(key, _workdir)
+    with _WITH_DATA_LOCK:
+        cached = _WITH_DATA.get(key)
+    if cached is not None:
+        return cached
+    if metric is not None:
+        loaded = with_metric(model(model_key(source, given, data), _workdir, progress), metric)
+    else:
+        base = _loaded(model_key(source, given), _workdir)
+        loaded = with_data(base, Path(data.path), data.split, preprocess=dict(data.preprocess), progress=progress)
+    with _WITH_DATA_LOCK:
+        loaded = _WITH_DATA.setdefault(key, loaded)  # another session may have read it meanwhile: keep one
+        _WITH_DATA.move_to_end(key)
+        while len(_WITH_DATA) > 2 * MAX_MODELS:
+            _WITH_DATA.popitem(last=False)
+    return loaded
 
 
 @st.cache_data(max_entries=MAX_MODELS, show_spinner=False)

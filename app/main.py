@@ -18,6 +18,7 @@ from streamlit.delta_generator import DeltaGenerator
 
 from app import cache, explore, latency, sidebar
 from core import Latency, Model, Recipe, SqueezeError, Verdict
+from core.data.quality import QUALITY_METRICS
 from core.measure.report import QuantizationInfo, Report, WeightSummary
 from core.measure.summaries import input_notes
 from core.present.charts import codes_chart, histogram_chart, sparsity_chart
@@ -104,6 +105,16 @@ def _format_count(count: int) -> str:
     return str(count)
 
 
+# a metric -> the headline's label, whether it reads as a percentage, and the original model's figure
+HEADLINES: dict[str, tuple[str, bool, Callable[[Report], float]]] = {
+    "accuracy": ("Accuracy", True, lambda report: report.accuracy.original),
+    "top5": ("Top-5 accuracy", True, lambda report: report.accuracy.top5_original),
+    "target-cosine": ("Cosine to targets", False, lambda report: report.targets.cosine_original),
+    "agreement": ("Top-1 agreement", True, lambda report: 1.0),
+    "cosine": ("Fidelity (cosine)", False, lambda report: 1.0),
+}
+
+
 def measured_metrics(place: Headline, model: Model, report: Report, measured: Latency | None) -> None:
     """Known once the export exists and has run."""
     original_size, size = report.size_bytes["original"], report.size_bytes["compressed"]
@@ -116,32 +127,26 @@ def measured_metrics(place: Headline, model: Model, report: Report, measured: La
         "(zeros compress; unstructured sparsity shows up here, not in the raw size)",
     )
     fidelity = report.fidelity
-    if report.accuracy is not None:
-        accuracy = report.accuracy
-        place.quality.metric(
-            "Accuracy",
-            f"{accuracy.compressed:.1%}",
-            _change(
-                accuracy.compressed - accuracy.original, f"{100 * (accuracy.compressed - accuracy.original):+.1f} pp"
-            ),
-            help=f"top-1 on {accuracy.samples} labelled samples; original {accuracy.original:.1%}",
-        )
-    elif fidelity.top1_agreement is not None:
-        place.quality.metric(
-            "Top-1 agreement",
-            f"{fidelity.top1_agreement:.1%}",
-            _change(fidelity.top1_agreement - 1, f"{100 * (fidelity.top1_agreement - 1):+.1f} pp"),
-            help=f"same top class as the original on {fidelity.samples} {fidelity.inputs} inputs; "
-            f"cosine {fidelity.cosine_mean:.4f}",
-        )
+    label, as_percent, original = HEADLINES[report.metric]
+    _, value = report.quality
+    before = original(report)
+    where = "held-out" if model.data else fidelity.inputs
+    samples = report.accuracy.samples if report.accuracy else fidelity.samples
+    if as_percent:
+        shown, change = f"{value:.1%}", _change(value - before, f"{100 * (value - before):+.1f} pp")
+        was = f"{before:.1%}"
     else:
-        place.quality.metric(
-            "Fidelity (cosine)",
-            f"{fidelity.cosine_mean:.4f}",
-            _change(round(fidelity.cosine_mean - 1, 6), f"{fidelity.cosine_mean - 1:+.4f}"),
-            help=f"mean cosine to the original's output on {fidelity.samples} {fidelity.inputs} inputs; "
-            f"worst {fidelity.cosine_min:.4f}",
+        shown, change, was = (
+            f"{value:.4f}",
+            _change(round(value - before, 6), f"{value - before:+.4f}"),
+            f"{before:.4f}",
         )
+    place.quality.metric(
+        label,
+        shown,
+        change,
+        help=f"{QUALITY_METRICS[report.metric].help}, on {samples} {where} samples; original {was}",
+    )
     if measured is None or measured.compressed is None:
         place.latency.metric("Median latency", "—", help="Press 'Measure latency'.")
     else:
@@ -229,7 +234,7 @@ def chosen_blocks(controls: sidebar.Controls) -> tuple[str, ...]:
     return tuple(chosen)
 
 
-def block_panel(costs: list, labelled: bool) -> None:
+def block_panel(costs: list) -> None:
     """Every droppable residual block with what dropping it alone costs, so the user can pick."""
     st.subheader("Residual blocks")
     if not costs:
@@ -239,12 +244,13 @@ def block_panel(costs: list, labelled: bool) -> None:
         "Drop exactly these blocks (overrides the amount slider)",
         st.session_state.block_names,
         key="drop_blocks",
-        help="Each row below says what dropping that block alone costs, measured on the evaluation inputs.",
+        help="Each row below says what dropping that block alone costs, measured on the tuning data (you pick by "
+        "it, so it is kept apart from the held-out data the headline accuracy is measured on).",
     )
     rows = []
     for cost in costs:
         row = {"block": cost.name, "dropped": cost.dropped, "layers inside": ", ".join(cost.layers), "MACs": cost.macs}
-        if labelled:
+        if cost.accuracy is not None:
             row["accuracy without it"] = f"{cost.accuracy:.1%}"
         elif cost.top1_agreement is not None:
             row["top-1 agreement without it"] = f"{cost.top1_agreement:.1%}"
@@ -399,9 +405,7 @@ def page() -> None:
     if prune.granularity == "block":
         index = cache.prune_index(controls.source, "block", prune.criterion, "layer", prune.seed)
         dropped = {cost.name for cost in live.compressed.blocks if cost.dropped}
-        block_panel(
-            [replace(cost, dropped=cost.name in dropped) for cost in index.costs], model.eval_set.labels is not None
-        )
+        block_panel([replace(cost, dropped=cost.name in dropped) for cost in index.costs])
     st.subheader("Per-layer detail")
     layer_table(live.summary)
     with st.expander(f"Per-layer overrides: a layer's own amount, bits, or skip ({len(overrides)} set)"):

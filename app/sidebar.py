@@ -17,6 +17,8 @@ from core.compression.calibration import CALIBRATION_SOURCES
 from core.compression.granularities import GRANULARITIES
 from core.compression.pruning import CRITERIA, SCOPES
 from core.compression.recipe import FLOAT_BITS, MAX_PRUNE_AMOUNT, WEIGHT_BITS_RANGE, PruneConfig, QuantConfig
+from core.data.images import COLORS, LAYOUTS, MAX_IMAGES, SCALES
+from core.data.quality import QUALITY_METRICS, fitting_metrics
 from core.load.samples import samples
 from core.measure.benchmark import LATENCY_BUDGET_S, LATENCY_THREADS
 from core.onnx.inputs import GivenInput, merge_given
@@ -27,6 +29,8 @@ MAX_PRUNE_PERCENT = round(MAX_PRUNE_AMOUNT * 100)
 BITS_OFF = "off"
 UPLOAD_CALIBRATION = "upload"  # the user's own .npz, stored and passed on by its path
 UPLOAD_TYPES = ["onnx", "zip", "safetensors"]
+DATA_TYPES = ["npz", "zip", "txt"]
+FROM_GRAPH = "auto"  # a preprocessing setting left to what the model's graph says
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,97 @@ def _inputs_panel(source: str) -> tuple[GivenInput, ...]:
     return tuple(merge_given(given).values())
 
 
+def _preprocess_controls() -> tuple[tuple[str, str], ...]:
+    """How the images of a zip become inputs: the presets, each left to what the graph says unless set."""
+    with st.expander("Image preprocessing", expanded=True):
+        scale = st.selectbox(
+            "Scale", list(SCALES), key="data_scale", format_func=lambda name: f"{name}: {SCALES[name].help}"
+        )
+        color = st.selectbox(
+            "Colour", [FROM_GRAPH, *COLORS], key="data_color", help="auto: rgb for 3 channels, gray for 1"
+        )
+        layout = st.selectbox("Layout", [FROM_GRAPH, *LAYOUTS], key="data_layout", help="auto: read from the graph")
+        resize = st.number_input(
+            "Resize the shorter side to (0: the crop's side)",
+            min_value=0,
+            max_value=4096,
+            value=0,
+            key="data_resize",
+            help="Then a centre crop to the model's input size; ImageNet models are often resized to 256 then cropped "
+            "to 224.",
+        )
+    chosen = {"scale": scale, "color": color, "layout": layout, "resize": str(resize) if resize else FROM_GRAPH}
+    return tuple(sorted((key, value) for key, value in chosen.items() if value != FROM_GRAPH))
+
+
+def _previews(loaded) -> None:
+    """The first images as their files hold them and as the model receives them, so a wrong preset is seen."""
+    previews = loaded.data.previews
+    if not previews:
+        return
+    with st.expander("The first images, before and after preprocessing", expanded=True):
+        st.caption("As the files hold them:")
+        st.image([preview.before for preview in previews], width=56)
+        st.caption(
+            "As the model receives them (values "
+            + ", ".join(f"{preview.low:.2g} to {preview.high:.2g}" for preview in previews[:3])
+            + " …, stretched to show):"
+        )
+        st.image([preview.after for preview in previews], width=56)
+
+
+def _data_section(source: str, given: tuple[GivenInput, ...]) -> str:
+    """The user's data (an .npz, a zip of images, a .txt of lines), split into a tuning and a held-out part, and
+    the metric the model is judged by: the model's key with them."""
+    st.header("Data")
+    upload = st.file_uploader(
+        "Your data (optional)",
+        type=DATA_TYPES,
+        key="data_upload",
+        help="An .npz of arrays named like the inputs (samples first) with optional int `labels` or float `targets`; "
+        "a .zip of images, with class folders for labels (ImageFolder); or a .txt of lines for a text model. "
+        f"At most {MAX_IMAGES:,} images or lines. Calibration, scans, allocation and block costs read the tuning "
+        "part; every accuracy shown is on the held-out part.",
+    )
+    workdir = str(session_folder() / "extracted")
+    data = None
+    if upload is not None:
+        path = _store_upload(upload.name, upload.getvalue())
+        split = st.slider(
+            "Tuning part (%)", 50, 95, 80, 5, key="data_split", help="A seeded shuffle; the rest is held out."
+        )
+        preprocess = _preprocess_controls() if path.suffix == ".zip" else ()
+        data = cache.DataChoice(str(path), split / 100, preprocess)
+        bar = st.empty()
+        try:
+            loaded = cache.model(
+                cache.model_key(source, given, data),
+                workdir,
+                lambda fraction: bar.progress(fraction, text=f"Reading {upload.name}: {fraction:.0%}"),
+            )
+        except SqueezeError as error:
+            st.error(f"{upload.name}: {error.reason}")
+            data = None
+        else:
+            st.caption(loaded.data.describe().replace(loaded.data.source, upload.name, 1))
+            _previews(loaded)
+        bar.empty()
+    key = cache.model_key(source, given, data)
+    try:
+        metrics = fitting_metrics(cache.model(key, workdir))
+    except SqueezeError:  # the model itself does not load: the page says why
+        return key
+    if st.session_state.get("metric") not in metrics:
+        st.session_state.metric = metrics[0]
+    metric = st.selectbox(
+        "Judged by",
+        metrics,
+        key="metric",
+        help=_choices({name: QUALITY_METRICS[name].help for name in metrics}),
+    )
+    return cache.model_key(source, given, data, None if metric == metrics[0] else metric)
+
+
 def _request_latency() -> None:
     st.session_state.latency_requested = True
 
@@ -147,6 +242,7 @@ def render() -> Controls:
     if "upload_error" in st.session_state:
         st.error(st.session_state.upload_error)
     given = _inputs_panel(sources[choice])
+    key = _data_section(sources[choice], given)
 
     st.header("Pruning")
     granularity = st.selectbox(
@@ -235,7 +331,7 @@ def render() -> Controls:
 
     amount = min(percent / 100, MAX_PRUNE_AMOUNT)
     return Controls(
-        source=cache.model_key(sources[choice], given),
+        source=key,
         prune=PruneConfig(amount, criterion, scope, seed, granularity, multiple),
         quant=QuantConfig(FLOAT_BITS if bits == BITS_OFF else int(bits), activations, calibration, method),
         latency_budget_s=float(budget),

@@ -7,9 +7,9 @@ packages follow the data flow, each importing only those below it (checked by `l
     explore | present          sensitivity, allocation, sweeps, snapshots | charts, HTML report
     measure                    summaries, the report, the speed verdict, latency
     compression                the recipe, the technique registries, pruning, quantization, the pipeline, export
-    load | data                models from samples and files | quality metrics
+    load | data                models from samples and files | the user's data (arrays, images, text), metrics
     model                      the working representation
-    onnx                       graphs, tensors, sessions, the sandbox
+    onnx | archive             graphs, tensors, sessions, the sandbox | safe zip extraction
     errors
 
 The names below are the public API. They load on first use (PEP 562), so `import core` and `import core.errors`

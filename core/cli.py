@@ -16,6 +16,8 @@ from core.compression.pipeline import compress
 from core.compression.pruning import CRITERIA, SCOPES
 from core.compression.recipe import FLOAT_BITS, LayerOverride, PruneConfig, QuantConfig, Recipe
 from core.data.datasets import DEFAULT_TUNING_FRACTION, with_data
+from core.data.images import COLORS, LAYOUTS, PREPROCESS_KEYS, SCALES
+from core.data.quality import QUALITY_METRICS, with_metric
 from core.errors import InvalidSettingError, SqueezeError
 from core.explore.allocation import allocate_bits, compare_plans
 from core.explore.sensitivity import DEFAULT_AMOUNTS, DEFAULT_BITS, cached_scan
@@ -60,9 +62,26 @@ def _parser() -> argparse.ArgumentParser:
     inputs.add_argument(
         "--data",
         type=Path,
-        metavar="DATA.npz",
-        help="your data: arrays named like the inputs (samples first) and optional int 'labels'; split into a "
-        "tuning part (calibration, scans) and a held-out part (every accuracy and fidelity)",
+        metavar="PATH",
+        help="your data, split into a tuning part (calibration, scans, allocation) and a held-out part (every "
+        "accuracy and fidelity): an .npz of arrays named like the inputs (samples first) with optional int "
+        "'labels' or float 'targets'; a folder or .zip of images (class subfolders give labels); or a .txt of "
+        "lines for a Hugging Face text model",
+    )
+    inputs.add_argument(
+        "--preprocess",
+        type=_settings,
+        default={},
+        metavar="KEY=VALUE,...",
+        help=f"how images become inputs: scale={'|'.join(SCALES)} (default unit), color={'|'.join(COLORS)} (default "
+        f"from the channels), layout={'|'.join(LAYOUTS)} (default from the graph), resize=N (the shorter side "
+        "before the centre crop; default the crop's side)",
+    )
+    inputs.add_argument(
+        "--metric",
+        choices=list(QUALITY_METRICS),
+        help="what the model is judged by (default: accuracy with labels, target-cosine with targets, else cosine "
+        "to the original's outputs)",
     )
     inputs.add_argument(
         "--split",
@@ -431,7 +450,26 @@ def _load(args: argparse.Namespace, source: str, recipe: Path | None = None):
         GivenInput.parse("value", text) for text in args.value
     ]
     model = load_model(source, given=merge_given(recorded + given))
-    return model if args.data is None else with_data(model, args.data, args.split)
+    if args.data is not None:
+        model = with_data(model, args.data, args.split, preprocess=args.preprocess, progress=_print_progress("reading"))
+        print(f"data: {model.data.describe()}", file=sys.stderr)
+    elif args.preprocess:
+        raise InvalidSettingError("is for images given with --data", "--preprocess")
+    return with_metric(model, args.metric)
+
+
+def _settings(text: str) -> dict[str, str]:
+    """KEY=VALUE,... as a dict."""
+    settings = {}
+    for item in filter(None, text.split(",")):
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip():
+            raise argparse.ArgumentTypeError(f"{item!r} is not KEY=VALUE")
+        settings[key.strip()] = value.strip()
+    unknown = sorted(set(settings) - set(PREPROCESS_KEYS))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown key {', '.join(unknown)}; use {', '.join(PREPROCESS_KEYS)}")
+    return settings
 
 
 def _print_progress(what: str):
@@ -491,13 +529,32 @@ def _print_summary(report) -> None:
     )
     fid = report.fidelity
     agreement = f", top-1 agreement {fid.top1_agreement:.2%}" if fid.top1_agreement is not None else ""
+    where = "held-out" if report.model.data else fid.inputs
     print(
-        f"fidelity on {fid.samples} {fid.inputs} inputs: cosine {fid.cosine_mean:.4f}{agreement}, max |error| {fid.max_abs_error:.3g}"
+        f"fidelity on {fid.samples} {where} inputs: cosine {fid.cosine_mean:.4f}{agreement}, SQNR {fid.sqnr_db:.1f} dB, "
+        f"max |error| {fid.max_abs_error:.3g}"
     )
+    for output in fid.outputs:
+        print(f"  output {output.name}: cosine {output.cosine_mean:.4f}, SQNR {output.sqnr_db:.1f} dB")
+    held_out = " held-out" if report.model.data else ""
     if report.accuracy:
-        print(
-            f"accuracy {report.accuracy.original:.2%} -> {report.accuracy.compressed:.2%} on {report.accuracy.samples} labelled samples"
+        correct = report.accuracy
+        top5 = (
+            f"; top-5 {correct.top5_original:.2%} -> {correct.top5_compressed:.2%}"
+            if correct.top5_compressed is not None
+            else ""
         )
+        print(
+            f"accuracy {correct.original:.2%} -> {correct.compressed:.2%}{top5} on {correct.samples}{held_out} labelled samples"
+        )
+    if report.targets:
+        fit = report.targets
+        print(
+            f"against the targets on {fit.samples}{held_out} samples: MSE {fit.mse_original:.4g} -> "
+            f"{fit.mse_compressed:.4g}, cosine {fit.cosine_original:.4f} -> {fit.cosine_compressed:.4f}"
+        )
+    metric, value = report.quality
+    print(f"judged by {metric}: {value:.4f}")
     if totals["macs_after"] != totals["macs"]:
         print(
             f"MACs per sample {totals['macs']:,} -> {totals['macs_after']:,} "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,10 +18,11 @@ import numpy as np
 import onnx
 
 from core.onnx import tensors
+from core.onnx.batches import run_in_chunks
 from core.onnx.graph import Layer, without_initializers
 from core.onnx.inputs import GivenInput, InputPlan, batch_axes, take
 from core.onnx.macs import graph_macs
-from core.onnx.runtime import OnnxModel, create_session, run, with_data_in
+from core.onnx.runtime import OnnxModel, create_session, with_data_in
 
 Derived = TypeVar("Derived")
 SAMPLE_SOURCE_PREFIX = "sample:"  # a sample's source: the prefix and its name
@@ -33,24 +34,56 @@ class EvalSet:
 
     inputs: dict[str, np.ndarray]
     labels: np.ndarray | None
+    targets: np.ndarray | None = None  # what the first output should be, per sample (float)
+
+
+@dataclass(frozen=True, eq=False)
+class DataPreview:
+    """One of the user's images as its file holds it and as the model receives it (float values stretched to
+    0-255, from `low` to `high`, channels in the order the model reads them)."""
+
+    name: str
+    before: np.ndarray  # height x width x 3, uint8
+    after: np.ndarray  # height x width x 3, uint8
+    low: float
+    high: float
 
 
 @dataclass(frozen=True)
 class DataInfo:
-    """The user's data: where from, and how it was split into a tuning and a held-out part."""
+    """The user's data: where from, how it was made into inputs, and how it was split into a tuning and a
+    held-out part."""
 
-    source: str  # the file's name
+    source: str  # the file's or folder's name
     sha256: str
     tuning: int  # samples in the tuning part
     held_out: int  # samples in the held-out part
     tuning_fraction: float
     seed: int
+    preprocessing: str = ""  # how images or text became inputs; "" for arrays
+    classes: tuple[str, ...] = ()  # class folder names, in label order
+    previews: tuple[DataPreview, ...] = field(default=(), compare=False, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """What a report keeps of it (not the previews)."""
+        return {
+            "source": self.source,
+            "sha256": self.sha256,
+            "tuning": self.tuning,
+            "held_out": self.held_out,
+            "tuning_fraction": self.tuning_fraction,
+            "seed": self.seed,
+            "preprocessing": self.preprocessing,
+            "classes": list(self.classes),
+        }
 
     def describe(self) -> str:
         split = f"{self.tuning_fraction:.0%}/{1 - self.tuning_fraction:.0%}"
+        classes = f", {len(self.classes)} classes" if self.classes else ""
+        how = f"; {self.preprocessing}" if self.preprocessing else ""
         return (
-            f"{self.source} (sha256 {self.sha256[:12]}): {self.tuning} tuning and {self.held_out} held-out samples, "
-            f"a seeded {split} split (seed {self.seed})"
+            f"{self.source} (sha256 {self.sha256[:12]}): {self.tuning} tuning and {self.held_out} held-out samples"
+            f"{classes}, a seeded {split} split (seed {self.seed}){how}"
         )
 
 
@@ -105,6 +138,9 @@ class Model:
     input_plan: InputPlan | None = None
     # The inputs' shapes and values the user gave at load (--shape, --value, the page's Inputs panel)
     given_inputs: tuple[GivenInput, ...] = ()
+    # A Hugging Face text model's folder, whose tokenizer makes the user's text into inputs; None: takes no text
+    tokenizer_folder: Path | None = None
+    metric: str | None = None  # the quality metric the user chose (core.data.quality); None: by the data
     _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     @property
@@ -115,6 +151,16 @@ class Model:
     @property
     def prunable_params(self) -> int:
         return sum(layer.params for layer in self.layers)
+
+    def judged_by(self, metric: str | None) -> Model:
+        """The same model and data judged by another quality metric: nothing computed from them is computed again
+        (none of it depends on the metric)."""
+        chosen = replace(self, metric=metric)
+        object.__setattr__(chosen, "_derived", self._derived)
+        for name in ("reference_outputs", "macs", "tensor_shapes", "zeros", "skeleton"):  # the cached properties
+            if name in self.__dict__:
+                chosen.__dict__[name] = self.__dict__[name]
+        return chosen
 
     @property
     def batch_axes(self) -> dict[str, int | None]:
@@ -149,9 +195,20 @@ class Model:
         """The graph without its prunable weights, which compression adds back changed."""
         return without_initializers(self.proto, {layer.name for layer in self.layers})
 
+    def outputs_of(
+        self,
+        onnx_model: OnnxModel,
+        progress: Callable[[float], None] | None = None,
+        inputs: dict[str, np.ndarray] | None = None,
+    ) -> list[np.ndarray]:
+        """What `onnx_model` (this model, or a compressed one) outputs on the evaluation set (or on `inputs`), run a
+        chunk at a time."""
+        feeds = self.eval_set.inputs if inputs is None else inputs
+        return run_in_chunks(create_session(onnx_model), feeds, self.batch_axes, progress)
+
     @cached_property
     def reference_outputs(self) -> list[np.ndarray]:
-        return run(create_session(self.runnable), self.eval_set.inputs)
+        return self.outputs_of(self.runnable)
 
     @cached_property
     def macs(self) -> dict[str, int]:

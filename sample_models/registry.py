@@ -36,6 +36,8 @@ class SampleModel:
     tuning_set: Callable[[], EvalSet] | None = None
     # The architecture's parameter names and shapes, so a user's state dict of it is recognised; None: no state dicts.
     parameter_shapes: Callable[[], dict[str, tuple[int, ...]]] | None = None
+    # A text model's Hugging Face folder: its tokenizer makes a user's text into inputs. None: no text.
+    tokenizer_folder: Callable[[], Path] | None = None
 
 
 def _load_safetensors(path: Path) -> StateDict:
@@ -190,6 +192,7 @@ SAMPLES: dict[str, SampleModel] = {
             _minilm_state,
             _minilm_export,
             _minilm_eval,
+            tokenizer_folder=minilm_folder,
         ),
         SampleModel(
             "resnet18",

@@ -15,14 +15,14 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from core.data.quality import accuracy, fidelity
+from core.data.quality import agreement, cosines, top1
 from core.errors import InvalidSettingError
 from core.model import Model
 from core.onnx.graph import PRUNABLE_OPS, node_name
-from core.onnx.runtime import create_session, run
 from core.onnx.tensors import intermediate_values
 
 CALIBRATION_SAMPLES = 32  # inputs read for the activation criterion
+COST_SAMPLES = 256  # tuning inputs a block's cost is measured on
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Block:
 
 @dataclass(frozen=True)
 class BlockCost:
-    """What dropping one block alone does, measured on the model's evaluation inputs."""
+    """What dropping one block alone does, measured on (up to COST_SAMPLES of) the tuning part."""
 
     name: str
     layers: list[str]  # nodes with prunable weights inside the branch
@@ -203,18 +203,21 @@ class BlockIndex:
             blocks, arrays, lambda: branch_ratios(model.proto, blocks, feeds), np.random.default_rng(seed)
         )
         by_weight = {layer.name: layer for layer in model.layers}
+        # what dropping a block costs is measured on the tuning part too: a user picks blocks by it
+        part, _ = model.tuning_part(COST_SAMPLES)
+        reference = model.outputs_of(model.runnable, inputs=part.inputs)[0]
+        classes = reference.ndim == 2 and reference.shape[1] > 1
         costs = []
         for block, score in zip(blocks, scores, strict=True):
-            outputs = run(create_session(drop_blocks(model.proto, [block]).SerializeToString()), model.eval_set.inputs)
-            quality, correct = fidelity(model, outputs), accuracy(model, outputs)
+            outputs = model.outputs_of(drop_blocks(model.proto, [block]).SerializeToString(), inputs=part.inputs)[0]
             costs.append(
                 BlockCost(
                     name=block.name,
                     layers=[by_weight[name].node for name in block.weights if name in by_weight],
                     macs=sum(model.macs.get(name, 0) for name in block.weights),
-                    accuracy=None if correct is None else correct.compressed,
-                    top1_agreement=quality.top1_agreement,
-                    cosine_mean=quality.cosine_mean,
+                    accuracy=None if part.labels is None else top1(outputs, part.labels),
+                    top1_agreement=agreement(reference, outputs) if classes else None,
+                    cosine_mean=float(cosines(reference, outputs).mean()),
                     score=float(score),
                 )
             )

@@ -20,6 +20,7 @@ from core.compression.calibration import Calibration, calibration_for
 from core.compression.granularities import GRANULARITIES, Index, Pruned, prune_weights, require_in_memory
 from core.compression.quantization import QuantizedWeight, quantize_weight
 from core.compression.recipe import FLOAT_BITS, Recipe
+from core.data.quality import sqnr_db
 from core.errors import InvalidSettingError, UnsupportedModelError
 from core.model import LazyWeights, Model
 from core.onnx.graph import Layer, Store, opset_version, with_weights, without_initializers
@@ -97,7 +98,7 @@ def compress(model: Model, recipe: Recipe, index: Index | None = None) -> Compre
             values = base.weights[layer.name]  # read once: on a large model every read recomputes the layer
             quantized[layer.name] = quantize_weight(values, bits[layer.node], layer.channel_axis)
             effective = quantized[layer.name].dequantize()
-            sqnr[layer.name] = weight_sqnr_db(values, effective)
+            sqnr[layer.name] = sqnr_db(values, effective)
             if not lazy:
                 dequantized[layer.name] = effective
     if lazy:
@@ -157,13 +158,6 @@ def resolve_activation_mode(model: Model, requested: str) -> tuple[str, str]:
         return requested, f"{requested} was asked for"
     conv = sum(model.macs[layer.name] for layer in model.layers if layer.op_type in CONV_OPS)
     return choose(conv, sum(model.macs.values()) - conv)
-
-
-def weight_sqnr_db(original: np.ndarray, quantized: np.ndarray) -> float:
-    """Signal-to-quantization-noise ratio in dB; infinite when quantization changed nothing."""
-    signal = float(np.sum(original.astype(np.float64) ** 2))
-    noise = float(np.sum((original.astype(np.float64) - quantized) ** 2))
-    return float("inf") if noise == 0 else 10 * np.log10(signal / noise) if signal > 0 else float("-inf")
 
 
 def _smoothed(base: Compressed, alpha: float, keep: set[str]) -> Compressed:

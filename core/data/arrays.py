@@ -1,5 +1,5 @@
-"""A user's arrays from an .npz: one per graph input (samples along its batch axis), plus optional `labels`,
-checked against the model before anything runs."""
+"""A user's data as the model's inputs, and the reader of an .npz: one array per graph input (samples along its
+batch axis), plus optional `labels` or `targets`, checked against the model before anything runs."""
 
 from __future__ import annotations
 
@@ -11,23 +11,31 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import InvalidSettingError
-from core.model import Model
+from core.model import DataPreview, Model
 from core.onnx.inputs import input_specs
 
 LABELS = "labels"  # int class ids, one per sample
+TARGETS = "targets"  # float, what the first output should be for each sample
 
 
 @dataclass(frozen=True, eq=False)
 class Arrays:
+    """Data read for a model: its inputs (arrays, or lazy arrays such as `images.PixelArray`), and what its
+    outputs are compared with, if anything."""
+
     inputs: dict[str, np.ndarray]
     labels: np.ndarray | None
     count: int  # samples
-    sha256: str  # of the file
+    sha256: str  # of the file (or of every file of a folder)
+    targets: np.ndarray | None = None
+    preprocessing: str = ""
+    classes: tuple[str, ...] = ()
+    previews: tuple[DataPreview, ...] = ()
 
 
 def read_npz(path: Path, model: Model, labels_allowed: bool = False) -> Arrays:
-    """Input arrays (and `labels`, where allowed) from an .npz, with names, ranks, fixed dimensions, element
-    kinds and sample counts checked against the model. Never unpickles."""
+    """Input arrays (and `labels` or `targets`, where allowed) from an .npz, with names, ranks, fixed dimensions,
+    element kinds and sample counts checked against the model. Never unpickles."""
     source = str(path)
     if not path.is_file():
         raise InvalidSettingError("no such file", source)
@@ -38,11 +46,14 @@ def read_npz(path: Path, model: Model, labels_allowed: bool = False) -> Arrays:
     except (OSError, ValueError, zipfile.BadZipFile):
         raise InvalidSettingError("not an .npz of arrays (numpy.savez)", source) from None
     labels = arrays.pop(LABELS, None) if labels_allowed else None
+    targets = arrays.pop(TARGETS, None) if labels_allowed else None
+    if labels is not None and targets is not None:
+        raise InvalidSettingError(f"give {LABELS} or {TARGETS}, not both", source)
     specs = input_specs(model.proto)
     missing, unknown = sorted(set(specs) - set(arrays)), sorted(set(arrays) - set(specs))
     if missing or unknown:
         parts = [f"missing {', '.join(missing)}" if missing else "", f"unknown {', '.join(unknown)}" if unknown else ""]
-        extra = f" (and optional {LABELS})" if labels_allowed else ""
+        extra = f" (and optional {LABELS} or {TARGETS})" if labels_allowed else ""
         raise InvalidSettingError(
             f"input names do not match the model ({'; '.join(p for p in parts if p)}); it takes "
             f"{', '.join(specs)}{extra}",
@@ -77,4 +88,8 @@ def read_npz(path: Path, model: Model, labels_allowed: bool = False) -> Arrays:
             raise InvalidSettingError(f"{len(labels)} {LABELS} for {count} samples", source)
         if labels.min(initial=0) < 0:
             raise InvalidSettingError(f"{LABELS} must not be negative", source)
-    return Arrays(arrays, labels, count, hashlib.sha256(data).hexdigest())
+    if targets is not None:
+        if not np.issubdtype(targets.dtype, np.floating) or targets.ndim < 1 or len(targets) != count:
+            raise InvalidSettingError(f"{TARGETS} must be float arrays, one per sample ({count})", source)
+        targets = targets.astype(np.float32, copy=False)
+    return Arrays(arrays, labels, count, hashlib.sha256(data).hexdigest(), targets)

@@ -21,7 +21,7 @@ from core.compression.granularities import uses_thresholds
 from core.compression.pruning import PruneIndex, prune
 from core.compression.quantization import quantize_weight
 from core.compression.thresholds import ThresholdIndex
-from core.data.quality import QUALITY_METRICS, metric_name
+from core.data.quality import QUALITY_METRICS
 from core.load.files import cache_dir
 from core.model import Model
 from core.onnx.runtime import create_session
@@ -80,7 +80,7 @@ def scan(
     # 96.9 % held-out against uniform 4-bit's 99.2 %; from 1 - cosine on the same digits it scored 99.7 %).
     part, _ = model.tuning_part(SCAN_SAMPLES)
     feeds = part.inputs
-    metric = QUALITY_METRICS[metric_name(False)]
+    metric = QUALITY_METRICS["cosine"]
     session = create_session(_weights_as_inputs(model))
     weights = dict(model.weights)
     reference = session.run(None, feeds | weights)[0]

@@ -15,10 +15,9 @@ from core.compression.export import export_model, export_size
 from core.compression.granularities import GRANULARITIES, require_in_memory
 from core.compression.pipeline import compress, prepare_index, resolve_activation_mode
 from core.compression.recipe import FLOAT_BITS, PruneConfig, QuantConfig, Recipe
-from core.data.quality import accuracy, fidelity, measured_quality
+from core.data.quality import measure, metric_of
 from core.measure.benchmark import measure_latency
 from core.model import Model
-from core.onnx.runtime import create_session, run
 
 DEFAULT_AMOUNTS = (0.0, 0.25, 0.5, 0.75)
 DEFAULT_BITS = (32, 8, 4)
@@ -97,8 +96,9 @@ def sweep(
         compressed = compress(model, recipe, indexes.get(granularity))  # type: ignore[arg-type]
         with tempfile.TemporaryDirectory(prefix="squeezelab-sweep-") as work:  # used by exports over 2 GB
             data = export_model(compressed, Path(work))
-            outputs = run(create_session(data), model.eval_set.inputs)
-            metric, quality = measured_quality(accuracy(model, outputs), fidelity(model, outputs))
+            outputs = model.outputs_of(data)
+            judge = metric_of(model)
+            metric, quality = judge.name, judge.measured(measure(model, outputs))
             (original, measured), _ = measure_latency([model.runnable, data], model.latency_feed, threads=threads,
                                                       budget_s=budget_s, min_runs=10)  # fmt: skip
             size = export_size(data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +85,7 @@ def load_hugging_face_folder(folder: Path, *, name: str, source: str) -> Model:
         kind_path.write_text(kind)
     with np.load(eval_path, allow_pickle=False) as stored:
         inputs = {key: stored[key] for key in stored.files}
-    return model_from_bytes(
+    model = model_from_bytes(
         onnx_path.read_bytes(),
         name=name,
         source=source,
@@ -93,3 +94,4 @@ def load_hugging_face_folder(folder: Path, *, name: str, source: str) -> Model:
         trained=True,
         eval_set=EvalSet(inputs, None) if inputs else None,
     )
+    return replace(model, tokenizer_folder=folder) if inputs else model  # inputs: it has a tokenizer

@@ -8,6 +8,7 @@ import functools
 import hashlib
 from collections import ChainMap
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Protocol
@@ -40,6 +41,8 @@ class Sample(Protocol):
     # The parameter names and shapes of its architecture, so a user's safetensors state dict of the same
     # architecture can be recognised and exported with it; None: it takes no state dicts.
     parameter_shapes: Callable[[], dict[str, tuple[int, ...]]] | None
+    # A text model's Hugging Face folder, whose tokenizer makes a user's text into its inputs; None: takes no text.
+    tokenizer_folder: Callable[[], Path] | None
 
 
 @functools.cache
@@ -67,7 +70,7 @@ def load_sample(name: str) -> Model:
     with np.load(eval_path, allow_pickle=False) as stored:
         eval_set = _from_arrays(stored, "")
         tuning_set = _from_arrays(stored, "tuning/") if sample.tuning_set is not None else None
-    return model_from_bytes(
+    model = model_from_bytes(
         onnx_path.read_bytes(),
         name=name,
         source=f"{SAMPLE_SOURCE_PREFIX}{name}",
@@ -77,6 +80,7 @@ def load_sample(name: str) -> Model:
         eval_set=eval_set,
         tuning_set=tuning_set,
     )
+    return model if sample.tokenizer_folder is None else replace(model, tokenizer_folder=sample.tokenizer_folder())
 
 
 def _as_arrays(data: EvalSet, prefix: str) -> dict[str, np.ndarray]:

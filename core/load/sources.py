@@ -9,8 +9,8 @@ from pathlib import Path
 
 import onnx
 
+from core.archive import safe_extract
 from core.errors import InvalidSettingError, ModelLoadError, UnsupportedModelError
-from core.load.archive import safe_extract
 from core.load.formats import refuse_if_code, sniff
 from core.load.hugging_face import load_hugging_face_folder
 from core.load.onnx_file import file_digest, load_onnx_file

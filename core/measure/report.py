@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from core.compression.blocks import BlockCost
-from core.data.quality import Accuracy, Fidelity, measured_quality
+from core.data.quality import QUALITY_METRICS, Accuracy, Fidelity, Measured, TargetFit
 
 
 @dataclass(frozen=True)
@@ -169,6 +169,8 @@ class Report:
     size_bytes: dict[str, SizeStats]  # "original" and "compressed"
     fidelity: Fidelity
     accuracy: Accuracy | None
+    targets: TargetFit | None = None  # the first output against the user's targets
+    metric: str = "cosine"  # what the model is judged by (core.data.quality.metric_of)
     quantization: QuantizationInfo | None = None
     verdict: Verdict | None = None  # the expected speed effect and its reasons
     latency_ms: Latency | None = None
@@ -179,5 +181,5 @@ class Report:
 
     @property
     def quality(self) -> tuple[str, float]:
-        """The headline (metric, value): accuracy where the model has labels, else mean cosine to the original."""
-        return measured_quality(self.accuracy, self.fidelity)
+        """The headline (metric, value), by the metric the model is judged by."""
+        return self.metric, QUALITY_METRICS[self.metric].measured(Measured(self.accuracy, self.fidelity, self.targets))

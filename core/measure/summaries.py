@@ -5,9 +5,8 @@ from __future__ import annotations
 import itertools
 import tempfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +14,9 @@ import onnx
 
 from core.compression.activations import ACTIVATION_MODES
 from core.compression.export import export_model, export_size
-from core.compression.pipeline import Compressed, weight_sqnr_db
+from core.compression.pipeline import Compressed
 from core.compression.quantization import code_counts, levels
-from core.data.quality import accuracy, fidelity
+from core.data.quality import measure, metric_of, sqnr_db
 from core.measure.benchmark import cpu_description, int8_sums_can_saturate
 from core.measure.report import (
     CodeCounts,
@@ -33,7 +32,7 @@ from core.measure.report import (
 )
 from core.measure.verdict import speed_verdict
 from core.model import Model, per_model
-from core.onnx.runtime import OnnxModel, create_session, run
+from core.onnx.runtime import OnnxModel
 from core.onnx.tensors import intermediate_values
 
 SATURATION_NOTE = (
@@ -169,7 +168,7 @@ def model_info(model: Model) -> ModelInfo:
         sha256=model.sha256,
         prunable_params=model.prunable_params,
         eval_inputs="data" if model.data else "random" if model.eval_inputs_are_random else "sample",
-        data=None if model.data is None else asdict(model.data),
+        data=None if model.data is None else model.data.to_dict(),
     )
 
 
@@ -224,7 +223,7 @@ def layer_sqnr(compressed: Compressed, export: OnnxModel) -> list[LayerSqnr]:
         for name in compressed.weight_sqnr
         if (node := by_name[name].node) in before_names and node in after_names
     }
-    feeds = {name: values[:SQNR_SAMPLES] for name, values in model.eval_set.inputs.items()}
+    feeds = model.first_inputs(SQNR_SAMPLES)
     before_names, after_names = (
         sorted({pair[0] for pair in pairs.values()}),
         sorted({pair[1] for pair in pairs.values()}),
@@ -236,7 +235,7 @@ def layer_sqnr(compressed: Compressed, export: OnnxModel) -> list[LayerSqnr]:
         original, quantized = pairs.get(name, ("", ""))
         output_db = None
         if original in before and quantized in after and before[original].shape == after[quantized].shape:
-            output_db = weight_sqnr_db(before[original], after[quantized])
+            output_db = sqnr_db(before[original], after[quantized])
         result.append(
             LayerSqnr(by_name[name].node, round(weight_db, 2), None if output_db is None else round(output_db, 2))
         )
@@ -293,13 +292,15 @@ def build_report(
     export: OnnxModel,
     latency: Latency | None = None,
     summary: WeightSummary | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> Report:
-    """Everything measured on `export`, the exact model the user gets. Pass `summary` if already computed."""
+    """Everything measured on `export`, the exact model the user gets. Pass `summary` if already computed;
+    `progress` hears how far the evaluation has got (0-1)."""
     model = compressed.model
     # zlib releases the GIL: the export's gzip size is computed while ONNX Runtime runs it.
     with ThreadPoolExecutor(max_workers=1) as pool:
         export_size = pool.submit(size_of, export)
-        outputs = run(create_session(export), model.eval_set.inputs)
+        outputs = model.outputs_of(export, progress)
         summary = summary or summarize_weights(compressed)
         size_bytes = {"original": original_size(model), "compressed": export_size.result()}
     notes = []
@@ -313,6 +314,7 @@ def build_report(
     if model.trained is False:
         notes.append("This model is untrained (random weights): use it for size and latency, not accuracy.")
     verdict = speed_verdict(compressed)
+    measured = measure(model, outputs)
     return Report(
         model=model_info(model),
         settings=compressed.recipe.to_dict(),
@@ -324,8 +326,10 @@ def build_report(
         left_whole={layer.node: layer.left_whole for layer in summary.layers if layer.left_whole},
         blocks=list(compressed.blocks),
         size_bytes=size_bytes,
-        fidelity=fidelity(model, outputs),
-        accuracy=accuracy(model, outputs),
+        fidelity=measured.fidelity,
+        accuracy=measured.accuracy,
+        targets=measured.targets,
+        metric=metric_of(model).name,
         quantization=quantization_info(compressed, export),
         verdict=verdict,
         latency_ms=latency,

@@ -45,8 +45,12 @@ def test_digits_blocks_report_their_cost_and_the_cheapest_goes_first(digits_cnn)
     assert [name for name, cost in costs.items() if cost.dropped] == ["/block3/Add"]
     assert min(costs.values(), key=lambda cost: cost.score).name == "/block3/Add"
     report = build_report(compressed, export_bytes(compressed))
-    # the cost shown for a block is exactly what dropping it gives
-    assert report.accuracy.compressed == costs["/block3/Add"].accuracy >= 0.97
+    # the cost shown for a block is what dropping it gives on the tuning part (a user picks blocks by it); the
+    # held-out accuracy is measured apart
+    tuning = digits_cnn.tuning_part(256)[0]
+    dropped = _outputs(export_bytes(compressed), tuning.inputs)
+    assert costs["/block3/Add"].accuracy == float(np.mean(dropped.argmax(1) == tuning.labels)) == 1.0
+    assert report.accuracy.compressed == pytest.approx(355 / 359)
     assert report.totals["macs"] - report.totals["macs_after"] == costs["/block3/Add"].macs == 2 * 147_456
     removed = [layer for layer in report.layers if not layer.shape_after]
     assert [layer.node for layer in removed] == ["/block3/conv1/Conv", "/block3/conv2/Conv"]

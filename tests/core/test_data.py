@@ -61,7 +61,7 @@ def test_the_cli_reports_accuracy_on_the_held_out_part(digits_npz, tmp_path, cap
 @pytest.mark.parametrize(
     ("arrays", "split", "reason"),
     [
-        ({"pixels": np.zeros((4, 1, 8, 8), np.float32)}, 0.8, "input names do not match the model (missing image; unknown pixels); it takes image (and optional labels)"),
+        ({"pixels": np.zeros((4, 1, 8, 8), np.float32)}, 0.8, "input names do not match the model (missing image; unknown pixels); it takes image (and optional labels or targets)"),
         ({"image": np.zeros((4, 8, 8), np.float32)}, 0.8, "input 'image' has shape 4x8x8; the model expects ?x1x8x8"),
         ({"image": np.zeros((4, 1, 8, 8), np.float32), "labels": np.array([0, 1, 2])}, 0.8, "3 labels for 4 samples"),
         ({"image": np.zeros((4, 1, 8, 8), np.float32), "labels": np.array([0, 1, 2, 10])}, 0.5, "labels go up to 10; the model's first output scores 10 classes"),
@@ -85,4 +85,7 @@ def test_a_bad_split_and_an_unknown_format_are_refused(digits_cnn, digits_npz, t
     csv = tmp_path / "data.csv"
     csv.write_text("1,2,3\n")
     assert main(["inspect", "digits-cnn", "--data", str(csv)]) == 2
-    assert capsys.readouterr().err.strip() == f"error: {csv}: unknown data format .csv; use .npz"
+    assert (
+        capsys.readouterr().err.strip()
+        == f"error: {csv}: unknown data format .csv; use an .npz of arrays, a folder or .zip of images (ImageFolder layout), or a .txt of lines"
+    )

@@ -8,10 +8,11 @@ import pytest
 from core import ACTIVATION_MODES, GRANULARITIES, QUALITY_METRICS, InvalidSettingError, PruneConfig, QuantConfig
 from core.cli import _parser
 from core.compression.calibration import CALIBRATION_SOURCES, calibration_for
-from core.data.quality import metric_name
+from core.data.quality import fitting_metrics, metric_of, with_metric
 from core.measure.benchmark import environment, stats
 from core.measure.report import Latency
 from core.measure.verdict import INT8_MODE_REASONS, NOISE_BAND, measured_effect, measured_text, verdict_agreement
+from core.model import EvalSet
 
 
 def _choices(command: str, flag: str) -> list[str]:
@@ -48,12 +49,21 @@ def test_calibration_sources_by_name(digits_cnn):
     assert random.random and random.inputs["image"].shape == (32, 1, 8, 8)
 
 
-def test_one_rule_picks_the_quality_metric():
-    assert metric_name(True) == "accuracy" and metric_name(False) == "cosine"
+def test_one_rule_picks_the_quality_metric(digits_cnn, resnet18):
+    assert metric_of(digits_cnn).name == "accuracy" and metric_of(resnet18).name == "cosine"
+    assert fitting_metrics(digits_cnn) == ["accuracy", "top5", "agreement", "cosine"]
+    assert fitting_metrics(resnet18) == ["cosine", "agreement"]
+    assert metric_of(with_metric(digits_cnn, "agreement")).name == "agreement"
+    with pytest.raises(InvalidSettingError, match="top5 needs labels .* fit cosine, agreement"):
+        with_metric(resnet18, "top5")
     reference = np.array([[1.0, 0.0], [0.0, 1.0]])
     outputs = np.array([[1.0, 1.0], [0.0, 2.0]])
-    assert QUALITY_METRICS["accuracy"].score(reference, outputs, np.array([1, 1])) == 0.5  # a tie goes to class 0
+    labelled = EvalSet({}, np.array([1, 1]))
+    assert QUALITY_METRICS["accuracy"].score(reference, outputs, labelled) == 0.5  # a tie goes to class 0
+    assert QUALITY_METRICS["agreement"].score(reference, outputs, None) == 1.0
     assert QUALITY_METRICS["cosine"].score(reference, outputs, None) == pytest.approx((np.sqrt(0.5) + 1) / 2)
+    targets = EvalSet({}, None, np.array([[1.0, 1.0], [0.0, 1.0]]))
+    assert QUALITY_METRICS["target-cosine"].score(reference, outputs, targets) == pytest.approx(1.0)
 
 
 def _latency(original_ms: float, compressed_ms: float) -> Latency:
