@@ -365,6 +365,12 @@ def page() -> None:
         quant = replace(quant, keep_float=tuple(st.session_state.keep_float))
     # an upload's source is a path on the server, which means nothing to the user
     st.markdown(f"**{model.name}**: {model.description or ('a sample' if model.is_sample else 'your upload')}")
+    if model.data is not None:
+        data = model.data
+        st.caption(
+            f"Your data ({data.tuning + data.held_out:,} samples): what tunes reads the {data.tuning:,} of the tuning "
+            f"part; every accuracy and fidelity here is on the {data.held_out:,} held-out ones."
+        )
     overrides = explore.current_overrides(model)
     recipe = or_stop(lambda: Recipe.for_model(model, prune, quant, overrides))
     recipe_json = recipe.to_json()

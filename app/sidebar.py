@@ -157,11 +157,8 @@ def _previews(loaded) -> None:
     with st.expander("The first images, before and after preprocessing", expanded=True):
         st.caption("As the files hold them:")
         st.image([preview.before for preview in previews], width=56)
-        st.caption(
-            "As the model receives them (values "
-            + ", ".join(f"{preview.low:.2g} to {preview.high:.2g}" for preview in previews[:3])
-            + " …, stretched to show):"
-        )
+        low, high = min(preview.low for preview in previews), max(preview.high for preview in previews)
+        st.caption(f"As the model receives them (values {low:.3g} to {high:.3g}, stretched to show):")
         st.image([preview.after for preview in previews], width=56)
 
 

@@ -337,7 +337,10 @@ def _report(args: argparse.Namespace) -> None:
     model = _load(args, args.model, args.recipe)
     with tempfile.TemporaryDirectory(prefix="squeezelab-") as work:
         compressed, data, latency = _export_and_time(model, _read_recipe(args.recipe, model.sha256), args, Path(work))
-        write_atomic(args.html, render_html(build_report(compressed, data, latency)).encode())
+        write_atomic(
+            args.html,
+            render_html(build_report(compressed, data, latency, progress=_evaluation_progress(model))).encode(),
+        )
     print(f"wrote {args.html} ({args.html.stat().st_size:,} bytes, opens offline)")
 
 
@@ -430,7 +433,7 @@ def _compress(args: argparse.Namespace) -> None:
     # an export over 2 GB is written here first (beside the output, so moving it into place is a rename)
     with tempfile.TemporaryDirectory(dir=args.out.parent, prefix=".squeezelab-") as work:
         compressed, data, latency = _export_and_time(model, recipe, args, Path(work))
-        report = build_report(compressed, data, latency)
+        report = build_report(compressed, data, latency, progress=_evaluation_progress(model))
         # Everything is computed before anything is written: a failure above leaves no file behind.
         written = save_export(data, args.out)
     if len(written) > 1:
@@ -451,7 +454,13 @@ def _load(args: argparse.Namespace, source: str, recipe: Path | None = None):
     ]
     model = load_model(source, given=merge_given(recorded + given))
     if args.data is not None:
-        model = with_data(model, args.data, args.split, preprocess=args.preprocess, progress=_print_progress("reading"))
+        model = with_data(
+            model,
+            args.data,
+            args.split,
+            preprocess=args.preprocess,
+            progress=_print_progress("reading the data and running the model on it"),
+        )
         print(f"data: {model.data.describe()}", file=sys.stderr)
     elif args.preprocess:
         raise InvalidSettingError("is for images given with --data", "--preprocess")
@@ -470,6 +479,11 @@ def _settings(text: str) -> dict[str, str]:
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown key {', '.join(unknown)}; use {', '.join(PREPROCESS_KEYS)}")
     return settings
+
+
+def _evaluation_progress(model):
+    """Progress of running the export on the user's held-out data (their own data can be thousands of images)."""
+    return _print_progress("running the export on the held-out part") if model.data is not None else None
 
 
 def _print_progress(what: str):

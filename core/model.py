@@ -210,6 +210,12 @@ class Model:
     def reference_outputs(self) -> list[np.ndarray]:
         return self.outputs_of(self.runnable)
 
+    def run_original(self, progress: Callable[[float], None] | None = None) -> list[np.ndarray]:
+        """`reference_outputs`, computed now with `progress` (a large evaluation set takes a while)."""
+        if "reference_outputs" not in self.__dict__:
+            self.__dict__["reference_outputs"] = self.outputs_of(self.runnable, progress)
+        return self.reference_outputs
+
     @cached_property
     def macs(self) -> dict[str, int]:
         return graph_macs(self.proto, self.layers, self.latency_feed, self.external_data_folder)

@@ -64,7 +64,8 @@ def with_data(
 ) -> Model:
     """The model with the user's data: a seeded shuffle, the first `tuning_fraction` for tuning, the rest held
     out and scored on. Replaces whatever data the model had (its own, or made-up inputs). `preprocess`: how images
-    become inputs (see `core.data.images`); `progress` hears how far decoding has got (0-1)."""
+    become inputs (see `core.data.images`); `progress` hears how far reading the data (the first half) and
+    running the original model on the held-out part (the second) have got (0-1)."""
     source = str(path)
     if not 0 < tuning_fraction < 1:
         raise InvalidSettingError(f"the tuning fraction must be between 0 and 1, not {tuning_fraction:g}", "--split")
@@ -75,7 +76,7 @@ def with_data(
     if reader is None:
         hint = " (a single image: put it in a folder)" if kind in IMAGE_SUFFIXES else ""
         raise InvalidSettingError(f"unknown data format {path.suffix or '(none)'}{hint}; use {DATA_KINDS}", source)
-    arrays = reader(path, model, preprocess or {}, progress)
+    arrays = reader(path, model, preprocess or {}, _stage(progress, 0.0, 0.5))
     tuning_count = int(round(arrays.count * tuning_fraction))
     if tuning_count < 1 or arrays.count - tuning_count < MIN_HELD_OUT:
         raise InvalidSettingError(
@@ -100,8 +101,16 @@ def with_data(
     given = replace(
         model, eval_set=held_out, tuning_set=tuning, eval_inputs_are_random=False, input_plan=None, data=info
     )
+    given.run_original(_stage(progress, 0.5, 1.0))
     _check_outputs(given, source)
     return given
+
+
+def _stage(progress: Progress, start: float, stop: float) -> Progress:
+    """`progress` for one stage of the work, from `start` to `stop` of the whole."""
+    if progress is None:
+        return None
+    return lambda fraction: progress(start + (stop - start) * fraction)
 
 
 def _part(arrays: Arrays, axes: dict[str, int | None], indices: np.ndarray) -> EvalSet:

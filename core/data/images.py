@@ -87,15 +87,17 @@ class Preprocessing:
 
 class PixelArray:
     """Images kept as bytes (samples, height, width, channels) that read as the float32 input they become: slicing
-    the samples makes just those. Sessions run it a chunk at a time (`core.onnx.batches`)."""
+    the samples makes just those. Sessions run it a chunk at a time (`core.onnx.batches`). A part of it (`select`)
+    shares the bytes and keeps the rows it holds, so splitting 10,000 images copies none of them."""
 
-    def __init__(self, pixels: np.ndarray, preprocessing: Preprocessing) -> None:
+    def __init__(self, pixels: np.ndarray, preprocessing: Preprocessing, rows: np.ndarray | None = None) -> None:
         self.pixels = pixels
         self.preprocessing = preprocessing
+        self.rows = np.arange(len(pixels)) if rows is None else rows
         self.dtype = np.dtype(np.float32)
-        samples, height, width, channels = pixels.shape
+        _, height, width, channels = pixels.shape
         nchw = preprocessing.layout == "nchw"
-        self.shape = (samples, channels, height, width) if nchw else (samples, height, width, channels)
+        self.shape = (len(self.rows), channels, height, width) if nchw else (len(self.rows), height, width, channels)
         self.ndim = 4
 
     def __len__(self) -> int:
@@ -105,15 +107,17 @@ class PixelArray:
         parts = index if isinstance(index, tuple) else (index,)
         if any(part != slice(None) for part in parts[1:]):
             raise IndexError("images are sliced along their samples only")
-        return self.floats(self.pixels[parts[0]])
+        rows = self.rows[parts[0]]
+        values = self.floats(self.pixels[np.atleast_1d(rows)])
+        return values if np.ndim(rows) else values[0]  # one sample by number: no samples axis, as numpy does
 
     def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
-        values = self.floats(self.pixels)
+        values = self.floats(self.pixels[self.rows])
         return values if dtype is None else values.astype(dtype)
 
     def select(self, indices: np.ndarray) -> PixelArray:
-        """These samples, still as bytes."""
-        return PixelArray(self.pixels[indices], self.preprocessing)
+        """These samples, sharing the bytes."""
+        return PixelArray(self.pixels, self.preprocessing, self.rows[indices])
 
     def floats(self, pixels: np.ndarray) -> np.ndarray:
         offset, divisor = self.preprocessing.offset_and_divisor
@@ -334,7 +338,7 @@ def _preview(path: Path, array: PixelArray, index: int) -> DataPreview:
         before = image.convert("RGB")
         before.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
         before_pixels = np.asarray(before, np.uint8)
-    values = array[index : index + 1][0]
+    values = array[index : index + 1][0]  # exactly what a session is fed
     if array.preprocessing.layout == "nchw":
         values = values.transpose(1, 2, 0)
     low, high = float(values.min()), float(values.max())

@@ -35,16 +35,20 @@ def _headline(report: Report) -> list[list[str]]:
         ["non-zero weights", f"{totals['params']:,}", f"{totals['nonzero']:,}"],
         ["MACs per sample", f"{totals['macs']:,}", f"{totals['macs_after']:,}"],
     ]
-    if report.accuracy:
-        rows.append(["accuracy", f"{report.accuracy.original:.2%}", f"{report.accuracy.compressed:.2%}"])
+    where = "held-out" if report.model.data else report.fidelity.inputs
+    correct = report.accuracy
+    if correct:
+        rows.append(["accuracy", f"{correct.original:.2%}", f"{correct.compressed:.2%} ({correct.samples} {where})"])
+        if correct.top5_compressed is not None:
+            rows.append(["top-5 accuracy", f"{correct.top5_original:.2%}", f"{correct.top5_compressed:.2%}"])
+    if report.targets:
+        fit = report.targets
+        rows.append(["MSE to the targets", f"{fit.mse_original:.4g}", f"{fit.mse_compressed:.4g}"])
+        rows.append(["cosine to the targets", f"{fit.cosine_original:.4f}", f"{fit.cosine_compressed:.4f}"])
     fidelity = report.fidelity
-    rows.append(
-        [
-            "cosine to the original",
-            "1.0000",
-            f"{fidelity.cosine_mean:.4f} ({fidelity.samples} {fidelity.inputs} inputs)",
-        ]
-    )
+    rows.append(["cosine to the original", "1.0000", f"{fidelity.cosine_mean:.4f} ({fidelity.samples} {where} inputs)"])
+    rows.append(["output SQNR", "", f"{fidelity.sqnr_db:.1f} dB"])
+    rows += [[f"output {out.name}: cosine", "1.0000", f"{out.cosine_mean:.4f}"] for out in fidelity.outputs]
     latency = report.latency_ms
     if latency and latency.compressed:
         rows.append(

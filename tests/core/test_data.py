@@ -64,6 +64,8 @@ def test_the_cli_reports_accuracy_on_the_held_out_part(digits_npz, tmp_path, cap
         ({"pixels": np.zeros((4, 1, 8, 8), np.float32)}, 0.8, "input names do not match the model (missing image; unknown pixels); it takes image (and optional labels or targets)"),
         ({"image": np.zeros((4, 8, 8), np.float32)}, 0.8, "input 'image' has shape 4x8x8; the model expects ?x1x8x8"),
         ({"image": np.zeros((4, 1, 8, 8), np.float32), "labels": np.array([0, 1, 2])}, 0.8, "3 labels for 4 samples"),
+        ({"image": np.zeros((4, 1, 8, 8), np.int64)}, 0.8, "input 'image' holds int64; the model expects float32"),
+        ({"image": np.zeros((4, 1, 8, 8), np.float32), "labels": np.zeros(4, np.int64), "targets": np.zeros((4, 10))}, 0.8, "give labels or targets, not both"),
         ({"image": np.zeros((4, 1, 8, 8), np.float32), "labels": np.array([0, 1, 2, 10])}, 0.5, "labels go up to 10; the model's first output scores 10 classes"),
         ({"image": np.zeros((4, 1, 8, 8), np.float32), "labels": np.array([0.0, 1, 2, 3])}, 0.8, "labels must be one whole-number class id per sample"),
         ({"image": np.zeros((1, 1, 8, 8), np.float32)}, 0.8, "1 samples cannot be split 80%/20% into a tuning and a held-out part"),

@@ -108,6 +108,8 @@ def test_images_run_a_chunk_at_a_time_and_never_all_as_float(digits_cnn, digits_
     model = with_data(digits_cnn, digits_folder, 0.2)
     pixels = model.eval_set.inputs["image"]
     assert isinstance(pixels, PixelArray) and pixels.pixels.dtype == np.uint8
+    assert pixels.pixels is model.tuning_set.inputs["image"].pixels  # the split copied no image
+    assert pixels[3].shape == (1, 8, 8) and pixels[3:5].shape == (2, 1, 8, 8)
     whole = run(create_session(digits_cnn.onnx_bytes), {"image": np.asarray(pixels)})[0]
     sliced = []
     original = PixelArray.floats
@@ -224,7 +226,10 @@ def test_the_cli_compresses_with_a_zip_of_images_and_refuses_bad_data_writing_no
         report["quantization"]["calibration"] == "64 inputs of the tuning part, apart from the held-out evaluation set"
     )
     printed = capfd.readouterr()
-    assert "on 72 held-out labelled samples" in printed.out and "reading 100%" in printed.err
+    assert (
+        "on 72 held-out labelled samples" in printed.out
+        and "reading the data and running the model on it 100%" in printed.err
+    )
     bad = tmp_path / "bad"
     (bad / "0").mkdir(parents=True)
     (bad / "0" / "x.png").write_bytes(b"not a png")

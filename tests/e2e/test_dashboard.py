@@ -160,3 +160,35 @@ def test_an_export_over_2_gb_downloads_as_a_zip_in_a_real_browser(tmp_path, digi
     # the page starts unpruned in float: the two files compute the original model
     outputs = run(create_session(tmp_path / "unzipped" / "model.onnx"), digits_cnn.eval_set.inputs)[0]
     np.testing.assert_allclose(outputs, digits_cnn.reference_outputs[0], rtol=0, atol=1e-5)
+
+
+def test_a_zip_of_images_uploaded_as_data_is_previewed_and_scored_held_out(tmp_path):
+    """The digits as PNG class folders in a zip, uploaded in Chromium: split, previewed, judged on the held-out part."""
+    from tests.app.test_main import _digits_zip
+
+    archive = tmp_path / "digits.zip"
+    archive.write_bytes(_digits_zip(200))
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    with streamlit_server() as url, chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 2300})
+        page.goto(url)
+        page.get_by_text("Per-layer sparsity").first.wait_for(timeout=90_000)
+        uploader = page.get_by_test_id("stFileUploader").filter(has_text="Your data")
+        uploader.locator("input[type=file]").set_input_files(str(archive))
+        page.get_by_text("160 tuning and 40 held-out samples, 10 classes").wait_for(timeout=90_000)
+        sidebar = page.get_by_test_id("stSidebar")
+        sidebar.get_by_text("As the model receives them").wait_for(timeout=30_000)
+        page.wait_for_function(  # 6 images, before and after preprocessing
+            "() => [...document.querySelectorAll('[data-testid=stSidebar] img')].filter(i => i.naturalWidth > 0).length"
+            " >= 12",
+            timeout=30_000,
+        )
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('[data-testid=stMetric]')]"
+            ".some(e => e.innerText.includes('Accuracy') && e.innerText.includes('100.0%'))",
+            timeout=60_000,
+        )
+        assert (
+            page.get_by_test_id("stException").count() == 0 and page.get_by_test_id("stAlertContentError").count() == 0
+        )
+        page.screenshot(path=str(OUTPUT / "data-upload.png"), full_page=True)
