@@ -160,11 +160,17 @@ def image_input(model: Model, source: str) -> tuple[str, tuple, str]:
 def default_preprocessing(model: Model, settings: dict[str, str], size: tuple[int, int] | None, source: str):
     """The preset for this model's input, with the user's `settings` (scale, color, layout, resize) on top.
     `size`: the images' own size, used where the input's height and width are symbolic."""
-    name, dims, layout = image_input(model, source)
-    layout = settings.get("layout", layout)
+    name, dims, graph_layout = image_input(model, source)
+    layout = settings.get("layout", graph_layout)
     if layout not in LAYOUTS:
         raise InvalidSettingError(f"unknown layout {layout!r}; use {', '.join(LAYOUTS)}", source)
     channels, height, width = (dims[1], dims[2], dims[3]) if layout == "nchw" else (dims[3], dims[1], dims[2])
+    if channels not in (1, 3):
+        shape = "x".join(str(dim) for dim in dims)
+        raise InvalidSettingError(
+            f"layout {layout} reads {channels} channels from input {name!r} ({shape}); its graph reads {graph_layout}",
+            source,
+        )
     given = next((given.shape for given in model.given_inputs if given.name == name and given.shape), None)
     if given is not None:
         height, width = (given[2], given[3]) if layout == "nchw" else (given[1], given[2])
@@ -195,10 +201,6 @@ def default_preprocessing(model: Model, settings: dict[str, str], size: tuple[in
     if resize < max(height, width):
         raise InvalidSettingError(f"resize {resize} is smaller than the {height}x{width} crop", source)
     return Preprocessing(height, width, resize, color, scale, layout)
-
-
-def is_image_data(path: Path) -> bool:
-    return path.is_dir() or path.suffix.lower() == ".zip"
 
 
 def read_images(

@@ -182,6 +182,9 @@ def test_every_bad_image_input_is_refused_in_one_line(digits_cnn, tmp_path):
     assert (
         _refusal(digits_cnn, eleven, preprocess={"color": "rgb"}) == "colour 'rgb' does not fit 1 channel(s); use gray"
     )
+    assert _refusal(digits_cnn, eleven, preprocess={"layout": "nhwc"}) == (
+        "layout nhwc reads 8 channels from input 'image' (batchx1x8x8); its graph reads nchw"
+    )
     assert _refusal(digits_cnn, eleven, preprocess={"scale": "percent"}) == (
         "unknown scale 'percent'; use unit, imagenet, raw, signed"
     )
