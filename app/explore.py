@@ -10,7 +10,7 @@ from core import Model, SqueezeError
 from core.compression.recipe import FLOAT_BITS, MAX_PRUNE_AMOUNT, WEIGHT_BITS_RANGE, LayerOverride
 from core.data.quality import metric_of
 from core.explore.sensitivity import DEFAULT_AMOUNTS, DEFAULT_BITS, cached_scan
-from core.explore.snapshots import SnapshotStore
+from core.explore.snapshots import SnapshotStore, measured_speed
 from core.explore.sweep import DEFAULT_AMOUNTS as SWEEP_DEFAULT_AMOUNTS
 from core.explore.sweep import DEFAULT_BITS as SWEEP_DEFAULT_BITS
 from core.explore.sweep import DEFAULT_BUDGET_S as SWEEP_BUDGET_S
@@ -118,20 +118,22 @@ def sweep_tab(model: Model, source: str) -> None:
             key=f"pareto_{cost}",
         )
         selected = event.selection.points if event and event.selection else []
-        chosen = [p for p in selected if p.get("curve_number") == 0]
-        picked = (cost, chosen[0]["point_index"]) if chosen else None
+        chosen = [p for p in selected if "customdata" in p]  # a point, not the front's line
+        picked = (cost, int(chosen[0]["customdata"])) if chosen else None
         # a selection stays on the chart across reruns: act on a new one only, or every rerun would reload it
         if picked is not None and picked != st.session_state.get("picked_point"):
             st.session_state.picked_point = picked
             point = points[picked[1]]
+            clear_overrides()  # the point's settings are the whole recipe: it had no overrides
             st.session_state.pending_settings = {
                 "prune_percent": round(point.amount * 100),
                 "weight_bits": "off" if point.bits == FLOAT_BITS else point.bits,
                 "granularity": point.granularity,
             }
             st.rerun()
-    st.caption("Orange points are on the Pareto front: no other setting is both as good and as cheap. "
-               "Click a point to load its settings into the sidebar.")  # fmt: skip
+    st.caption("Orange points are on the Pareto front: no other setting is both as good and as cheap. Speeds within "
+               "noise of each other (overlapping 99% intervals against the original) are ties. Click a point to "
+               "load its settings into the sidebar.")  # fmt: skip
 
 
 def _override_rows(model: Model) -> list[dict]:
@@ -139,6 +141,25 @@ def _override_rows(model: Model) -> list[dict]:
     if [row["layer"] for row in rows] != [layer.node for layer in model.layers]:
         rows = [{"layer": layer.node, "amount %": None, "bits": None, "skip": False} for layer in model.layers]
     return rows
+
+
+def clear_overrides() -> None:
+    """Every layer back on the sidebar's settings (a button's callback, and loading a sweep point's settings)."""
+    st.session_state.override_rows = None
+    st.session_state.override_version = st.session_state.get("override_version", 0) + 1
+
+
+def overrides_note(model: Model, overrides: tuple[LayerOverride, ...]) -> None:
+    """Which layers the sidebar's amount and bits still apply to, and a way back to none overridden."""
+    if not overrides:
+        return
+    total = len(model.layers)
+    amounts = sum(1 for entry in overrides if entry.skip or entry.amount is not None)
+    bits = sum(1 for entry in overrides if entry.skip or entry.bits is not None)
+    parts = [f"the amount applies to {total - amounts} of {total} layers"] if amounts else []
+    parts += [f"the bits to {total - bits} of {total}"] if bits else []
+    st.info(f"Per-layer overrides are set: {', '.join(parts)}.")
+    st.button("Clear overrides", key="clear_overrides", on_click=clear_overrides, width="stretch")
 
 
 def _editor_key(model: Model) -> str:
@@ -203,7 +224,7 @@ def snapshots_tab(model: Model, recipe, report) -> None:
             "MACs": s.macs,
             s.metric: round(s.quality, 4),
             "latency ms": None if s.latency_ms is None else round(s.latency_ms, 3),
-            "speed-up": None if s.speedup is None else round(s.speedup, 2),
+            "speed": measured_speed(store.report(s.id)),
             "saved": s.created,
         }  # fmt: skip
         for s in snapshots

@@ -19,6 +19,7 @@ from streamlit.delta_generator import DeltaGenerator
 from app import cache, explore, latency, sidebar
 from core import Latency, Model, Recipe, SqueezeError, Verdict
 from core.data.quality import QUALITY_METRICS
+from core.measure.describe import describe_export, shortfall
 from core.measure.report import QuantizationInfo, Report, WeightSummary
 from core.measure.summaries import input_notes
 from core.present.charts import codes_chart, histogram_chart, sparsity_chart
@@ -141,12 +142,25 @@ def measured_metrics(place: Headline, model: Model, report: Report, measured: La
             _change(round(value - before, 6), f"{value - before:+.4f}"),
             f"{before:.4f}",
         )
-    place.quality.metric(
-        label,
-        shown,
-        change,
-        help=f"{QUALITY_METRICS[report.metric].help}, on {samples} {where} samples; original {was}",
-    )
+    measured_on = f"{QUALITY_METRICS[report.metric].help}, on {samples} {where} samples"
+    meaningless = "an untrained model (random weights)" if model.trained is False else (
+        "made-up inputs" if fidelity.inputs == "random" else ""
+    )  # fmt: skip
+    if meaningless:  # a figure, but not a result: shown in the hover, never as the headline
+        place.quality.metric(
+            label, "not meaningful", help=f"On {meaningless}: {measured_on}, {shown} (original {was})."
+        )
+    else:
+        place.quality.metric(label, shown, change, help=f"{measured_on}; original {was}")
+    missing = shortfall(report)
+    if missing:
+        st.warning(missing)
+    correct = report.accuracy
+    if correct is not None and correct.at_chance:
+        st.error(
+            f"Accuracy {correct.compressed:.1%} is at chance ({correct.chance:.1%} for {correct.classes} classes): "
+            "the model no longer works."
+        )
     if measured is None or measured.compressed is None:
         place.latency.metric("Median latency", "—", help="Press 'Measure latency'.")
     else:
@@ -216,11 +230,23 @@ def quantization_panel(model: Model, info: QuantizationInfo) -> None:
     )
     rows = sorted(info.sqnr, key=lambda row: (row.output_db is None, row.output_db or 0.0))
     st.dataframe(
-        [{"layer": row.node, "output SQNR (dB)": row.output_db, "weight SQNR (dB)": row.weight_db} for row in rows],
+        [
+            {
+                "layer": row.node,
+                "output SQNR (dB)": row.output_db,
+                "weight SQNR (dB)": row.weight_db,
+                "with pruning (dB)": row.total_db,
+            }
+            for row in rows
+        ],
         width="stretch",
         hide_index=True,
     )
-    st.caption("SQNR = 10·log10(signal² / error²), original against quantized on the evaluation inputs; ~6 dB per bit.")
+    st.caption(
+        "SQNR = 10·log10(signal² / error²), ~6 dB per bit. Output and weight SQNR compare the pruned float model with "
+        "the export, so they measure quantization alone (the keep-in-float choice is about them); 'with pruning' "
+        "compares the original with the export, pruning's error included."
+    )
 
 
 def chosen_blocks(controls: sidebar.Controls) -> tuple[str, ...]:
@@ -246,6 +272,11 @@ def block_panel(costs: list) -> None:
         key="drop_blocks",
         help="Each row below says what dropping that block alone costs, measured on the tuning data (you pick by "
         "it, so it is kept apart from the held-out data the headline accuracy is measured on).",
+    )
+    dropped = sum(cost.dropped for cost in costs)
+    st.caption(
+        f"Drops {dropped} of {len(costs)} blocks ({dropped / len(costs):.0%}): the amount is rounded to the nearest "
+        "whole block, a half down, so it never drops more than half a block over what was asked."
     )
     rows = []
     for cost in costs:
@@ -333,9 +364,8 @@ def downloads(model: Model, exported: cache.Exported, recipe: Recipe, measured: 
         key="download_html",
         help="Self-contained: the settings, before/after numbers, charts, verdict and environment; opens offline.",
     )
-    quant = f"{recipe.quant.weight_bits}-bit weights" if recipe.quant.enabled else "float32 weights"
     st.caption(
-        f"This file: {recipe.prune.amount:.0%} pruned ({recipe.prune.criterion}, {recipe.prune.scope}), {quant}.  \n"
+        f"This file: {describe_export(report)}.  \n"
         f"Reproduce from a shell: `python -m core compress {model.name} --apply-recipe {stem}-recipe.json --out out.onnx`"
     )
 
@@ -372,6 +402,9 @@ def page() -> None:
             f"part; every accuracy and fidelity here is on the {data.held_out:,} held-out ones."
         )
     overrides = explore.current_overrides(model)
+    if controls.overrides_note is not None:
+        with controls.overrides_note:
+            explore.overrides_note(model, overrides)
     recipe = or_stop(lambda: Recipe.for_model(model, prune, quant, overrides))
     recipe_json = recipe.to_json()
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from app import cache
 from core import SqueezeError
@@ -43,6 +44,8 @@ class Controls:
     latency_budget_s: float
     latency_threads: int
     measure_latency: bool
+    # under the amount slider: where the page says which layers per-layer overrides take from it
+    overrides_note: DeltaGenerator | None = field(default=None, compare=False)
 
 
 def _choices(descriptions: dict[str, str]) -> str:
@@ -253,6 +256,7 @@ def render() -> Controls:
         st.session_state.scope_for = granularity
     unit = GRANULARITIES[granularity].unit
     percent = st.slider(f"Pruning amount (% of {unit})", 0, MAX_PRUNE_PERCENT, 0, 1, key="prune_percent")
+    overrides_note = st.container()
     usable = [name for name, info in CRITERIA.items() if info.applies_to(granularity)]
     if st.session_state.get("criterion") not in usable:
         st.session_state.criterion = usable[0]
@@ -334,4 +338,5 @@ def render() -> Controls:
         latency_budget_s=float(budget),
         latency_threads=int(threads),
         measure_latency=st.session_state.pop("latency_requested", False),
+        overrides_note=overrides_note,
     )

@@ -558,8 +558,10 @@ def _print_summary(report) -> None:
             if correct.top5_compressed is not None
             else ""
         )
+        chance = f" (at chance, {correct.chance:.1%}: the model no longer works)" if correct.at_chance else ""
         print(
-            f"accuracy {correct.original:.2%} -> {correct.compressed:.2%}{top5} on {correct.samples}{held_out} labelled samples"
+            f"accuracy {correct.original:.2%} -> {correct.compressed:.2%}{chance}{top5} on {correct.samples}{held_out} "
+            "labelled samples"
         )
     if report.targets:
         fit = report.targets

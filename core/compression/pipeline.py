@@ -44,11 +44,23 @@ class Compressed:
     activation_mode: str = "none"  # resolved: "none", "dynamic" or "static"
     mode_reason: str = ""
     weight_sqnr: Mapping[str, float] = field(default_factory=dict)  # per quantized layer, dB
+    # the quantized layers' pruned float weights (before quantization), so quantization's own error can be told
+    # apart from pruning's; empty for a large model (its layers are recomputed when read)
+    float_weights: Mapping[str, np.ndarray] = field(default_factory=dict)
     calibration: Calibration | None = None  # static activations: the inputs they are calibrated on
 
     def reference_onnx(self) -> onnx.ModelProto:
         """The graph with the effective weights as float: what the export must compute."""
         return with_weights(self.skeleton, self.weights, {})
+
+    def pruned_float_onnx(self) -> onnx.ModelProto | None:
+        """The graph pruned but not quantized, where it is kept: what quantization's own error is measured against."""
+        if not self.float_weights and self.quantized:
+            return None
+        return with_weights(self.skeleton, LazyWeights(list(self.weights), self._float_weight), {})
+
+    def _float_weight(self, name: str) -> np.ndarray:
+        return self.float_weights[name] if name in self.float_weights else self.weights[name]
 
     def export_onnx(self, store: Store = numpy_helper.from_array) -> onnx.ModelProto:
         """The graph the user downloads: quantized weights stored as int8 + DequantizeLinear. `store` turns each
@@ -118,6 +130,7 @@ def compress(model: Model, recipe: Recipe, index: Index | None = None) -> Compre
         mode_reason=reason,
         weight_sqnr=sqnr,
         calibration=calibration,
+        float_weights={} if lazy else {name: base.weights[name] for name in quantized},
     )
 
 

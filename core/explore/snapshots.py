@@ -15,6 +15,7 @@ from typing import Any
 
 from core.compression.recipe import Recipe
 from core.errors import InvalidSettingError
+from core.measure.noise import effect
 from core.measure.report import Report
 
 SCHEMA = """
@@ -60,6 +61,23 @@ class Snapshot:
     quality: float
     latency_ms: float | None
     speedup: float | None
+
+
+def measured_speed(report: dict[str, Any]) -> str:
+    """A stored report's speed against the original by the one rule for noise: "1.12× faster", "no measurable
+    difference (1.01×)", or "" where it was not measured."""
+    latency = report.get("latency_ms") or {}
+    speedup, interval = latency.get("speedup"), latency.get("speedup_interval")
+    if speedup is None:
+        return ""
+    if interval is None:  # saved before intervals were kept: the medians alone cannot say
+        return f"{speedup:.2f}× (noise unknown)"
+    found = effect(*interval)
+    if found == "faster":
+        return f"{speedup:.2f}× faster"
+    if found == "slower":
+        return f"{1 / speedup:.2f}× slower"
+    return f"no measurable difference ({speedup:.2f}×)"
 
 
 def describe(recipe: Recipe) -> str:

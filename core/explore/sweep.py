@@ -17,6 +17,7 @@ from core.compression.pipeline import compress, prepare_index, resolve_activatio
 from core.compression.recipe import FLOAT_BITS, PruneConfig, QuantConfig, Recipe
 from core.data.quality import measure, metric_of
 from core.measure.benchmark import measure_latency
+from core.measure.noise import speedup_interval
 from core.model import Model
 
 DEFAULT_AMOUNTS = (0.0, 0.25, 0.5, 0.75)
@@ -37,7 +38,8 @@ class SweepPoint:
     latency_ms: float  # median of the exported model
     original_latency_ms: float  # median of the original, interleaved in the same run
     speedup: float
-    front_latency: bool = False  # not beaten on (quality, latency) by any other point
+    speedup_interval: tuple[float, float]  # its noise (core.measure.noise): points whose intervals overlap tie
+    front_latency: bool = False  # not beaten on (quality, latency) by any other point beyond noise
     front_size: bool = False  # not beaten on (quality, size)
 
     def recipe(self, model: Model) -> Recipe:
@@ -48,17 +50,21 @@ class SweepPoint:
         )
 
 
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
+def pareto_front(
+    points: Sequence[tuple[float, float]], spans: Sequence[tuple[float, float]] | None = None
+) -> list[bool]:
     """For (quality to maximise, cost to minimise) pairs: True where no other point is at least as good on both
-    and better on one."""
-    front = []
-    for quality, cost in points:
-        dominated = any(
-            (other_quality >= quality and other_cost <= cost) and (other_quality > quality or other_cost < cost)
-            for other_quality, other_cost in points
-        )
-        front.append(not dominated)
-    return front
+    and better on one. `spans`: each cost's noise interval (low, high); a cost is better than another only when
+    its interval lies wholly below, so points within noise of each other tie on cost."""
+    spans = spans or [(cost, cost) for _, cost in points]
+
+    def dominates(j: int, i: int) -> bool:
+        (quality_j, _), (quality_i, _) = points[j], points[i]
+        no_worse = spans[j][0] <= spans[i][1]
+        better = spans[j][1] < spans[i][0]
+        return quality_j >= quality_i and no_worse and (quality_j > quality_i or better)
+
+    return [not any(dominates(j, i) for j in range(len(points)) if j != i) for i in range(len(points))]
 
 
 def sweep(
@@ -101,6 +107,7 @@ def sweep(
             metric, quality = judge.name, judge.measured(measure(model, outputs))
             (original, measured), _ = measure_latency([model.runnable, data], model.latency_feed, threads=threads,
                                                       budget_s=budget_s, min_runs=10)  # fmt: skip
+            interval = speedup_interval(original.samples, measured.samples)
             size = export_size(data)
         points.append(
             SweepPoint(
@@ -115,6 +122,7 @@ def sweep(
                 measured.median,
                 original.median,
                 original.median / measured.median,
+                interval,
             )  # fmt: skip
         )
         if on_point:
@@ -126,7 +134,11 @@ def sweep(
 
 def with_fronts(points: Sequence[SweepPoint]) -> list[SweepPoint]:
     """The points with their Pareto-front flags computed among themselves."""
-    by_latency = pareto_front([(point.quality, point.latency_ms) for point in points])
+    # latency relative to the original measured beside it, with its noise: drift between points cancels out
+    by_latency = pareto_front(
+        [(point.quality, 1 / point.speedup) for point in points],
+        [(1 / point.speedup_interval[1], 1 / point.speedup_interval[0]) for point in points],
+    )
     by_size = pareto_front([(point.quality, point.size_bytes) for point in points])
     flags = zip(points, by_latency, by_size, strict=True)
     return [replace(point, front_latency=latency, front_size=size) for point, latency, size in flags]
@@ -134,13 +146,18 @@ def with_fronts(points: Sequence[SweepPoint]) -> list[SweepPoint]:
 
 def to_csv(points: Sequence[SweepPoint]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[field.name for field in fields(SweepPoint)])
+    names = [name for field in fields(SweepPoint) for name in _csv_names(field.name)]
+    writer = csv.DictWriter(buffer, fieldnames=names)
     writer.writeheader()
     for point in points:
-        writer.writerow(
-            {key: (round(value, 6) if isinstance(value, float) else value) for key, value in asdict(point).items()}
-        )
+        row = asdict(point)
+        row["speedup_low"], row["speedup_high"] = row.pop("speedup_interval")
+        writer.writerow({key: (round(value, 6) if isinstance(value, float) else value) for key, value in row.items()})
     return buffer.getvalue()
+
+
+def _csv_names(name: str) -> list[str]:
+    return ["speedup_low", "speedup_high"] if name == "speedup_interval" else [name]
 
 
 def best_on_front(points: Sequence[SweepPoint]) -> SweepPoint | None:

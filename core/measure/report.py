@@ -66,7 +66,8 @@ class LayerSqnr:
 
     node: str
     weight_db: float | None  # None: the weights came through unchanged
-    output_db: float | None  # the layer's output, original model against the export, on the eval inputs
+    output_db: float | None  # the layer's output, pruned float model against the export: quantization alone
+    total_db: float | None = None  # the same output, original model against the export: pruning and quantization
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,8 @@ class Latency:
     compressed: LatencyStats | None
     environment: Environment
     speedup: float | None  # original median / compressed median
+    # its confidence interval from the interleaved pairs (core.measure.noise); None where not compared
+    speedup_interval: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)

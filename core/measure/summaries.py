@@ -207,15 +207,19 @@ def quantization_info(compressed: Compressed, export: OnnxModel) -> Quantization
 
 
 def layer_sqnr(compressed: Compressed, export: OnnxModel) -> list[LayerSqnr]:
-    """Per quantized layer: the weight's SQNR, and its output's (original model against the export) where the
-    export still has that tensor with the original's shape."""
+    """Per quantized layer: the weight's SQNR and its output's, both against the pruned float model, so they
+    measure quantization alone (pruning's error is in the fidelity to the original); the output's where the export
+    still has that tensor with the same shape. A large model keeps no pruned float copy: its outputs are compared
+    with the original's."""
     model = compressed.model
+    pruned = compressed.pruned_float_onnx()
+    reference, reference_folder = (model.proto, model.external_data_folder) if pruned is None else (pruned, None)
     if isinstance(export, bytes):
         exported, export_folder = onnx.load_from_string(export), None
     else:
         exported, export_folder = onnx.load(str(export), load_external_data=False), export.parent
     # Quantizers rename tensors but keep node names: match each layer's output by its node.
-    before_names = {node.name: node.output[0] for node in model.proto.graph.node if node.name}
+    before_names = {node.name: node.output[0] for node in reference.graph.node if node.name}
     after_names = {node.name: node.output[0] for node in exported.graph.node if node.name}
     by_name = {layer.name: layer for layer in compressed.layers}
     pairs = {
@@ -224,21 +228,28 @@ def layer_sqnr(compressed: Compressed, export: OnnxModel) -> list[LayerSqnr]:
         if (node := by_name[name].node) in before_names and node in after_names
     }
     feeds = model.first_inputs(SQNR_SAMPLES)
-    before_names, after_names = (
-        sorted({pair[0] for pair in pairs.values()}),
-        sorted({pair[1] for pair in pairs.values()}),
-    )
-    before = intermediate_values(model.proto, feeds, before_names, model.external_data_folder)
-    after = intermediate_values(exported, feeds, after_names, export_folder)
+    before = intermediate_values(reference, feeds, sorted({pair[0] for pair in pairs.values()}), reference_folder)
+    after = intermediate_values(exported, feeds, sorted({pair[1] for pair in pairs.values()}), export_folder)
+    original = before
+    if pruned is not None:
+        original_names = {node.name: node.output[0] for node in model.proto.graph.node if node.name}
+        wanted = sorted({original_names[by_name[name].node] for name in pairs if by_name[name].node in original_names})
+        original_values = intermediate_values(model.proto, feeds, wanted, model.external_data_folder)
+        original = {pairs[name][0]: original_values[original_names[by_name[name].node]]
+                    for name in pairs if original_names.get(by_name[name].node) in original_values}  # fmt: skip
     result = []
     for name, weight_db in compressed.weight_sqnr.items():
-        original, quantized = pairs.get(name, ("", ""))
-        output_db = None
-        if original in before and quantized in after and before[original].shape == after[quantized].shape:
-            output_db = sqnr_db(before[original], after[quantized])
-        result.append(
-            LayerSqnr(by_name[name].node, round(weight_db, 2), None if output_db is None else round(output_db, 2))
-        )
+        reference_name, quantized = pairs.get(name, ("", ""))
+        output_db = total_db = None
+        if reference_name in before and quantized in after and before[reference_name].shape == after[quantized].shape:
+            output_db = round(sqnr_db(before[reference_name], after[quantized]), 2)
+        if (
+            reference_name in original
+            and quantized in after
+            and original[reference_name].shape == after[quantized].shape
+        ):
+            total_db = round(sqnr_db(original[reference_name], after[quantized]), 2)
+        result.append(LayerSqnr(by_name[name].node, round(weight_db, 2), output_db, total_db))
     return result
 
 

@@ -9,10 +9,9 @@ from core.compression.activations import ACTIVATION_MODES
 from core.compression.granularities import GRANULARITIES
 from core.compression.pipeline import CONV_OPS, Compressed
 from core.measure.benchmark import VNNI_FLAGS, cpu_description
+from core.measure.noise import CONFIDENCE, MIN_EFFECT, effect, speedup_interval
 from core.measure.report import Latency, Reason, Verdict
 
-# Below this relative difference of medians one model is not called faster: run-to-run noise here is larger.
-NOISE_BAND = 0.05
 TINY_MACS = 5_000_000  # below this per sample, per-op overhead outweighs int8 arithmetic savings
 FEWER_MACS = 0.9  # a MAC ratio below this is expected to show in latency
 
@@ -127,21 +126,29 @@ def _plain(text: str) -> str:
     return text
 
 
+def _interval(latency: Latency) -> tuple[float, float]:
+    if latency.speedup_interval is not None:
+        return latency.speedup_interval
+    return speedup_interval(latency.original.samples, latency.compressed.samples)
+
+
 def measured_effect(latency: Latency) -> str:
-    """ "faster", "slower" or "no faster": the verdict's words, from the medians and the noise band."""
-    speedup = latency.speedup or 1.0
-    return "faster" if speedup >= 1 + NOISE_BAND else "slower" if speedup <= 1 - NOISE_BAND else "no faster"
+    """ "faster", "slower" or "no faster": the verdict's words, by the one rule for noise (core.measure.noise)."""
+    return effect(*_interval(latency))
 
 
 def measured_text(latency: Latency, strong: Callable[[str], str] = _plain) -> str:
     """What the measurement says, in one sentence; `strong` marks the figure (bold in the dashboard)."""
     speedup = latency.speedup or 1.0
-    effect = measured_effect(latency)
-    if effect == "faster":
-        return f"The compressed model ran {strong(f'{speedup:.2f}× faster')} (median against median)."
-    if effect == "slower":
-        return f"The compressed model ran {strong(f'{1 / speedup:.2f}× slower')} (median against median)."
-    return f"No measurable difference ({speedup:.2f}×, inside the ±{NOISE_BAND:.0%} noise band)."
+    low, high = _interval(latency)
+    pairs = min(latency.original.runs, latency.compressed.runs)
+    interval = f"{CONFIDENCE:.0%} interval {low:.2f}–{high:.2f}× over {pairs} interleaved pairs"
+    found = effect(low, high)
+    if found == "faster":
+        return f"The compressed model ran {strong(f'{speedup:.2f}× faster')} (median against median; {interval})."
+    if found == "slower":
+        return f"The compressed model ran {strong(f'{1 / speedup:.2f}× slower')} (median against median; {interval})."
+    return f"No measurable difference ({speedup:.2f}×; the {interval} does not clear 1 ± {MIN_EFFECT:.0%})."
 
 
 def verdict_agreement(expected: str, latency: Latency, strong: Callable[[str], str] = _plain) -> str:

@@ -212,25 +212,39 @@ def sensitivity_curves(
 
 
 def pareto_chart(points: list, cost: str) -> go.Figure:
-    """Quality against latency or size; the front drawn as a line, every point clickable."""
+    """Quality against latency or size; the front drawn as a line, every point clickable (its index into `points`
+    is its customdata, whichever trace it is in)."""
     values = [point.latency_ms if cost == "latency" else point.size_bytes / 1e6 for point in points]
     on_front = [point.front_latency if cost == "latency" else point.front_size for point in points]
-    labels = [f"{p.granularity} {p.amount:g}, {'float' if p.bits == 32 else f'{p.bits}-bit'}" for p in points]
+    unit = "ms" if cost == "latency" else "MB"
     figure = go.Figure()
-    figure.add_scatter(
-        x=values, y=[point.quality for point in points], mode="markers", name="settings", text=labels,
-        customdata=list(range(len(points))),
-        marker={"color": [COMPRESSED if front else ORIGINAL for front in on_front], "size": 11},
-        hovertemplate="%{text}<br>quality %{y:.4f}<br>%{x:.4g}<extra></extra>",
-    )  # fmt: skip
+    for name, color, wanted in (("on the front", COMPRESSED, True), ("beaten", ORIGINAL, False)):
+        chosen = [index for index, flag in enumerate(on_front) if flag == wanted]
+        if not chosen:
+            continue
+        figure.add_scatter(
+            x=[values[index] for index in chosen], y=[points[index].quality for index in chosen], mode="markers",
+            name=name, customdata=chosen, text=[_sweep_label(points[index], cost) for index in chosen],
+            marker={"color": color, "size": 11},
+            hovertemplate=f"%{{text}}<br>{points[0].metric if points else 'quality'} %{{y:.4f}}<br>"
+                          f"%{{x:.4g}} {unit}<extra></extra>",
+        )  # fmt: skip
     front = sorted((value, point.quality) for value, point, flag in zip(values, points, on_front, strict=True) if flag)
     figure.add_scatter(
         x=[value for value, _ in front], y=[quality for _, quality in front], mode="lines", name="Pareto front",
         line={"color": COMPRESSED, "dash": "dot"}, hoverinfo="skip",
     )  # fmt: skip
-    unit = "median latency (ms)" if cost == "latency" else "size on disk (MB)"
+    title = "median latency (ms)" if cost == "latency" else "size on disk (MB)"
     metric = points[0].metric if points else "quality"
-    return _layout(figure, f"{metric} against {cost}", xaxis={"title": unit}, yaxis={"title": metric})
+    return _layout(figure, f"{metric} against {cost}", xaxis={"title": title}, yaxis={"title": metric})
+
+
+def _sweep_label(point, cost: str) -> str:
+    label = f"{point.granularity} {point.amount:g}, {'float' if point.bits == 32 else f'{point.bits}-bit'}"
+    if cost == "latency":
+        low, high = point.speedup_interval
+        label += f"<br>{point.speedup:.2f}× the original's speed (99% interval {low:.2f}–{high:.2f}×)"
+    return label
 
 
 def comparison_sparsity_chart(named_layers: dict[str, list[dict]]) -> go.Figure:

@@ -494,3 +494,85 @@ def test_bad_data_is_refused_in_the_sidebar_and_the_model_keeps_its_own():
         "model has none"
     ]
     assert _metrics(app)["Accuracy"] == "99.7%"  # on the sample's own 359 digits
+
+
+def test_accuracy_at_chance_says_the_model_no_longer_works():
+    app = _app()
+    app.selectbox(key="granularity").set_value("channel").run()
+    app.slider(key="prune_percent").set_value(50).run()
+    assert not app.exception
+    assert _metrics(app)["Accuracy"] == "11.1%"  # 40 of 359 digits: within two standard errors of 10 %
+    assert "Accuracy 11.1% is at chance (10.0% for 10 classes): the model no longer works." in [
+        error.value for error in app.error
+    ]
+    app.slider(key="prune_percent").set_value(10).run()
+    assert not any("at chance" in error.value for error in app.error)
+
+
+def test_quality_of_an_untrained_model_is_not_a_headline():
+    app = _app()
+    resnet = next(option for option in app.selectbox(key="model_choice").options if option.startswith("resnet18"))
+    app.selectbox(key="model_choice").set_value(resnet).run()
+    app.slider(key="prune_percent").set_value(50).run()
+    assert not app.exception
+    quality = next(metric for metric in app.metric if metric.label == "Fidelity (cosine)")
+    assert quality.value == "not meaningful" and quality.proto.help.startswith("On an untrained model (random weights)")
+
+
+def test_quantizations_own_error_is_told_apart_from_prunings():
+    """At 50 % pruning + 8-bit static, /block3/conv2/Conv read -1.07 dB: pruning's error blamed on quantization."""
+    app = _app()
+    app.slider(key="prune_percent").set_value(50).run()
+    app.select_slider(key="weight_bits").set_value(8).run()
+    app.selectbox(key="activations").set_value("static").run()
+    assert not app.exception
+    table = next(table.value for table in _tables(app) if "output SQNR (dB)" in table.value.columns)
+    row = table[table["layer"] == "/block3/conv2/Conv"].iloc[0]
+    assert row["output SQNR (dB)"] == pytest.approx(38.06, abs=0.5)  # quantization alone (34.26 dB unpruned)
+    assert row["with pruning (dB)"] == pytest.approx(-1.07, abs=0.5)  # pruning and quantization together
+    assert table["output SQNR (dB)"].min() > 25  # no layer to keep in float: 8 bits cost little anywhere
+
+
+def _read_export(data: bytes, model) -> tuple[int, int]:
+    """(zero weights, layers stored as int8) in an exported file, read from its initializers."""
+    import onnx
+    from onnx import numpy_helper
+
+    stored = {init.name: numpy_helper.to_array(init) for init in onnx.load_from_string(data).graph.initializer}
+    zeros = int8 = 0
+    for layer in model.layers:
+        names = [name for name in stored if name == layer.name or name.startswith(f"{layer.name}_")]
+        values = next(stored[name] for name in names if stored[name].size == layer.params)
+        zeros += int(np.count_nonzero(values == 0))
+        int8 += values.dtype == np.int8
+    return zeros, int8
+
+
+def test_the_export_caption_reads_the_file_and_overrides_can_be_cleared(downloads, digits_cnn):
+    app = _app()
+    editor = f"overrides_{digits_cnn.sha256[:12]}_0"
+    app.session_state[editor] = {
+        "edited_rows": {"8": {"bits": 4}, "0": {"amount %": 50}},
+        "added_rows": [],
+        "deleted_rows": [],
+    }
+    app.slider(key="prune_percent").set_value(60).run()
+    assert not app.exception
+    assert [info.value for info in app.info if info.value.startswith("Per-layer overrides")] == [
+        "Per-layer overrides are set: the amount applies to 8 of 9 layers, the bits to 8 of 9."
+    ]
+    zeros, int8 = _read_export(downloads["digits-cnn-squeezed.onnx"], digits_cnn)
+    assert int8 == 1
+    caption = next(caption.value for caption in app.caption if caption.value.startswith("This file:"))
+    assert caption.startswith(
+        f"This file: {zeros / 37_840:.1%} of the prunable weights zero or removed ({37_840 - zeros:,} of 37,840 left); "
+        "weights by layer: 8 at float32, 1 at 4-bit."
+    )
+    app.button(key="clear_overrides").click().run()
+    assert not any(info.value.startswith("Per-layer overrides") for info in app.info)
+    zeros, int8 = _read_export(downloads["digits-cnn-squeezed.onnx"], digits_cnn)
+    assert (zeros, int8) == (round(0.6 * 37_840), 0)
+    caption = next(caption.value for caption in app.caption if caption.value.startswith("This file:"))
+    assert caption.startswith(
+        "This file: 60.0% of the prunable weights zero or removed (15,136 of 37,840 left); float32"
+    )

@@ -11,7 +11,7 @@ from core.compression.calibration import CALIBRATION_SOURCES, calibration_for
 from core.data.quality import fitting_metrics, metric_of, with_metric
 from core.measure.benchmark import environment, stats
 from core.measure.report import Latency
-from core.measure.verdict import INT8_MODE_REASONS, NOISE_BAND, measured_effect, measured_text, verdict_agreement
+from core.measure.verdict import INT8_MODE_REASONS, measured_effect, measured_text, verdict_agreement
 from core.model import EvalSet
 
 
@@ -66,21 +66,29 @@ def test_one_rule_picks_the_quality_metric(digits_cnn, resnet18):
     assert QUALITY_METRICS["target-cosine"].score(reference, outputs, targets) == pytest.approx(1.0)
 
 
-def _latency(original_ms: float, compressed_ms: float) -> Latency:
-    return Latency(stats([original_ms] * 5), stats([compressed_ms] * 5), environment(1), original_ms / compressed_ms)
+def _latency(original_ms: float, compressed_ms: float, spread: float = 0.0) -> Latency:
+    """30 interleaved runs around each median, `spread` wide (seeded)."""
+    rng = np.random.default_rng(1)
+    before = list(original_ms + spread * (rng.random(30) - 0.5))
+    after = list(compressed_ms + spread * (rng.random(30) - 0.5))
+    return Latency(stats(before), stats(after), environment(1), original_ms / compressed_ms)
 
 
-def test_the_measured_verdict_calls_differences_inside_the_noise_band_no_difference():
-    assert NOISE_BAND == 0.05
-    assert measured_effect(_latency(2.0, 1.0)) == "faster"
-    assert measured_effect(_latency(1.0, 2.0)) == "slower"
-    assert measured_effect(_latency(1.0, 0.97)) == "no faster"
-    assert measured_text(_latency(2.0, 1.0)) == "The compressed model ran 2.00× faster (median against median)."
-    assert measured_text(_latency(1.0, 2.0), lambda text: f"**{text}**") == (
-        "The compressed model ran **2.00× slower** (median against median)."
+def test_the_measured_verdict_calls_a_difference_only_when_its_interval_is_clear_of_1():
+    assert measured_effect(_latency(2.0, 1.0, 0.1)) == "faster"
+    assert measured_effect(_latency(1.0, 2.0, 0.1)) == "slower"
+    # the issue's case: a median gap of 0.004 ms against a spread of 0.026 ms is noise, not "1.12x slower"
+    noisy = _latency(0.033, 0.037, 0.026)
+    assert measured_effect(noisy) == "no faster"
+    assert measured_text(noisy).startswith("No measurable difference (0.89×; the 99% interval 0.")
+    assert measured_text(noisy).endswith("× over 30 interleaved pairs does not clear 1 ± 2%).")
+    assert measured_text(_latency(2.0, 1.0)) == (
+        "The compressed model ran 2.00× faster (median against median; 99% interval 2.00–2.00× over 30 interleaved pairs)."
     )
-    assert measured_text(_latency(1.0, 0.97)) == "No measurable difference (1.03×, inside the ±5% noise band)."
+    assert measured_text(_latency(1.0, 2.0), lambda text: f"**{text}**").startswith(
+        "The compressed model ran **2.00× slower** (median against median; 99% interval"
+    )
     assert verdict_agreement("faster", _latency(2.0, 1.0)) == "the measurement confirms it"
     assert verdict_agreement("no faster", _latency(1.0, 2.0)) == "the measurement confirms it"
-    assert verdict_agreement("faster", _latency(1.0, 0.97)) == "the measurement contradicts it (no faster)"
+    assert verdict_agreement("faster", noisy) == "the measurement contradicts it (no faster)"
     assert verdict_agreement("mixed", _latency(1.0, 2.0)) == "measured slower"

@@ -13,20 +13,28 @@ def test_pareto_front_by_hand():
     # (quality, cost): b beats a on both; c is the cheapest; d is the best; e ties d on quality but costs more
     points = [(0.90, 5.0), (0.95, 4.0), (0.80, 1.0), (0.99, 9.0), (0.99, 10.0)]
     assert pareto_front(points) == [False, True, True, True, False]
+    # with noise: d's and e's costs overlap, so they tie and e (the same quality) joins the front; b still beats a
+    # (better quality at a cost within noise)
+    spans = [(4.5, 5.5), (3.5, 5.2), (0.9, 1.1), (8.0, 10.5), (9.5, 11.0)]
+    assert pareto_front(points, spans) == [False, True, True, True, True]
 
 
-def _dominates(a, b, cost) -> bool:
-    return a.quality >= b.quality and cost(a) <= cost(b) and (a.quality > b.quality or cost(a) < cost(b))
+def _dominates(a, b, span) -> bool:
+    """a beats b: no worse on quality, its cost not worse beyond noise, and better on one of them."""
+    (a_low, a_high), (b_low, b_high) = span(a), span(b)
+    return a.quality >= b.quality and a_low <= b_high and (a.quality > b.quality or a_high < b_low)
 
 
 def test_the_sweeps_fronts_are_non_dominated_and_complete(digits_mlp_points):
     points = digits_mlp_points
     assert len(points) == 3 * 3 and {point.metric for point in points} == {"accuracy"}
-    for cost, flag in ((lambda p: p.latency_ms, "front_latency"), (lambda p: p.size_bytes, "front_size")):
+    noise = (lambda p: (1 / p.speedup_interval[1], 1 / p.speedup_interval[0]), "front_latency")
+    for span, flag in (noise, (lambda p: (p.size_bytes, p.size_bytes), "front_size")):
         for point in points:
-            beaten = any(_dominates(other, point, cost) for other in points if other is not point)
+            beaten = any(_dominates(other, point, span) for other in points if other is not point)
             assert getattr(point, flag) == (not beaten)
     assert all(point.speedup > 0 and point.original_latency_ms > 0 for point in points)
+    assert all(low <= point.speedup <= high for point in points for low, high in [point.speedup_interval])
     assert best_on_front(points).front_latency
 
 
@@ -57,4 +65,5 @@ def test_the_cli_writes_csv(tmp_path, capsys):
     )
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 4 and {"amount", "bits", "quality", "latency_ms", "front_latency"} <= rows[0].keys()
+    assert float(rows[0]["speedup_low"]) <= float(rows[0]["speedup"]) <= float(rows[0]["speedup_high"])
     assert "suggested:" in capsys.readouterr().out
