@@ -148,7 +148,7 @@ def measured_metrics(place: Headline, model: Model, report: Report, measured: La
     )  # fmt: skip
     if meaningless:  # a figure, but not a result: shown in the hover, never as the headline
         place.quality.metric(
-            label, "not meaningful", help=f"On {meaningless}: {measured_on}, {shown} (original {was})."
+            label, "—", help=f"Not meaningful: on {meaningless}, {measured_on}, it reads {shown} (original {was})."
         )
     else:
         place.quality.metric(label, shown, change, help=f"{measured_on}; original {was}")
@@ -174,12 +174,16 @@ def measured_metrics(place: Headline, model: Model, report: Report, measured: La
         )
     if model.trained is False:
         st.warning(
-            "This model is untrained (seeded random weights): its numbers are about size and speed, not accuracy."
+            "This model is untrained (seeded random weights): its quality figures are not meaningful; its numbers are "
+            "about size and speed."
         )
     if fidelity.inputs == "random":
         st.warning(
             "  \n".join(
-                ["No evaluation data for this model: fidelity is measured on seeded random inputs; accuracy unknown."]
+                [
+                    "No evaluation data for this model: fidelity on seeded random inputs is not meaningful, and accuracy is "
+                    "unknown. Give your data in the sidebar's Data section."
+                ]
                 + input_notes(model)
             )
         )
@@ -292,9 +296,13 @@ def block_panel(costs: list) -> None:
 
 
 def layer_table(summary: WeightSummary) -> None:
+    """Every prunable layer; a reason a layer was left whole comes right after its name, and numbers keep every
+    digit (thousands separated, columns wide enough)."""
+    whole = any(layer.left_whole for layer in summary.layers)
     rows = [
-        {
-            "layer": layer.node,
+        {"layer": layer.node}
+        | ({"left whole because": layer.left_whole or ""} if whole else {})
+        | {
             "op": layer.op_type,
             "shape": "×".join(map(str, layer.shape)),
             "parameters": layer.params,
@@ -305,17 +313,29 @@ def layer_table(summary: WeightSummary) -> None:
             "MACs": layer.macs,
             "MACs after": layer.macs_after,
             "collapsed": layer.collapsed,
-            "left whole because": layer.left_whole or "",
         }
         for layer in summary.layers
     ]
-    st.dataframe(rows, width="stretch", hide_index=True)
+    count = st.column_config.NumberColumn(format="localized", width="small")
+    st.dataframe(
+        rows,
+        width="stretch",
+        hide_index=True,
+        column_config={
+            "layer": st.column_config.TextColumn(width="medium", help="The node's whole name: widen or hover"),
+            "left whole because": st.column_config.TextColumn(width="large"),
+            "parameters": count,
+            "zeros": count,
+            "MACs": st.column_config.NumberColumn(format="localized", width="medium"),
+            "MACs after": st.column_config.NumberColumn(format="localized", width="medium"),
+        },
+    )
 
 
 def downloads(model: Model, exported: cache.Exported, recipe: Recipe, measured: Latency | None) -> None:
     stem = Path(model.name).stem
     report = replace(exported.report, latency_ms=measured) if measured else exported.report
-    onnx_col, recipe_col, report_col, html_col = st.columns(4)
+    onnx_col, recipe_col, report_col, html_col = st.columns([2, 1, 1, 1])  # the first label holds the file name
     if isinstance(exported.data, bytes):
         onnx_col.download_button(
             f"Download {stem}-squeezed.onnx ({len(exported.data) / 1e6:.2f} MB)",
@@ -447,19 +467,29 @@ def page() -> None:
         block_panel([replace(cost, dropped=cost.name in dropped) for cost in index.costs])
     st.subheader("Per-layer detail")
     layer_table(live.summary)
-    with st.expander(f"Per-layer overrides: a layer's own amount, bits, or skip ({len(overrides)} set)"):
+    # keyed: a label that changes with the count must not close it
+    with st.expander(
+        f"Per-layer overrides: a layer's own amount, bits, or skip ({len(overrides)} set)", key="overrides_expander"
+    ):
         explore.overrides_editor(model)
     st.subheader("Export")
     downloads(model, exported, recipe, measured)
     st.subheader("Explore the trade-offs")
-    scan_tab, sweep_tab, snapshot_tab = st.tabs(["Per-layer sensitivity", "Pareto sweep", "Snapshots"])
-    with scan_tab:
-        explore.sensitivity_tab(model, controls.source)
-    with sweep_tab:
-        explore.sweep_tab(model, controls.source)
-    with snapshot_tab:
-        report = replace(exported.report, latency_ms=measured) if measured else exported.report
-        explore.snapshots_tab(model, recipe, report)
+    # keyed, so the chosen tab stays chosen when a slider moves; only the open tab runs (a slider move need not
+    # redraw a sweep nobody is looking at)
+    scan_tab, sweep_tab, snapshot_tab = st.tabs(
+        ["Per-layer sensitivity", "Pareto sweep", "Snapshots"], key="explore_tab", on_change="rerun"
+    )
+    if scan_tab.open:
+        with scan_tab:
+            explore.sensitivity_tab(model, controls.source)
+    if sweep_tab.open:
+        with sweep_tab:
+            explore.sweep_tab(model, controls.source)
+    if snapshot_tab.open:
+        with snapshot_tab:
+            report = replace(exported.report, latency_ms=measured) if measured else exported.report
+            explore.snapshots_tab(model, recipe, report)
     with latency_box:
         latency.panel(
             controls.source,
@@ -471,4 +501,8 @@ def page() -> None:
         )
 
 
-main()
+# Streamlit runs this file as __main__; a sandbox child (multiprocessing's spawn) imports it as __mp_main__ and
+# must not draw the page again: it did, once per child, and each run logged hundreds of "missing
+# ScriptRunContext" warnings.
+if __name__ == "__main__":
+    main()

@@ -34,11 +34,37 @@ def _layout(figure: go.Figure, title: str, **axes) -> go.Figure:
     return figure
 
 
+SHORT_NAME = 28  # characters of a layer's name on an axis; the whole name is in the hover
+
+
+def short_names(names: list[str], limit: int = SHORT_NAME) -> list[str]:
+    """Each name cut to its last path parts that fit `limit` ("…/layer.3/output/dense/MatMul"), as many more as it
+    takes to keep every name distinct; a name that fits stays whole."""
+    parts = [name.strip("/").split("/") for name in names]
+    kept = [1] * len(names)
+    for index in range(len(names)):
+        while kept[index] < len(parts[index]) and len("/".join(parts[index][-kept[index] - 1 :])) + 2 <= limit:
+            kept[index] += 1
+    while True:
+        shown = [
+            name if len(name) <= limit or count >= len(part) else "…/" + "/".join(part[-count:])
+            for name, part, count in zip(names, parts, kept, strict=True)
+        ]
+        clashes = {label for label in shown if shown.count(label) > 1}
+        if not clashes:
+            return shown
+        for index, label in enumerate(shown):
+            if label in clashes and kept[index] < len(parts[index]):
+                kept[index] += 1
+        if all(kept[i] >= len(parts[i]) for i, label in enumerate(shown) if label in clashes):
+            return names  # only the whole names tell them apart
+
+
 def sparsity_chart(original: list[LayerStats], compressed: list[LayerStats]) -> go.Figure:
     """Per-layer sparsity in graph order, original against compressed; removed channels are labelled on the bars,
-    collapsed layers are red."""
-    names = [layer.node for layer in compressed]
-    hover = "<b>%{x}</b><br>%{customdata[0]} %{customdata[1]}<br>%{customdata[2]:,} of %{customdata[3]:,} weights zero "
+    collapsed layers are red. Long layer names are shortened on the axis and whole in the hover."""
+    names = short_names([layer.node for layer in compressed])
+    hover = "<b>%{customdata[6]}</b><br>%{customdata[0]} %{customdata[1]}<br>%{customdata[2]:,} of %{customdata[3]:,} weights zero "
     hover += "or removed<br>channels kept: %{customdata[4]}<br>%{customdata[5]}<extra>%{fullData.name}</extra>"
 
     def custom(layers: list[LayerStats]) -> list[list]:
@@ -50,6 +76,7 @@ def sparsity_chart(original: list[LayerStats], compressed: list[LayerStats]) -> 
                 layer.params,
                 f"{layer.channels_kept} of {layer.channels}",
                 f"left whole: {layer.left_whole}" if layer.left_whole else "",
+                layer.node,
             ]
             for layer in layers
         ]
@@ -75,11 +102,9 @@ def sparsity_chart(original: list[LayerStats], compressed: list[LayerStats]) -> 
         customdata=custom(compressed),
         hovertemplate=hover,
     )
-    for layer in compressed:
+    for name, layer in zip(names, compressed, strict=True):
         if layer.collapsed:
-            figure.add_annotation(
-                x=layer.node, y=100, text="collapsed", showarrow=False, yshift=10, font_color=COLLAPSED
-            )
+            figure.add_annotation(x=name, y=100, text="collapsed", showarrow=False, yshift=10, font_color=COLLAPSED)
     collapsed = sum(layer.collapsed for layer in compressed)
     title = "Per-layer sparsity" + (" (labels: channels kept / original)" if structured else "")
     title += f" — {collapsed} layer(s) collapsed to all-zero" if collapsed else ""

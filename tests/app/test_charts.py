@@ -80,3 +80,14 @@ def test_latency_chart_shows_every_run_of_both_models():
     assert [trace.boxpoints for trace in figure.data] == ["all", "all"]
     assert [trace.marker.color for trace in figure.data] == [ORIGINAL, COMPRESSED]
     assert "4 interleaved runs" in figure.layout.title.text
+
+
+def test_long_layer_names_are_shortened_distinctly_and_kept_whole_in_the_hover():
+    from core.present.charts import short_names
+
+    names = [f"/encoder/encoder/layer.{index}/attention/self/query/MatMul" for index in range(3)]
+    names += ["/fc/Gemm", "/encoder/encoder/layer.0/output/dense/MatMul"]
+    shown = short_names(names)
+    assert shown[3] == "/fc/Gemm" and len(set(shown)) == len(names)
+    assert shown[4] == "…/output/dense/MatMul"  # 21 characters: fits 28
+    assert shown[0] == "…/layer.0/attention/self/query/MatMul"  # longer, as it takes to tell layer.0 from layer.1

@@ -153,7 +153,7 @@ def test_an_export_over_2_gb_downloads_as_a_zip_in_a_real_browser(tmp_path, digi
     script = tmp_path / "main.py"
     script.write_text(
         f"import sys\nsys.path.insert(0, {str(REPO)!r})\nimport core.compression.export\ncore.compression.export.SINGLE_FILE_LIMIT = 1000\n"
-        f"import runpy\nrunpy.run_path({str(REPO / 'app' / 'main.py')!r})\n"
+        f"import runpy\nrunpy.run_path({str(REPO / 'app' / 'main.py')!r}, run_name='__main__')\n"
     )
     with streamlit_server(script=script) as url, chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 2300}, accept_downloads=True)
@@ -203,3 +203,37 @@ def test_a_zip_of_images_uploaded_as_data_is_previewed_and_scored_held_out(tmp_p
             page.get_by_test_id("stException").count() == 0 and page.get_by_test_id("stAlertContentError").count() == 0
         )
         page.screenshot(path=str(OUTPUT / "data-upload.png"), full_page=True)
+
+
+def test_the_page_keeps_its_place_says_what_the_file_is_and_calls_noise_noise():
+    """In Chromium: a tab survives a slider move; the auto plan's overrides show in the caption and clear; the
+    original measured against its own unpruned export (an A/A comparison) is no measurable difference."""
+    with streamlit_server() as url, chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 2600})
+        page.goto(url)
+        page.get_by_text("Per-layer sparsity").first.wait_for(timeout=90_000)
+        page.get_by_role("tab", name="Snapshots").click()
+        page.get_by_role("button", name="Save snapshot").wait_for(timeout=30_000)
+        slider = page.get_by_role("slider", name="Pruning amount (% of weights set to zero)")
+        slider.focus()
+        for _ in range(10):
+            page.keyboard.press("ArrowRight")
+        page.get_by_text(re.compile(r"This file: 10\.0% of the prunable weights")).wait_for(timeout=30_000)
+        assert page.get_by_role("tab", name="Snapshots").get_attribute("aria-selected") == "true"
+
+        page.get_by_role("tab", name="Per-layer sensitivity").click()
+        page.get_by_role("button", name="Run the sensitivity scan").click()
+        page.get_by_role("button", name="Use the auto plan as per-layer overrides").click(timeout=90_000)
+        page.get_by_text(re.compile(r"Per-layer overrides are set: the amount applies to \d of 9 layers")).wait_for(
+            timeout=30_000
+        )
+        caption = page.get_by_text(re.compile(r"This file: \d+\.\d% of the prunable weights")).inner_text()
+        assert not caption.startswith("This file: 0.0%")  # the overrides prune, whatever the slider says
+        page.get_by_role("button", name="Clear overrides").click()
+        page.get_by_text(re.compile(r"This file: 0\.0% of the prunable weights")).wait_for(timeout=30_000)
+        assert page.get_by_text("Per-layer overrides are set").count() == 0
+
+        page.get_by_test_id("stSidebar").get_by_role("button", name="Measure latency").click()
+        page.get_by_text("interleaved runs each").first.wait_for(timeout=60_000)
+        assert page.get_by_text(re.compile(r"No measurable difference \(\d\.\d\d×; the 99% interval")).count() == 1
+        assert page.get_by_test_id("stException").count() == 0
