@@ -8,7 +8,7 @@ import streamlit as st
 from app import cache
 from core import Model, SqueezeError
 from core.compression.recipe import FLOAT_BITS, MAX_PRUNE_AMOUNT, WEIGHT_BITS_RANGE, LayerOverride
-from core.data.quality import metric_of
+from core.data.quality import QUALITY_METRICS, metric_of
 from core.explore.sensitivity import DEFAULT_AMOUNTS, DEFAULT_BITS, cached_scan
 from core.explore.snapshots import SnapshotStore, measured_speed
 from core.explore.sweep import DEFAULT_AMOUNTS as SWEEP_DEFAULT_AMOUNTS
@@ -59,14 +59,17 @@ def allocation_panel(model: Model, source: str) -> None:
     target = st.slider("Target: % of all prunable weights", 5, top, 50, 5, key="allocation_target") / 100
     with st.spinner("Compressing and scoring the three plans…"):
         compared = cache.allocation(source, target)
-    metric = metric_of(model).name
+    metric = metric_of(model)
     st.dataframe(
         [
             {"layer": layer.node}
             | {f"{scored.plan.name} %": round(100 * scored.layer_sparsity[layer.node], 1) for scored in compared}
             for layer in model.layers
         ]  # fmt: skip
-        + [{"layer": f"→ {metric}"} | {f"{scored.plan.name} %": round(100 * scored.quality, 2) for scored in compared}],
+        + [
+            {"layer": f"→ {metric.name}"}
+            | {f"{scored.plan.name} %": metric.format(scored.quality) for scored in compared}
+        ],
         width="stretch",
         hide_index=True,
     )
@@ -222,7 +225,7 @@ def snapshots_tab(model: Model, recipe, report) -> None:
             "size MB": round(s.size_bytes / 1e6, 3),
             "non-zero": s.nonzero,
             "MACs": s.macs,
-            s.metric: round(s.quality, 4),
+            s.metric: QUALITY_METRICS[s.metric].format(s.quality) if s.metric in QUALITY_METRICS else s.quality,
             "latency ms": None if s.latency_ms is None else round(s.latency_ms, 3),
             "speed": measured_speed(store.report(s.id)),
             "saved": s.created,

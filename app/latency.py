@@ -67,7 +67,7 @@ def panel(source: str, recipe_json: str, budget_s: float, threads: int, requeste
                 f"spread (p90−p10) {stats.spread:.3g} ms, {stats.runs} runs"
             )
         st.markdown(
-            f"ONNX Runtime {env.onnxruntime}, {env.threads} intra-op threads  \n"
+            f"ONNX Runtime {env.onnxruntime}, {env.threads} intra-op thread{'s' if env.threads != 1 else ''}  \n"
             f"CPU: {env.cpu}  \nFlags: {', '.join(env.cpu_flags) or 'none found'}"
         )
         st.caption("Each dot is one batch-1 run. Overlapping boxes mean the difference is within the noise.")

@@ -106,13 +106,13 @@ def _format_count(count: int) -> str:
     return str(count)
 
 
-# a metric -> the headline's label, whether it reads as a percentage, and the original model's figure
-HEADLINES: dict[str, tuple[str, bool, Callable[[Report], float]]] = {
-    "accuracy": ("Accuracy", True, lambda report: report.accuracy.original),
-    "top5": ("Top-5 accuracy", True, lambda report: report.accuracy.top5_original),
-    "target-cosine": ("Cosine to targets", False, lambda report: report.targets.cosine_original),
-    "agreement": ("Top-1 agreement", True, lambda report: 1.0),
-    "cosine": ("Fidelity (cosine)", False, lambda report: 1.0),
+# a metric -> the headline's label and the original model's figure
+HEADLINES: dict[str, tuple[str, Callable[[Report], float]]] = {
+    "accuracy": ("Accuracy", lambda report: report.accuracy.original),
+    "top5": ("Top-5 accuracy", lambda report: report.accuracy.top5_original),
+    "target-cosine": ("Cosine to targets", lambda report: report.targets.cosine_original),
+    "agreement": ("Top-1 agreement", lambda report: 1.0),
+    "cosine": ("Fidelity (cosine)", lambda report: 1.0),
 }
 
 
@@ -128,20 +128,17 @@ def measured_metrics(place: Headline, model: Model, report: Report, measured: La
         "(zeros compress; unstructured sparsity shows up here, not in the raw size)",
     )
     fidelity = report.fidelity
-    label, as_percent, original = HEADLINES[report.metric]
+    label, original = HEADLINES[report.metric]
+    judge = QUALITY_METRICS[report.metric]
     _, value = report.quality
     before = original(report)
     where = "held-out" if model.data else fidelity.inputs
     samples = report.accuracy.samples if report.accuracy else fidelity.samples
-    if as_percent:
-        shown, change = f"{value:.1%}", _change(value - before, f"{100 * (value - before):+.1f} pp")
-        was = f"{before:.1%}"
+    shown, was = judge.format(value), judge.format(before)
+    if judge.percent:
+        change = _change(value - before, f"{100 * (value - before):+.1f} pp")
     else:
-        shown, change, was = (
-            f"{value:.4f}",
-            _change(round(value - before, 6), f"{value - before:+.4f}"),
-            f"{before:.4f}",
-        )
+        change = _change(round(value - before, 6), f"{value - before:+.4f}")
     measured_on = f"{QUALITY_METRICS[report.metric].help}, on {samples} {where} samples"
     meaningless = "an untrained model (random weights)" if model.trained is False else (
         "made-up inputs" if fidelity.inputs == "random" else ""

@@ -87,7 +87,8 @@ def _on_upload() -> None:
         cache.model(str(path), str(session_folder() / "extracted"))
     except SqueezeError as error:
         if not cache.inputs_to_set(str(path)):  # not a model at all: the one shown before stays
-            st.session_state.upload_error = f"{upload.name}: {error.reason}"
+            # shown while the model it failed beside is chosen: it is about that attempt, not about a later model
+            st.session_state.upload_error = (st.session_state.get("model_choice"), f"{upload.name}: {error.reason}")
             return
         # an ONNX graph that did not run as loaded: chosen anyway, so its Inputs panel can make it run
     label = f"{upload.name} (uploaded)"
@@ -240,7 +241,11 @@ def render() -> Controls:
         "dict of a sample architecture; at most 200 MB. It stays in this session's folder, removed when the session ends.",
     )
     if "upload_error" in st.session_state:
-        st.error(st.session_state.upload_error)
+        shown_with, message = st.session_state.upload_error
+        if shown_with == choice:
+            st.error(message)
+        else:
+            del st.session_state.upload_error
     given = _inputs_panel(sources[choice])
     key = _data_section(sources[choice], given)
 

@@ -1,4 +1,5 @@
-"""Slider release to updated charts, in a real browser, on the `resnet18` sample (target: <= 0.5 s, latency aside).
+"""Slider release to updated charts and to the whole page, in a real browser, on a sample (issue 14's targets:
+charts <= 0.25 s; the whole page <= 0.5 s on digits-cnn, 1.0 s on resnet18, 1.5 s on minilm; latency aside).
 
 Starts the dashboard, picks resnet18, then moves the pruning slider one step at a time (each a new amount, not
 cached) and times, from the key press, until the per-layer sparsity chart, the histogram and the headline
@@ -18,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the browser help
 from tests.e2e.browser import chromium, histogram_series, sparsity_series, streamlit_server
 
 SLIDER = "Pruning amount (% of weights set to zero)"
-TARGET_S = 0.5
+TARGET_S = 0.25  # slider release to charts (issue 14)
+PAGE_TARGET_S = {"digits-cnn": 0.5, "resnet18": 1.0, "minilm": 1.5}  # to the whole page settled, headline included
 
 
 def _wait_until_changed(page, read, before, timeout_s: float = 60) -> None:
@@ -54,7 +56,7 @@ def main() -> None:
             _wait_until_changed(page, histogram_series, before[1])
             histogram_s = time.perf_counter() - started
             # The export section names the file's settings last, once the export has been built and run.
-            page.get_by_text(f"This file: {move + 1}% pruned").wait_for(timeout=120_000)
+            page.get_by_text(f"This file: {move + 1}.0% of the prunable weights").wait_for(timeout=120_000)
             full_s = time.perf_counter() - started
             if move == 0:
                 print(f"first move (includes the one-time ranking of all weights): charts {chart_s:.2f} s")
@@ -70,10 +72,10 @@ def main() -> None:
         f"{args.model}, {args.moves} slider moves, medians: sparsity chart {statistics.median(sparsity):.3f} s, "
         f"histogram {charts:.3f} s (max {max(histogram):.3f} s), whole page {statistics.median(full):.3f} s"
     )
-    print(
-        f"charts update in {charts / statistics.median(full):.2f} of the full-page time; "
-        f"target <= {TARGET_S} s for charts: {'met' if charts <= TARGET_S else 'NOT met'}"
-    )
+    page_s, page_target = statistics.median(full), PAGE_TARGET_S.get(args.model)
+    print(f"target <= {TARGET_S} s for charts: {'met' if charts <= TARGET_S else 'NOT met'}")
+    if page_target is not None:
+        print(f"target <= {page_target} s for the whole page: {'met' if page_s <= page_target else 'NOT met'}")
 
 
 if __name__ == "__main__":

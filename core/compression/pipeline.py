@@ -168,7 +168,10 @@ def resolve_activation_mode(model: Model, requested: str) -> tuple[str, str]:
     """The activation mode to use, and why (`auto` decides by where the model's MACs are)."""
     choose = ACTIVATION_MODES[requested].choose
     if choose is None:
-        return requested, f"{requested} was asked for"
+        return (
+            requested,
+            "weights only: activations stay float" if requested == "none" else f"{requested} was asked for",
+        )
     conv = sum(model.macs[layer.name] for layer in model.layers if layer.op_type in CONV_OPS)
     return choose(conv, sum(model.macs.values()) - conv)
 

@@ -199,6 +199,13 @@ class QualityMetric:
     measured: Callable[[Measured], float | None]
     # why it cannot judge this model, or "" where it can
     unfit: Callable[[Model], str] = lambda model: ""
+    percent: bool = False  # a share (accuracy, agreement): shown as a percentage with one decimal
+
+    def format(self, value: float | None) -> str:
+        """The one way this metric's values are written, everywhere."""
+        if value is None:
+            return "—"
+        return f"{value:.1%}" if self.percent else f"{value:.4f}"
 
 
 def _needs_labels(classes: int = 0) -> Callable[[Model], str]:
@@ -225,6 +232,7 @@ QUALITY_METRICS: dict[str, QualityMetric] = {
         lambda reference, outputs, data: top1(outputs, data.labels),
         lambda measured: measured.accuracy.compressed,
         _needs_labels(),
+        percent=True,
     ),
     "top5": QualityMetric(
         "top5",
@@ -233,6 +241,7 @@ QUALITY_METRICS: dict[str, QualityMetric] = {
         lambda reference, outputs, data: top5(outputs, data.labels),
         lambda measured: measured.accuracy.top5_compressed,
         _needs_labels(TOP5_MIN_CLASSES),
+        percent=True,
     ),
     "target-cosine": QualityMetric(
         "target-cosine",
@@ -249,6 +258,7 @@ QUALITY_METRICS: dict[str, QualityMetric] = {
         lambda reference, outputs, data: agreement(reference, outputs),
         lambda measured: measured.fidelity.top1_agreement,
         _needs_classes,
+        percent=True,
     ),
     "cosine": QualityMetric(
         "cosine",

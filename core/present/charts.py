@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from core.data.quality import QUALITY_METRICS
 from core.measure.report import CodeCounts, Histogram, LatencyStats, LayerStats
 
 ORIGINAL = "#4C78A8"  # blue
@@ -242,6 +243,9 @@ def pareto_chart(points: list, cost: str) -> go.Figure:
     values = [point.latency_ms if cost == "latency" else point.size_bytes / 1e6 for point in points]
     on_front = [point.front_latency if cost == "latency" else point.front_size for point in points]
     unit = "ms" if cost == "latency" else "MB"
+    metric = points[0].metric if points else "cosine"
+    percent = QUALITY_METRICS[metric].percent if metric in QUALITY_METRICS else False
+    y_format = ".1%" if percent else ".4f"
     figure = go.Figure()
     for name, color, wanted in (("on the front", COMPRESSED, True), ("beaten", ORIGINAL, False)):
         chosen = [index for index, flag in enumerate(on_front) if flag == wanted]
@@ -251,8 +255,7 @@ def pareto_chart(points: list, cost: str) -> go.Figure:
             x=[values[index] for index in chosen], y=[points[index].quality for index in chosen], mode="markers",
             name=name, customdata=chosen, text=[_sweep_label(points[index], cost) for index in chosen],
             marker={"color": color, "size": 11},
-            hovertemplate=f"%{{text}}<br>{points[0].metric if points else 'quality'} %{{y:.4f}}<br>"
-                          f"%{{x:.4g}} {unit}<extra></extra>",
+            hovertemplate=f"%{{text}}<br>{metric} %{{y:{y_format}}}<br>%{{x:.4g}} {unit}<extra></extra>",
         )  # fmt: skip
     front = sorted((value, point.quality) for value, point, flag in zip(values, points, on_front, strict=True) if flag)
     figure.add_scatter(
@@ -260,8 +263,8 @@ def pareto_chart(points: list, cost: str) -> go.Figure:
         line={"color": COMPRESSED, "dash": "dot"}, hoverinfo="skip",
     )  # fmt: skip
     title = "median latency (ms)" if cost == "latency" else "size on disk (MB)"
-    metric = points[0].metric if points else "quality"
-    return _layout(figure, f"{metric} against {cost}", xaxis={"title": title}, yaxis={"title": metric})
+    yaxis = {"title": metric} | ({"tickformat": ".0%"} if percent else {})
+    return _layout(figure, f"{metric} against {cost}", xaxis={"title": title}, yaxis=yaxis)
 
 
 def _sweep_label(point, cost: str) -> str:

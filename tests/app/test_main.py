@@ -583,3 +583,14 @@ def test_the_export_caption_reads_the_file_and_overrides_can_be_cleared(download
     assert caption.startswith(
         "This file: 60.0% of the prunable weights zero or removed (15,136 of 37,840 left); float32"
     )
+
+
+def test_an_upload_error_belongs_to_the_model_it_was_shown_beside():
+    app = _app()
+    app.file_uploader(key="upload").set_value(("notes.onnx", b"not a model", "application/octet-stream")).run()
+    assert [error.value for error in app.error] == [
+        "notes.onnx: not an ONNX model (the protobuf does not parse; corrupt or truncated?)"
+    ]
+    mlp = next(option for option in app.selectbox(key="model_choice").options if option.startswith("digits-mlp"))
+    app.selectbox(key="model_choice").set_value(mlp).run()
+    assert not app.exception and not app.error

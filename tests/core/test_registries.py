@@ -92,3 +92,8 @@ def test_the_measured_verdict_calls_a_difference_only_when_its_interval_is_clear
     assert verdict_agreement("no faster", _latency(1.0, 2.0)) == "the measurement confirms it"
     assert verdict_agreement("faster", noisy) == "the measurement contradicts it (no faster)"
     assert verdict_agreement("mixed", _latency(1.0, 2.0)) == "measured slower"
+
+
+def test_each_metric_has_one_format():
+    assert QUALITY_METRICS["accuracy"].format(0.99721) == "99.7%" == QUALITY_METRICS["agreement"].format(0.99721)
+    assert QUALITY_METRICS["cosine"].format(0.99721) == "0.9972" and QUALITY_METRICS["top5"].format(None) == "—"
