@@ -58,13 +58,9 @@ def test_the_page_starts_on_digits_cnn_with_every_view(downloads):
     titles = [chart.proto.spec for chart in app.get("plotly_chart")]
     assert len(titles) == 2 and "Per-layer sparsity" in titles[0] and "Weights of all layers" in titles[1]
     assert len(_tables(app)) == 1 and _tables(app)[0].value.shape == (9, 11)  # no layer left whole: no column for why
-    assert set(downloads) == {
-        "digits-cnn-squeezed.onnx",
-        "digits-cnn-recipe.json",
-        "digits-cnn-report.json",
-        "digits-cnn-report.html",
-    }
-    assert b"Speed on this CPU" in downloads["digits-cnn-report.html"]
+    # the HTML report (5 MB with its charts on resnet18) is rendered when its button is clicked, not on each move
+    assert set(downloads) == {"digits-cnn-squeezed.onnx", "digits-cnn-recipe.json", "digits-cnn-report.json"}
+    assert "Download report.html" in [button.label for button in app.get("download_button")]
 
 
 def test_moving_the_sliders_changes_sparsity_accuracy_and_size(downloads, digits_cnn):
