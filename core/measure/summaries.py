@@ -32,7 +32,7 @@ from core.measure.report import (
 )
 from core.measure.verdict import speed_verdict
 from core.model import Model, per_model
-from core.onnx.runtime import OnnxModel
+from core.onnx.runtime import OnnxModel, default_threads
 from core.onnx.tensors import intermediate_values
 
 SATURATION_NOTE = (
@@ -137,7 +137,7 @@ def original_size(model: Model) -> SizeStats:
 def size_of(model: OnnxModel) -> SizeStats:
     """Raw and gzip size of an export: its bytes, or its .onnx with the external data beside it (streamed)."""
     if isinstance(model, bytes):
-        return size_of_parts([model], len(model))
+        return _size_of_bytes(model)
     return size_of_parts(_file_chunks(sorted(model.parent.iterdir())), export_size(model))
 
 
@@ -149,6 +149,24 @@ def size_of_parts(parts: Iterable, raw: int) -> SizeStats:
     compressor = zlib.compressobj(GZIP_LEVEL)
     packed = sum(len(compressor.compress(part)) for part in parts)
     return SizeStats(raw=raw, gzip=packed + len(compressor.flush()))
+
+
+GZIP_SPLIT = 8 * 1024**2  # bytes above which the gzip size is taken in parallel slices
+
+
+def _size_of_bytes(data: bytes) -> SizeStats:
+    """As `size_of_parts`, in one slice per core for a large export (zlib releases the GIL): resnet18's 45 MB
+    take 1.1 s in one; the slices' sizes add up to within 0.01 % of one stream's (each restarts its dictionary)."""
+    threads = default_threads()
+    if len(data) <= GZIP_SPLIT or threads == 1:
+        return size_of_parts([data], len(data))
+    step = -(-len(data) // threads)
+    view = memoryview(data)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        sizes = pool.map(
+            lambda start: len(zlib.compress(view[start : start + step], GZIP_LEVEL)), range(0, len(data), step)
+        )
+        return SizeStats(raw=len(data), gzip=sum(sizes))
 
 
 def _file_chunks(paths: list[Path]) -> Iterator[bytes]:
