@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from bench.memory import tree_rss
 from core.onnx.external_data import refer_to_external_data
 
 TARGET_RATIO = 3.0
@@ -73,21 +74,6 @@ def generate_mlp(folder: Path, width: int, layers: int, seed: int = 0) -> Path:
     return path
 
 
-def _tree_rss(pid: int) -> int:
-    """Resident bytes of `pid` and all its descendants, read from /proc."""
-    total, pending = 0, [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            status = Path(f"/proc/{current}/status").read_text()
-            total += int(status.split("VmRSS:")[1].split()[0]) * 1024
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending += [int(child) for child in (task / "children").read_text().split()]
-        except (OSError, IndexError):
-            continue  # the process ended between two reads
-    return total
-
-
 def run_measured(command: list[str]) -> tuple[int, int, float, str]:
     """(largest process's peak RSS, peak summed tree RSS, seconds, output) of `command`."""
     started = time.perf_counter()
@@ -98,7 +84,7 @@ def run_measured(command: list[str]) -> tuple[int, int, float, str]:
             pid, status, usage = os.wait4(process.pid, os.WNOHANG)
             if pid:
                 break
-            tree_peak = max(tree_peak, _tree_rss(process.pid))
+            tree_peak = max(tree_peak, tree_rss(process.pid))
             time.sleep(SAMPLE_S)
         log.seek(0)
         output = log.read()

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the browser helpers live with the e2e tests
+from bench.memory import tree_rss
 from tests.e2e.browser import chromium, streamlit_server
 from tests.graphs import conv_gemm_model, structured_cnn
 
@@ -19,18 +20,7 @@ TARGET_GB = 1.2
 
 
 def resident_gb(pid: int) -> float:
-    """Resident memory of a process and all its descendants, from /proc."""
-    total, pending = 0, [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            status = Path(f"/proc/{current}/status").read_text()
-            total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except (OSError, StopIteration):
-            continue
-        pending += [int(child) for child in children]
-    return total / 1024**2
+    return tree_rss(pid) / 1024**3
 
 
 def main() -> int:
