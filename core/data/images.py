@@ -157,9 +157,12 @@ def image_input(model: Model, source: str) -> tuple[str, tuple, str]:
     raise InvalidSettingError(f"input {spec.name!r} ({dims}) has no channel axis of 1 or 3 to put images in", source)
 
 
-def default_preprocessing(model: Model, settings: dict[str, str], size: tuple[int, int] | None, source: str):
+def default_preprocessing(
+    model: Model, settings: dict[str, str], size: Callable[[], tuple[int, int] | None], source: str
+) -> Preprocessing:
     """The preset for this model's input, with the user's `settings` (scale, color, layout, resize) on top.
-    `size`: the images' own size, used where the input's height and width are symbolic."""
+    `size`: the images' common size (None where they differ), asked only where the input's height and width are
+    symbolic: reading every header is wasted on a fixed input."""
     name, dims, graph_layout = image_input(model, source)
     layout = settings.get("layout", graph_layout)
     if layout not in LAYOUTS:
@@ -175,13 +178,14 @@ def default_preprocessing(model: Model, settings: dict[str, str], size: tuple[in
     if given is not None:
         height, width = (given[2], given[3]) if layout == "nchw" else (given[1], given[2])
     if not (isinstance(height, int) and isinstance(width, int)):
-        if size is None:
+        common = size()
+        if common is None:
             raise InvalidSettingError(
                 f"the images differ in size and input {name!r} has no fixed height and width to crop them to: set "
                 f"it with --shape {name}=1x3xHxW (the page's Inputs panel)",
                 source,
             )
-        height, width = size
+        height, width = common
     color = settings.get("color", "rgb" if channels == 3 else "gray")
     if COLORS.get(color) != channels:
         raise InvalidSettingError(
@@ -257,7 +261,7 @@ def _read_folder(folder: Path, name: str, model: Model, settings: dict[str, str]
         raise InvalidSettingError(f"no images in the folder ({', '.join(IMAGE_SUFFIXES)})", source)
     if len(files) > MAX_IMAGES:
         raise InvalidSettingError(f"{len(files):,} images; the limit is {MAX_IMAGES:,}", source)
-    preprocessing = default_preprocessing(model, settings, _common_size(files, folder, source), source)
+    preprocessing = default_preprocessing(model, settings, lambda: _common_size(files, folder, source), source)
     pixels = np.empty((len(files), preprocessing.height, preprocessing.width, COLORS[preprocessing.color]), np.uint8)
     digest = hashlib.sha256()
 
