@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: bench.* from the repo
 from bench.memory import tree_rss
 from core.onnx.external_data import refer_to_external_data
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import onnx
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: bench.* from the repo
 from bench.corpus import BY_NAME, CORPUS, Unreachable, interface
 from core import PruneConfig, QuantConfig, Recipe, SqueezeError, compress, export_model, load_model
 from core.explore.sensitivity import scan
