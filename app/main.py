@@ -20,7 +20,7 @@ from app import cache, explore, latency, sidebar
 from core import Latency, Model, Recipe, SqueezeError, Verdict
 from core.data.quality import QUALITY_METRICS
 from core.measure.describe import describe_export, shortfall
-from core.measure.report import QuantizationInfo, Report, WeightSummary
+from core.measure.report import QuantizationInfo, Report, SizeStats, WeightSummary
 from core.measure.summaries import input_notes
 from core.present.charts import codes_chart, histogram_chart, sparsity_chart
 from core.present.html_report import render as render_html
@@ -69,7 +69,7 @@ def _change(difference: float, text: str) -> str | None:
 
 @dataclass(frozen=True)
 class Headline:
-    """The four headline metrics' places, filled as their numbers become known."""
+    """The headline metrics' places (each an st.empty), filled as their numbers become known."""
 
     size: DeltaGenerator
     params: DeltaGenerator
@@ -116,24 +116,29 @@ HEADLINES: dict[str, tuple[str, Callable[[Report], float]]] = {
 }
 
 
-def measured_metrics(place: Headline, model: Model, report: Report, measured: Latency | None) -> None:
-    """Known once the export exists and has run."""
-    original_size, size = report.size_bytes["original"], report.size_bytes["compressed"]
+def size_metric(place: Headline, original: SizeStats, size: SizeStats) -> None:
     place.size.metric(
         "Size on disk",
         f"{size.raw / 1e6:.2f} MB",
-        _change(size.raw - original_size.raw, f"{(size.raw / original_size.raw - 1):+.1%}"),
+        _change(size.raw - original.raw, f"{(size.raw / original.raw - 1):+.1%}"),
         delta_color="inverse",
-        help=f"gzip: {original_size.gzip_text()} → {size.gzip_text()} "
+        help=f"gzip: {original.gzip_text()} → {size.gzip_text()} "
         "(zeros compress; unstructured sparsity shows up here, not in the raw size)",
     )
+
+
+def measured_metrics(place: Headline, model: Model, report: Report, measured: Latency | None) -> None:
+    """Known once the export exists and has run."""
+    size_metric(place, report.size_bytes["original"], report.size_bytes["compressed"])
     fidelity = report.fidelity
     label, original = HEADLINES[report.metric]
     judge = QUALITY_METRICS[report.metric]
     _, value = report.quality
     before = original(report)
-    where = "held-out" if model.data else fidelity.inputs
+    where = "held-out" if model.data else "made-up" if fidelity.inputs == "random" else "evaluation"
     samples = report.accuracy.samples if report.accuracy else fidelity.samples
+    if samples < model.eval_samples:
+        samples = f"{samples:,} of {model.eval_samples:,}"
     shown, was = judge.format(value), judge.format(before)
     if judge.percent:
         change = _change(value - before, f"{100 * (value - before):+.1f} pp")
@@ -329,14 +334,21 @@ def layer_table(summary: WeightSummary) -> None:
     )
 
 
-def downloads(model: Model, exported: cache.Exported, recipe: Recipe, measured: Latency | None) -> None:
+def _report_json(report: Report) -> str:
+    return json.dumps(report.to_dict(), indent=1)
+
+
+def downloads(model: Model, exported: cache.Exported, recipe: Recipe, complete: Callable[[], Report]) -> None:
+    """Files are passed as callables, made when clicked: the browser fetches a download's bytes as soon as its
+    button is drawn, and the server gzips them for it (level 9), which for resnet18's 45 MB took longer than the
+    rest of a slider move."""
     stem = Path(model.name).stem
-    report = replace(exported.report, latency_ms=measured) if measured else exported.report
+    report = exported.report
     onnx_col, recipe_col, report_col, html_col = st.columns([2, 1, 1, 1])  # the first label holds the file name
     if isinstance(exported.data, bytes):
         onnx_col.download_button(
             f"Download {stem}-squeezed.onnx ({len(exported.data) / 1e6:.2f} MB)",
-            exported.data,
+            functools.partial(bytes, exported.data),  # handed over when clicked (see `downloads`)
             file_name=f"{stem}-squeezed.onnx",
             mime="application/octet-stream",
             on_click="ignore",
@@ -366,7 +378,7 @@ def downloads(model: Model, exported: cache.Exported, recipe: Recipe, measured: 
     )
     report_col.download_button(
         "Download report.json",
-        json.dumps(report.to_dict(), indent=1),
+        lambda: _report_json(complete()),
         file_name=f"{stem}-report.json",
         mime="application/json",
         on_click="ignore",
@@ -374,7 +386,7 @@ def downloads(model: Model, exported: cache.Exported, recipe: Recipe, measured: 
     )
     html_col.download_button(
         "Download report.html",
-        functools.partial(render_html, report),  # 5 MB with its charts on resnet18: rendered when clicked
+        lambda: render_html(complete()),  # 5 MB with its charts on resnet18
         file_name=f"{stem}-report.html",
         mime="text/html",
         on_click="ignore",
@@ -384,6 +396,19 @@ def downloads(model: Model, exported: cache.Exported, recipe: Recipe, measured: 
     st.caption(
         f"This file: {describe_export(report)}.  \n"
         f"Reproduce from a shell: `python -m core compress {model.name} --apply-recipe {stem}-recipe.json --out out.onnx`"
+    )
+
+
+def evaluation_choice(model: Model, live: Model) -> bool:
+    """Whether to judge each setting on every evaluation sample, where the page would otherwise judge it on the
+    live subset (the first ones, as many as the original runs in a quarter second)."""
+    if live.eval_samples >= model.eval_samples:
+        return False
+    return st.toggle(
+        f"Judge each setting on all {model.eval_samples:,} evaluation samples (~{model.reference_seconds:.1f} s a move)",
+        key="evaluate_all",
+        help=f"Off, each setting is judged on the first {live.eval_samples:,} of them (a seeded random subset), so the "
+        "page keeps up with the sliders. The CLI judges on all of them.",
     )
 
 
@@ -418,6 +443,7 @@ def page() -> None:
             f"Your data ({data.tuning + data.held_out:,} samples): what tunes reads the {data.tuning:,} of the tuning "
             f"part; every accuracy and fidelity here is on the {data.held_out:,} held-out ones."
         )
+    every_sample = evaluation_choice(model, cache.evaluated(controls.source))
     overrides = explore.current_overrides(model)
     if controls.overrides_note is not None:
         with controls.overrides_note:
@@ -427,7 +453,7 @@ def page() -> None:
 
     metrics_box = st.container()
     with metrics_box:
-        place = Headline(*st.columns(5))
+        place = Headline(*(column.empty() for column in st.columns(5)))
     sparsity_col, histogram_col = st.columns(2)
     # settings this model cannot take (an old opset for quantization, say) stop here
     live = or_stop(lambda: cache.live(controls.source, recipe_json), model)
@@ -446,7 +472,7 @@ def page() -> None:
 
         def export() -> cache.Exported:
             try:
-                return cache.exported(controls.source, recipe_json, calibrating)
+                return cache.exported(controls.source, recipe_json, calibrating, every_sample)
             finally:
                 bar.empty()  # before the error, if any, is shown
 
@@ -470,7 +496,14 @@ def page() -> None:
     ):
         explore.overrides_editor(model)
     st.subheader("Export")
-    downloads(model, exported, recipe, measured)
+    downloads(
+        model,
+        exported,
+        recipe,
+        lambda: cache.complete_report(controls.source, recipe_json, measured, every_sample),
+    )
+    gzip_line = st.empty()
+    gzip_line.caption("Compressed with gzip: being measured…")
     st.subheader("Explore the trade-offs")
     # keyed, so the chosen tab stays chosen when a slider moves; only the open tab runs (a slider move need not
     # redraw a sweep nobody is looking at)
@@ -495,6 +528,28 @@ def page() -> None:
             controls.latency_threads,
             controls.measure_latency,
             exported.report.verdict.expectation,
+        )
+    gzip_size(place, gzip_line, controls.source, recipe_json, every_sample, exported.report.size_bytes["original"])
+
+
+def gzip_size(
+    place: Headline, line: DeltaGenerator, source: str, recipe_json: str, every_sample: bool, original: SizeStats
+) -> None:
+    """Last on the page: the export's gzip size (0.7 s on resnet18: longer than the rest of a slider move), in the
+    Export section and the size metric's hover. It is taken a slice at a time with its progress shown, so a slider
+    moved meanwhile stops it within one slice."""
+
+    def measuring(fraction: float) -> None:
+        line.progress(fraction, text=f"Measuring the export's gzip size… {fraction:.0%}")
+
+    size = cache.gzip_size(source, recipe_json, measuring, every_sample)
+    size_metric(place, original, size)
+    if size.gzip is None:
+        line.caption(f"Compressed with gzip: {size.gzip_text()}.")
+    else:
+        line.caption(
+            f"Compressed with gzip (level 1): {size.gzip / 1e6:.2f} MB, {size.gzip / size.raw:.0%} of the file "
+            f"(the original: {original.gzip_text()}). Zeros compress: unstructured sparsity shows up here."
         )
 
 

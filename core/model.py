@@ -8,6 +8,7 @@ channel graph) are kept with it through `per_model`, so a model computes each of
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -20,7 +21,7 @@ import onnx
 from core.onnx import tensors
 from core.onnx.batches import run_in_chunks
 from core.onnx.graph import Layer, without_initializers
-from core.onnx.inputs import GivenInput, InputPlan, batch_axes, take
+from core.onnx.inputs import GivenInput, InputPlan, batch_axes, sample_count, take
 from core.onnx.macs import graph_macs
 from core.onnx.runtime import OnnxModel, create_session, with_data_in
 
@@ -157,7 +158,14 @@ class Model:
         (none of it depends on the metric)."""
         chosen = replace(self, metric=metric)
         object.__setattr__(chosen, "_derived", self._derived)
-        for name in ("reference_outputs", "macs", "tensor_shapes", "zeros", "skeleton"):  # the cached properties
+        for name in (
+            "reference_outputs",
+            "_reference_seconds",
+            "macs",
+            "tensor_shapes",
+            "zeros",
+            "skeleton",
+        ):  # computed once
             if name in self.__dict__:
                 chosen.__dict__[name] = self.__dict__[name]
         return chosen
@@ -208,13 +216,47 @@ class Model:
 
     @cached_property
     def reference_outputs(self) -> list[np.ndarray]:
-        return self.outputs_of(self.runnable)
+        return self.run_original()
 
     def run_original(self, progress: Callable[[float], None] | None = None) -> list[np.ndarray]:
-        """`reference_outputs`, computed now with `progress` (a large evaluation set takes a while)."""
+        """`reference_outputs`, computed now with `progress` (a large evaluation set takes a while), and timed."""
         if "reference_outputs" not in self.__dict__:
+            started = time.perf_counter()
             self.__dict__["reference_outputs"] = self.outputs_of(self.runnable, progress)
-        return self.reference_outputs
+            self.__dict__["_reference_seconds"] = time.perf_counter() - started
+        return self.__dict__["reference_outputs"]
+
+    @property
+    def reference_seconds(self) -> float:
+        """How long the original took on every evaluation sample, session included (timed on its first run)."""
+        self.run_original()
+        return self.__dict__["_reference_seconds"]
+
+    @property
+    def eval_samples(self) -> int:
+        return sample_count(self.eval_set.inputs, self.batch_axes)
+
+    def evaluated_within(self, seconds: float, at_least: int) -> Model:
+        """This model judged on as many of its first evaluation samples as the original runs in `seconds` (and
+        `at_least` of them), or itself where all of them fit. What the page measures on every slider move: the
+        held-out part is in seeded random order, so its first samples are a random subset of it."""
+        every = self.eval_samples
+        count = max(at_least, int(every * seconds / max(self.reference_seconds, 1e-9)))
+        if count >= every:
+            return self
+        labels, targets = self.eval_set.labels, self.eval_set.targets
+        subset = EvalSet(
+            self.first_inputs(count),
+            None if labels is None else labels[:count],
+            None if targets is None else targets[:count],
+        )
+        chosen = replace(self, eval_set=subset)
+        # facts of the graph and weights are shared; those of the evaluation set (its outputs) are not
+        object.__setattr__(chosen, "_derived", self._derived)
+        for name in ("macs", "tensor_shapes", "zeros", "skeleton"):
+            if name in self.__dict__:
+                chosen.__dict__[name] = self.__dict__[name]
+        return chosen
 
     @cached_property
     def macs(self) -> dict[str, int]:

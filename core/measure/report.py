@@ -89,10 +89,15 @@ class QuantizationInfo:
 @dataclass(frozen=True)
 class SizeStats:
     raw: int
-    gzip: int | None  # None above GZIP_UP_TO: compressing gigabytes here runs at ~40 MB/s
+    gzip: int | None  # None above GZIP_UP_TO (compressing gigabytes here runs at ~40 MB/s), or not measured yet
+    unmeasured: str = "not measured (over 1 GiB)"  # what stands for gzip when it is None
+
+    @classmethod
+    def raw_only(cls, raw: int) -> SizeStats:
+        return cls(raw, None, "being measured")
 
     def gzip_text(self) -> str:
-        return "not measured (over 1 GiB)" if self.gzip is None else f"{self.gzip:,} B"
+        return self.unmeasured if self.gzip is None else f"{self.gzip:,} B"
 
 
 @dataclass(frozen=True)

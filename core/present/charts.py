@@ -22,7 +22,6 @@ ORIGINAL_LABEL, COMPRESSED_LABEL = "original", "compressed"
 def _layout(figure: go.Figure, title: str, **axes) -> go.Figure:
     figure.update_layout(
         title=title,
-        template="plotly",
         paper_bgcolor="rgba(0,0,0,0)",
         plot_bgcolor="rgba(0,0,0,0)",
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
