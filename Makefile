@@ -27,7 +27,8 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test $(CHROMIUM)
 
 run: install
-	$(VENV)/bin/streamlit run app/main.py --server.headless true --server.port $(PORT)
+	# app.serve imports the heavy libraries before the server answers, so the first page does not wait for them
+	$(PYTHON) -m app.serve --server.headless true --server.port $(PORT)
 
 test: install-test
 	$(VENV)/bin/ruff check core app sample_models tests bench

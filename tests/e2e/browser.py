@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+MAIN = REPO / "app" / "main.py"
 CHROMIUM = "/usr/bin/chromium"
 # Without these, Chromium keeps trying to reach Google's hosts, which this machine's closed network refuses.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
@@ -25,10 +26,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def streamlit_server(timeout_s: float = 90, script: Path = REPO / "app" / "main.py") -> Iterator[str]:
-    """Start `streamlit run app/main.py` (or `script`) and yield its URL once its health check answers."""
+def streamlit_server(timeout_s: float = 90, script: Path = MAIN) -> Iterator[str]:
+    """Start the dashboard as `make run` does (`python -m app.serve`), or `streamlit run script`, and yield its URL
+    once its health check answers."""
     port = free_port()
-    command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless=true"]
+    launch = ["app.serve"] if script == MAIN else ["streamlit", "run", str(script)]
+    command = [sys.executable, "-m", *launch, "--server.headless=true"]
     command += [f"--server.port={port}", "--server.address=127.0.0.1", "--browser.gatherUsageStats=false"]
     process = subprocess.Popen(
         command, cwd=REPO, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
