@@ -318,7 +318,9 @@ def layer_table(summary: WeightSummary) -> None:
         }
         for layer in summary.layers
     ]
-    count = st.column_config.NumberColumn(format="localized", width="small")
+    # widths in pixels, wide enough for their headers and for 9-digit counts (resnet18's 115,605,504 MACs);
+    # tests/e2e checks the rendered table for cut figures
+    count = st.column_config.NumberColumn(format="localized", width=100)
     st.dataframe(
         rows,
         width="stretch",
@@ -326,6 +328,7 @@ def layer_table(summary: WeightSummary) -> None:
         column_config={
             "layer": st.column_config.TextColumn(width="medium", help="The node's whole name: widen or hover"),
             "left whole because": st.column_config.TextColumn(width="large"),
+            "shape": st.column_config.TextColumn(width=120),
             "parameters": count,
             "zeros": count,
             "MACs": st.column_config.NumberColumn(format="localized", width="medium"),

@@ -237,3 +237,68 @@ def test_the_page_keeps_its_place_says_what_the_file_is_and_calls_noise_noise():
         page.get_by_text("interleaved runs each").first.wait_for(timeout=60_000)
         assert page.get_by_text(re.compile(r"No measurable difference \(\d\.\d\d×; the 99% interval")).count() == 1
         assert page.get_by_test_id("stException").count() == 0
+
+
+def _grid_lines(pixels: np.ndarray, axis: int) -> list[int]:
+    """Where the table's grid lines run: the rows (axis 1) or columns (axis 0) of light grey end to end (the cells
+    are white, their text dark)."""
+    grey = np.all((pixels >= 215) & (pixels <= 242), axis=-1)
+    lines = np.flatnonzero(grey.mean(axis=axis) > 0.8)
+    return [int(index) for index in lines if index - 1 not in lines]
+
+
+def _text_cut(png: bytes, end: str) -> tuple[list[tuple[int, int]], int, int]:
+    """Cells whose text touches an edge: wider than its column, which the glide grid clips at the cell's border
+    ("8874368" for 18,874,368). Also the count of cells with text, and of columns. `end`: which end of its
+    horizontal scroll the table is at; the column the view cuts on the other side is left out, and at the left end
+    the first column holds layer names, which may be cut on the right (their column is widened, or hovered)."""
+    import io
+
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    columns, rows = _grid_lines(pixels, 0), _grid_lines(pixels, 1)
+    ink = pixels.mean(axis=-1) < 150
+    cut, written = [], 0
+    cells = list(zip(columns, columns[1:], strict=False))
+    cells = cells[:-1] if end == "left" else cells[1:]  # the column the view cuts
+    for top, bottom in zip(rows, rows[1:], strict=False):
+        for index, (left, right) in enumerate(cells):
+            xs = np.flatnonzero(ink[top + 2 : bottom - 1, left + 1 : right].any(axis=0))
+            if xs.size:
+                written += 1
+                if xs[0] < 3 or (xs[-1] > right - left - 5 and not (end == "left" and index == 0)):
+                    cut.append((top, left))
+    return cut, written, len(columns)
+
+
+def test_every_digit_of_the_layer_table_shows():
+    """minilm's 18874368 MACs once showed as "8874368": the column was narrower than the number. At a usual width
+    the table is wider than its place, so it is read at both ends of its horizontal scroll."""
+    with streamlit_server() as url, chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page.goto(url)
+        page.get_by_text("This file: ").first.wait_for(timeout=90_000)
+        page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").first.click()
+        page.get_by_role("option", name="resnet18", exact=False).first.click()  # 9-digit MACs: 115,605,504
+        page.get_by_text("resnet18:").first.wait_for(timeout=300_000)
+        page.wait_for_function(  # the run is over: no element left from digits-cnn's page (Streamlit marks them stale)
+            "() => !document.querySelector('[data-stale=true]') && document.body.innerText.includes('Compressed with "
+            "gzip (level 1)')",
+            timeout=120_000,
+        )
+        table = page.locator("xpath=//h3[contains(., 'Per-layer detail')]/following::*[@data-testid='stDataFrame'][1]")
+        table.scroll_into_view_if_needed()
+        scroller = table.locator(".dvn-scroller")  # the grid's scrolling box
+        OUTPUT.mkdir(parents=True, exist_ok=True)
+        columns = 0
+        for end in ("left", "right"):
+            scroller.evaluate(f"e => {{ e.scrollLeft = {'0' if end == 'left' else 'e.scrollWidth'}; }}")
+            page.wait_for_timeout(500)  # the grid redraws its canvas after a scroll
+            shot = table.screenshot()
+            (OUTPUT / f"layer-table-{end}.png").write_bytes(shot)  # to look at when this fails
+            cut, written, seen = _text_cut(shot, end)
+            assert seen >= 6 and written >= 5 * 6  # the header and the first rows of each column in view
+            assert cut == [], f"figures cut at the {end} end of the table: see {OUTPUT}/layer-table-{end}.png"
+            columns += seen
+        assert columns >= 12  # both ends together show every one of the 11 columns
