@@ -76,12 +76,19 @@ def _store_upload(name: str, data: bytes) -> Path:
     return path
 
 
-def _on_upload() -> None:
+def _upload_key() -> str:
+    """The model uploader's key, a new one after each upload: the uploader empties once its file is handled, so it
+    never names a file the page is not showing (the Model list names every upload that loaded)."""
+    return f"upload:{st.session_state.get('uploads_handled', 0)}"
+
+
+def _on_upload(key: str) -> None:
     """Load the new upload; on failure keep the previous model and remember the reason to show it."""
-    upload = st.session_state.get("upload")
+    upload = st.session_state.get(key)
     st.session_state.pop("upload_error", None)
     if upload is None:
         return
+    st.session_state.uploads_handled = st.session_state.get("uploads_handled", 0) + 1
     path = _store_upload(upload.name, upload.getvalue())
     try:
         cache.model(str(path), str(session_folder() / "extracted"))
@@ -235,8 +242,9 @@ def render() -> Controls:
     st.file_uploader(
         "…or upload a model",
         type=UPLOAD_TYPES,
-        key="upload",
+        key=_upload_key(),
         on_change=_on_upload,
+        args=(_upload_key(),),
         help="ONNX (zip it with its external data files), a Hugging Face folder as a .zip, or a safetensors state "
         "dict of a sample architecture; at most 200 MB. It stays in this session's folder, removed when the session ends.",
     )

@@ -60,6 +60,11 @@ def _tables(app: AppTest) -> list:
     return [table for table in app.dataframe if not (table.key or "").startswith("overrides_")]
 
 
+def _model_uploader(app: AppTest):
+    """The model uploader: its key changes after each upload, which empties it."""
+    return next(uploader for uploader in app.file_uploader if uploader.key.startswith("upload:"))
+
+
 def _metrics(app: AppTest) -> dict[str, str]:
     return {metric.label: metric.value for metric in app.metric}
 
@@ -136,9 +141,7 @@ def test_two_sessions_on_different_settings_keep_their_own_results(downloads, di
 def test_a_corrupt_upload_shows_the_reason_and_keeps_the_model():
     app = _app()
     app.slider(key="prune_percent").set_value(30).run()
-    app.file_uploader(key="upload").set_value(
-        ("notes.onnx", b"my meeting notes, not a model", "application/octet-stream")
-    )
+    _model_uploader(app).set_value(("notes.onnx", b"my meeting notes, not a model", "application/octet-stream"))
     app.run()
     assert not app.exception
     assert [error.value for error in app.error] == [
@@ -146,13 +149,12 @@ def test_a_corrupt_upload_shows_the_reason_and_keeps_the_model():
     ]
     assert app.selectbox(key="model_choice").value.startswith("digits-cnn")
     assert _metrics(app)["Non-zero weights"] == f"{37_840 - round(0.3 * 37_840):,}"
+    assert _model_uploader(app).value is None  # emptied: it does not name notes.onnx beside digits-cnn's page
 
 
 def test_an_uploaded_onnx_becomes_the_model_with_random_inputs_flagged():
     app = _app()
-    app.file_uploader(key="upload").set_value(
-        ("tiny.onnx", conv_gemm_model().SerializeToString(), "application/octet-stream")
-    )
+    _model_uploader(app).set_value(("tiny.onnx", conv_gemm_model().SerializeToString(), "application/octet-stream"))
     app.run()
     assert not app.exception and not app.error
     assert app.selectbox(key="model_choice").value == "tiny.onnx (uploaded)"
@@ -233,7 +235,7 @@ def test_settings_a_model_cannot_take_show_the_reason_and_keep_the_page(tmp_path
     app = _app()
     old = conv_gemm_model()
     old.opset_import[0].version = 11  # per-axis DequantizeLinear needs opset 13
-    app.file_uploader(key="upload").set_value(("old.onnx", old.SerializeToString(), "application/octet-stream")).run()
+    _model_uploader(app).set_value(("old.onnx", old.SerializeToString(), "application/octet-stream")).run()
     app.select_slider(key="weight_bits").set_value(8).run()
     assert not app.exception
     assert [error.value for error in app.error] == [
@@ -245,9 +247,7 @@ def test_settings_a_model_cannot_take_show_the_reason_and_keep_the_page(tmp_path
 
 
 def _tiny_upload(app: AppTest) -> AppTest:
-    app.file_uploader(key="upload").set_value(
-        ("tiny.onnx", conv_gemm_model().SerializeToString(), "application/octet-stream")
-    )
+    _model_uploader(app).set_value(("tiny.onnx", conv_gemm_model().SerializeToString(), "application/octet-stream"))
     return app.run()
 
 
@@ -289,7 +289,7 @@ def test_a_hostile_upload_is_refused_in_the_page_and_the_session_folder_goes_wit
 
     app = _app()
     disguised = ("weights.onnx", pickle.dumps({"a": 1}), "application/octet-stream")  # judged by bytes, not name
-    app.file_uploader(key="upload").set_value(disguised).run()
+    _model_uploader(app).set_value(disguised).run()
     assert [error.value for error in app.error] == [
         "weights.onnx: a pickled file (PyTorch .pt/.pth/.bin/.ckpt): loading it would run code inside it; "
         "save a safetensors state dict or export to ONNX instead"
@@ -414,7 +414,7 @@ def test_a_large_upload_stays_on_disk_compresses_and_explains_what_it_cannot_do(
         for path in model_file.parent.iterdir():
             output.write(path, path.name)
     app = _app()
-    app.file_uploader(key="upload").set_value(("mlp.zip", archive.getvalue(), "application/zip")).run()
+    _model_uploader(app).set_value(("mlp.zip", archive.getvalue(), "application/zip")).run()
     assert not app.exception and not app.error
     assert app.selectbox(key="model_choice").value == "mlp.zip (uploaded)"
     app.slider(key="prune_percent").set_value(50).run()
@@ -453,7 +453,7 @@ def test_an_export_that_fails_midway_shows_one_line_and_no_progress_bar(monkeypa
 def test_an_upload_no_made_up_input_runs_is_fixed_in_the_inputs_panel():
     app = _app()
     data = pooled_detector(grid=5).SerializeToString()  # runs only at 160x160, none of the made-up sides
-    app.file_uploader(key="upload").set_value(("odd.onnx", data, "application/octet-stream"))
+    _model_uploader(app).set_value(("odd.onnx", data, "application/octet-stream"))
     app.run()
     assert not app.exception
     assert app.selectbox(key="model_choice").value == "odd.onnx (uploaded)"  # chosen, so it can be fixed here
@@ -608,7 +608,7 @@ def test_the_export_caption_reads_the_file_and_overrides_can_be_cleared(download
 
 def test_an_upload_error_belongs_to_the_model_it_was_shown_beside():
     app = _app()
-    app.file_uploader(key="upload").set_value(("notes.onnx", b"not a model", "application/octet-stream")).run()
+    _model_uploader(app).set_value(("notes.onnx", b"not a model", "application/octet-stream")).run()
     assert [error.value for error in app.error] == [
         "notes.onnx: not an ONNX model (the protobuf does not parse; corrupt or truncated?)"
     ]
