@@ -12,6 +12,10 @@ $(VENV)/.installed: pyproject.toml
 	# torch is pinned to the CPU wheel; installing it first keeps pip from considering CUDA builds.
 	$(PYTHON) -m pip install --quiet torch==2.13.0
 	$(PYTHON) -m pip install --quiet -e .
+	# Accuracy recovery trains the ONNX graph through onnx2torch, installed without its torchvision: PyPI's
+	# torchvision does not import with this CPU torch, and onnx2torch needs it only for NMS and RoiAlign
+	# (core/compression/training.py stands in for those two).
+	$(PYTHON) -m pip install --quiet --no-deps onnx2torch==1.5.15
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed

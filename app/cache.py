@@ -35,8 +35,9 @@ from core import (
     prepare_index,
     summarize_weights,
 )
-from core.compression.export import write_zip
+from core.compression.export import export_bytes, write_zip
 from core.compression.granularities import Index
+from core.compression.recover import recover
 from core.data.datasets import DEFAULT_TUNING_FRACTION, with_data
 from core.data.quality import with_metric
 from core.errors import InvalidSettingError
@@ -263,6 +264,34 @@ def complete_report(source: str, recipe_json: str, measured: Latency | None, eve
     report = exported(source, recipe_json, every_sample=every_sample).report
     sizes = report.size_bytes | {"compressed": gzip_size(source, recipe_json, every_sample=every_sample)}
     return replace(report, size_bytes=sizes, latency_ms=measured or report.latency_ms)
+
+
+_RECOVERED: OrderedDict[tuple[str, str], Exported] = OrderedDict()
+
+
+def recovered(source: str, recipe_json: str, progress: Callable[[float], None] | None = None) -> Exported:
+    """The recipe's export with its accuracy recovered (`recipe.recover`), and its report on every held-out sample:
+    minutes of training, so kept until MAX_RESULTS newer ones push it out."""
+    key = (source, recipe_json)
+    with _EXPORTS_LOCK:
+        if key in _RECOVERED:
+            return _RECOVERED[key]
+    recipe = Recipe.from_json(recipe_json)
+    base = live(source, replace(recipe, recover=None).to_json()).compressed
+    compressed = recover(base, recipe.recover, progress)
+    data = export_bytes(compressed)
+    value = Exported(data, build_report(compressed, data, gzip=False))
+    with _EXPORTS_LOCK:
+        _RECOVERED[key] = value
+        while len(_RECOVERED) > MAX_RESULTS:
+            _RECOVERED.popitem(last=False)
+    return value
+
+
+def recovered_before(source: str, recipe_json: str) -> Exported | None:
+    """The recovered export, if this session or another has made it."""
+    with _EXPORTS_LOCK:
+        return _RECOVERED.get((source, recipe_json))
 
 
 # Building a large export's zip and removing the export take this lock, so neither sees half of the other.

@@ -16,7 +16,7 @@ from typing import TypeVar
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from app import cache, explore, latency, sidebar
+from app import cache, explore, latency, recovery, sidebar
 from core import Latency, Model, Recipe, SqueezeError, Verdict
 from core.data.quality import QUALITY_METRICS
 from core.measure.describe import describe_export, shortfall
@@ -498,6 +498,7 @@ def page() -> None:
         f"Per-layer overrides: a layer's own amount, bits, or skip ({len(overrides)} set)", key="overrides_expander"
     ):
         explore.overrides_editor(model)
+    recovery.panel(model, controls.source, recipe)
     st.subheader("Export")
     downloads(
         model,

@@ -7,6 +7,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from core.compression.activations import ACTIVATION_MODES, CALIBRATION_METHODS
@@ -14,7 +15,9 @@ from core.compression.export import check_export_target, export_model, save_expo
 from core.compression.granularities import GRANULARITIES
 from core.compression.pipeline import compress
 from core.compression.pruning import CRITERIA, SCOPES
-from core.compression.recipe import FLOAT_BITS, LayerOverride, PruneConfig, QuantConfig, Recipe
+from core.compression.recipe import FLOAT_BITS, LayerOverride, PruneConfig, QuantConfig, Recipe, RecoverConfig
+from core.compression.recover import recover
+from core.compression.recovery import OPTIMIZERS, RECOVERY_METHODS
 from core.data.datasets import DEFAULT_TUNING_FRACTION, with_data
 from core.data.images import COLORS, LAYOUTS, PREPROCESS_KEYS, SCALES
 from core.data.quality import QUALITY_METRICS, with_metric
@@ -91,13 +94,30 @@ def _parser() -> argparse.ArgumentParser:
         help=f"the tuning part of --data, by a seeded shuffle (default {DEFAULT_TUNING_FRACTION:g}; the rest is held out)",
     )
 
+    recovery = argparse.ArgumentParser(add_help=False)
+    recovery.add_argument(
+        "--recover",
+        choices=list(RECOVERY_METHODS),
+        default=None,
+        help="after compressing, train the compressed model on the tuning data to win accuracy back: "
+        + "; ".join(f"{name}: {method.description}" for name, method in RECOVERY_METHODS.items()),
+    )
+    recovery.add_argument(
+        "--recover-seconds", type=float, default=None, metavar="S", help="recovery's time budget (default 60)"
+    )
+    recovery.add_argument("--recover-steps", type=int, default=None, metavar="N", help="stop recovery after N steps")
+    recovery.add_argument("--optimizer", choices=list(OPTIMIZERS), default=None, help="recovery's optimizer (adam)")
+    recovery.add_argument("--lr", type=float, default=None, help="recovery's learning rate (default 3e-3)")
+
     inspect = commands.add_parser(
         "inspect", parents=[inputs], help="list the prunable layers with shapes, parameters and MACs"
     )
     inspect.add_argument("model", help="a sample name or an .onnx file")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    squeeze = commands.add_parser("compress", parents=[inputs], help="prune and/or quantize, measure, and export ONNX")
+    squeeze = commands.add_parser(
+        "compress", parents=[inputs, recovery], help="prune and/or quantize, measure, and export ONNX"
+    )
     squeeze.add_argument("model", help="a sample name or an .onnx file")
     squeeze.add_argument(
         "--prune", type=float, default=None, metavar="AMOUNT", help="fraction of weights to zero, 0-0.99"
@@ -208,7 +228,7 @@ def _parser() -> argparse.ArgumentParser:
     spread.add_argument("--recipe", type=Path, metavar="RECIPE.json", help="write the auto plan's recipe here")
 
     share = commands.add_parser(
-        "report", parents=[inputs], help="a self-contained HTML report of a recipe applied to a model"
+        "report", parents=[inputs, recovery], help="a self-contained HTML report of a recipe applied to a model"
     )
     share.add_argument("model")
     share.add_argument("--recipe", type=Path, required=True, metavar="RECIPE.json")
@@ -336,7 +356,9 @@ def _report(args: argparse.Namespace) -> None:
         raise InvalidSettingError("the folder to write into does not exist", str(args.html))
     model = _load(args, args.model, args.recipe)
     with tempfile.TemporaryDirectory(prefix="squeezelab-") as work:
-        compressed, data, latency = _export_and_time(model, _read_recipe(args.recipe, model.sha256), args, Path(work))
+        recipe = _read_recipe(args.recipe, model.sha256)
+        recipe = replace(recipe, recover=_recover_settings(args, recipe.recover))
+        compressed, data, latency = _export_and_time(model, recipe, args, Path(work))
         write_atomic(
             args.html,
             render_html(build_report(compressed, data, latency, progress=_evaluation_progress(model))).encode(),
@@ -396,7 +418,20 @@ def _recipe_from_args(args: argparse.Namespace, model) -> Recipe:
         given = [LayerOverride.parse(text) for text in args.override]
         replaced = {override.layer for override in given}
         overrides = tuple(o for o in base.overrides if o.layer not in replaced) + tuple(given)
-    return Recipe.for_model(model, PruneConfig(**prune), QuantConfig(**quant), overrides)
+    recipe = Recipe.for_model(model, PruneConfig(**prune), QuantConfig(**quant), overrides)
+    return replace(recipe, recover=_recover_settings(args, base.recover))
+
+
+def _recover_settings(args: argparse.Namespace, recorded: RecoverConfig | None) -> RecoverConfig | None:
+    """The recipe's recovery settings with the recovery flags given on top; None where neither asks for one."""
+    flags = {"method": "recover", "seconds": "recover_seconds", "steps": "recover_steps", "optimizer": "optimizer",
+             "lr": "lr"}  # fmt: skip
+    given = _given(args, **flags)
+    if recorded is None and "method" not in given:
+        if given:
+            raise InvalidSettingError(f"--{flags[next(iter(given))].replace('_', '-')} needs --recover METHOD")
+        return None
+    return RecoverConfig(**((recorded.to_dict() if recorded else {}) | given))
 
 
 def _given(args: argparse.Namespace, **settings: str) -> dict:
@@ -521,6 +556,10 @@ def _export_and_time(model, recipe: Recipe, args: argparse.Namespace, work: Path
     """Compress, export (with calibration progress; over 2 GB into `work`) and, unless --no-latency, time against
     the original."""
     compressed = compress(model, recipe)
+    if recipe.recover is not None:
+        settings = recipe.recover
+        print(f"recovering accuracy ({settings.method}, up to {settings.seconds:g} s)...", file=sys.stderr)
+        compressed = recover(compressed, settings, _print_progress("recovery"))
     if ACTIVATION_MODES[compressed.activation_mode].calibrated:
         print("calibrating static int8 activations...", file=sys.stderr)
     data = export_model(compressed, work, _print_progress("calibration"))
@@ -571,6 +610,12 @@ def _print_summary(report) -> None:
         )
     metric, value = report.quality
     print(f"judged by {metric}: {value:.4f}")
+    if report.recovery:
+        info, judge = report.recovery, QUALITY_METRICS[report.recovery.metric]
+        print(
+            f"recovery: {info.method}, {info.steps} steps in {info.seconds:g} s on {info.tuning_samples:,} tuning samples "
+            f"(best at step {info.best_step}); {metric}{held_out} {judge.format(info.before)} -> {judge.format(value)}"
+        )
     if totals["macs_after"] != totals["macs"]:
         print(
             f"MACs per sample {totals['macs']:,} -> {totals['macs_after']:,} "

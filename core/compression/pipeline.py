@@ -20,6 +20,7 @@ from core.compression.calibration import Calibration, calibration_for
 from core.compression.granularities import GRANULARITIES, Index, Pruned, prune_weights, require_in_memory
 from core.compression.quantization import QuantizedWeight, quantize_weight
 from core.compression.recipe import FLOAT_BITS, Recipe
+from core.compression.recovery import RecoveryInfo
 from core.data.quality import sqnr_db
 from core.errors import InvalidSettingError, UnsupportedModelError
 from core.model import LazyWeights, Model
@@ -48,6 +49,7 @@ class Compressed:
     # apart from pruning's; empty for a large model (its layers are recomputed when read)
     float_weights: Mapping[str, np.ndarray] = field(default_factory=dict)
     calibration: Calibration | None = None  # static activations: the inputs they are calibrated on
+    recovery: RecoveryInfo | None = None  # set by `core.compression.recover`: the weights were trained after
 
     def reference_onnx(self) -> onnx.ModelProto:
         """The graph with the effective weights as float: what the export must compute."""
@@ -57,9 +59,9 @@ class Compressed:
         """The graph pruned but not quantized, where it is kept: what quantization's own error is measured against."""
         if not self.float_weights and self.quantized:
             return None
-        return with_weights(self.skeleton, LazyWeights(list(self.weights), self._float_weight), {})
+        return with_weights(self.skeleton, LazyWeights(list(self.weights), self.float_weight), {})
 
-    def _float_weight(self, name: str) -> np.ndarray:
+    def float_weight(self, name: str) -> np.ndarray:
         return self.float_weights[name] if name in self.float_weights else self.weights[name]
 
     def export_onnx(self, store: Store = numpy_helper.from_array) -> onnx.ModelProto:

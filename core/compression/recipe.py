@@ -9,6 +9,7 @@ from typing import Any
 from core.compression.activations import ACTIVATION_MODES, CALIBRATION_METHODS, SMOOTH_ALPHA
 from core.compression.granularities import GRANULARITIES
 from core.compression.pruning import CRITERIA, SCOPES
+from core.compression.recovery import OPTIMIZERS, RECOVERY_METHODS
 from core.errors import InvalidSettingError
 from core.model import Model
 from core.onnx.inputs import GivenInput
@@ -204,6 +205,43 @@ class LayerOverride:
         return cls(layer, **values)
 
 
+MAX_RECOVERY_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class RecoverConfig:
+    """Train the compressed model back towards the original (`method`) for at most `seconds` (and `steps`, if
+    given), with `optimizer` at `lr` (empty: the method's default) and a cosine decay, shuffled by `seed`."""
+
+    method: str = "distill"
+    seconds: float = 60.0
+    optimizer: str = "adam"
+    lr: float | None = None
+    seed: int = 0
+    steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in RECOVERY_METHODS:
+            raise InvalidSettingError(f"unknown recovery method {self.method!r}; use {', '.join(RECOVERY_METHODS)}")
+        if isinstance(self.seconds, bool) or not isinstance(self.seconds, int | float):
+            raise InvalidSettingError(f"recovery seconds must be a number, got {self.seconds!r}")
+        if not 0 < self.seconds <= MAX_RECOVERY_SECONDS:
+            raise InvalidSettingError(f"recovery seconds must be in (0, {MAX_RECOVERY_SECONDS:g}], got {self.seconds}")
+        if self.optimizer not in OPTIMIZERS:
+            raise InvalidSettingError(f"unknown optimizer {self.optimizer!r}; use {', '.join(OPTIMIZERS)}")
+        if self.lr is not None and not (isinstance(self.lr, int | float) and 0 < self.lr <= 1):
+            raise InvalidSettingError(f"learning rate must be in (0, 1], got {self.lr!r}")
+        if self.steps is not None and not (isinstance(self.steps, int) and self.steps > 0):
+            raise InvalidSettingError(f"recovery steps must be a positive whole number, got {self.steps!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RecoverConfig:
+        return _from_dict(cls, data, "recover")
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Every setting that turns a model into its compressed export; applying it again gives the same bytes."""
@@ -214,6 +252,7 @@ class Recipe:
     model_sha256: str | None = None
     overrides: tuple[LayerOverride, ...] = ()
     inputs: tuple[GivenInput, ...] = ()  # shapes and values given for the model's inputs at load
+    recover: RecoverConfig | None = None  # accuracy recovery after compression (core.compression.recover)
 
     @classmethod
     def for_model(
@@ -243,7 +282,7 @@ class Recipe:
             "quant": self.quant.to_dict(),
             "overrides": [override.to_dict() for override in self.overrides],
             "inputs": [given.to_dict() for given in self.inputs],
-        }
+        } | ({"recover": self.recover.to_dict()} if self.recover else {})
 
     @classmethod
     def from_dict(cls, data: Any) -> Recipe:
@@ -251,7 +290,8 @@ class Recipe:
             raise InvalidSettingError("a recipe must be a JSON object")
         if data.get("format") != RECIPE_FORMAT:
             raise InvalidSettingError(f"unsupported recipe format {data.get('format')!r}; expected {RECIPE_FORMAT}")
-        unknown = sorted(set(data) - {"format", "model", "model_sha256", "prune", "quant", "overrides", "inputs"})
+        known = {"format", "model", "model_sha256", "prune", "quant", "overrides", "inputs", "recover"}
+        unknown = sorted(set(data) - known)
         if unknown:
             raise InvalidSettingError(f"unknown recipe key(s): {', '.join(unknown)}")
         return cls(
@@ -261,6 +301,7 @@ class Recipe:
             model_sha256=data.get("model_sha256"),
             overrides=tuple(_from_dict(LayerOverride, entry, "override") for entry in data.get("overrides", [])),
             inputs=tuple(GivenInput.from_dict(entry) for entry in _list(data.get("inputs", []), "inputs")),
+            recover=RecoverConfig.from_dict(data["recover"]) if data.get("recover") is not None else None,
         )
 
     def to_json(self) -> str:

@@ -55,8 +55,8 @@ def load_sample(name: str) -> Model:
     sample = samples()[name]
     state = sample.state_dict()
     entry = cache_dir() / f"{name}-{_state_digest(state)[:20]}"
-    # eval-v2: the tuning part with its labels (v1 held unlabelled calibration inputs)
-    onnx_path, eval_path = entry / "model.onnx", entry / "eval-v2.npz"
+    # eval-v3: the digits' tuning part is every training digit (v2: the first 64; v1: unlabelled inputs)
+    onnx_path, eval_path = entry / "model.onnx", entry / "eval-v3.npz"
     entry.mkdir(parents=True, exist_ok=True)
     if not onnx_path.exists():
         with atomic_path(onnx_path) as temporary:

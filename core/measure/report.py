@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from core.compression.blocks import BlockCost
+from core.compression.recovery import RecoveryInfo
 from core.data.quality import QUALITY_METRICS, Accuracy, Fidelity, Measured, TargetFit
 
 
@@ -183,6 +184,7 @@ class Report:
     verdict: Verdict | None = None  # the expected speed effect and its reasons
     latency_ms: Latency | None = None
     notes: list[str] = field(default_factory=list)
+    recovery: RecoveryInfo | None = None  # the export's weights were trained after compression
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

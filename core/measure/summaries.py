@@ -407,4 +407,5 @@ def build_report(
         verdict=verdict,
         latency_ms=latency,
         notes=notes,
+        recovery=compressed.recovery,
     )

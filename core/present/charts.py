@@ -299,3 +299,20 @@ def comparison_latency_chart(named_samples: dict[str, list[float]]) -> go.Figure
         yaxis={"title": "ms (log scale)", "type": "log"},
         showlegend=False,
     )
+
+
+def recovery_chart(curve: list[tuple[int, float, float]], best_step: int) -> go.Figure:
+    """Recovery's loss per step: on the batches it trained on, and on the tuning part's validation slice that
+    picks the checkpoint kept (marked)."""
+    steps = [step for step, _, _ in curve]
+    figure = go.Figure()
+    figure.add_scatter(
+        x=steps[1:], y=[train for _, train, _ in curve[1:]], name="training batch", mode="lines",
+        line_color=ORIGINAL, hovertemplate="step %{x}<br>loss %{y:.4g}<extra>training batch</extra>",
+    )  # fmt: skip
+    figure.add_scatter(
+        x=steps, y=[validation for _, _, validation in curve], name="validation (tuning part)", mode="lines+markers",
+        line_color=COMPRESSED, hovertemplate="step %{x}<br>loss %{y:.4g}<extra>validation</extra>",
+    )  # fmt: skip
+    figure.add_vline(x=best_step, line_dash="dot", annotation_text="kept", annotation_position="top")
+    return _layout(figure, "Recovery: loss per step", xaxis={"title": "step"}, yaxis={"title": "loss", "type": "log"})

@@ -28,7 +28,7 @@ def test_a_sample_is_exported_once_then_loaded_from_the_cache(monkeypatch, tmp_p
     assert [entry.name for entry in tmp_path.iterdir()] == [
         f"digits-mlp-{path.parent.name.split('-')[-1]}" for path in exports
     ]
-    assert {path.name for path in tmp_path.iterdir().__next__().iterdir()} == {"model.onnx", "eval-v2.npz"}
+    assert {path.name for path in tmp_path.iterdir().__next__().iterdir()} == {"model.onnx", "eval-v3.npz"}
 
 
 def test_digits_mlp_is_trained(monkeypatch):

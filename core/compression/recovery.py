@@ -1,0 +1,44 @@
+"""The ways to win accuracy back after compression (`recover` applies them), and what a recovery did."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RecoveryMethod:
+    description: str
+    needs_labels: bool
+    lr: float  # the default learning rate (Adam)
+
+
+RECOVERY_METHODS: dict[str, RecoveryMethod] = {
+    "distill": RecoveryMethod(
+        "train to match the original's outputs on the tuning data (KL on softened logits for classifiers, "
+        "normalised MSE otherwise); no labels needed",
+        needs_labels=False,
+        lr=3e-3,
+    ),
+    "finetune": RecoveryMethod(
+        "cross-entropy on the tuning labels plus the distillation term (half each)", needs_labels=True, lr=3e-3
+    ),
+}
+OPTIMIZERS = ("adam", "sgd")  # SGD with momentum 0.9
+
+
+@dataclass(frozen=True)
+class RecoveryInfo:
+    """What a recovery did, for the report; `before` is the quality of the compressed model without it, on the
+    held-out part, by the model's metric."""
+
+    method: str
+    seconds: float
+    steps: int
+    best_step: int
+    seed: int
+    optimizer: str
+    lr: float
+    tuning_samples: int
+    metric: str
+    before: float
+    curve: list[tuple[int, float, float]]  # (step, training loss, validation loss on the tuning part's slice)

@@ -1,0 +1,142 @@
+"""Accuracy recovery: the compressed graph trained on the tuning part (never the held-out part) through onnx2torch,
+with its masks, removed channels and n-bit grids kept, and its weights written back into the same graph."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from core import PruneConfig, QuantConfig, Recipe, compress, export_bytes, load_model, prepare_index
+from core.compression import recover as recovering
+from core.compression.recipe import RecoverConfig
+from core.compression.recover import recover, teacher_outputs
+from core.data.datasets import with_data
+from core.data.quality import measure, metric_of
+from core.errors import InvalidSettingError, UnsupportedModelError
+from sample_models import data
+
+
+def _compressed(model, recipe: Recipe):
+    return compress(model, recipe, prepare_index(model, recipe))
+
+
+def _held_out(model, export: bytes) -> float:
+    return metric_of(model).measured(measure(model, model.outputs_of(export)))
+
+
+@pytest.fixture(scope="module")
+def half_channels(digits_cnn):
+    """digits-cnn with half its channels removed: 11.1 % held-out, at chance."""
+    return _compressed(digits_cnn, Recipe(PruneConfig(0.5, granularity="channel")))
+
+
+def test_masks_and_removed_channels_survive_training(digits_cnn, half_channels):
+    # half the channels removed, then 40 % of what is left zeroed: both must hold after training
+    recipe = Recipe(PruneConfig(0.5, granularity="channel"))
+    base = _compressed(digits_cnn, recipe)
+    zeroed = {name: np.where(np.abs(values) < np.quantile(np.abs(values), 0.4), 0, values)
+              for name, values in base.weights.items()}  # fmt: skip
+    base = replace(base, weights=zeroed)
+    recovered = recover(base, RecoverConfig(seconds=30, steps=40))
+    assert recovered.recovery.steps == 40
+    for name, values in zeroed.items():
+        after = recovered.weights[name]
+        assert after.shape == values.shape  # removed channels stay removed
+        assert np.all(after[values == 0] == 0)  # pruned weights stay zero
+        assert not np.array_equal(after, values)  # and the others were trained
+    exported = export_bytes(recovered)
+    assert _held_out(digits_cnn, exported) > recovered.recovery.before + 0.15  # from 11.1 %, after 40 steps only
+
+
+def test_quantized_weights_stay_on_their_grid_after_training(digits_cnn):
+    base = _compressed(digits_cnn, Recipe(PruneConfig(0.3), QuantConfig(3)))  # 3 bits: codes -3..3
+    recovered = recover(base, RecoverConfig(seconds=30, steps=30))
+    for name, weight in recovered.quantized.items():
+        assert weight.bits == 3 and np.abs(weight.values).max() <= 3
+        assert len(np.unique(weight.values)) <= 7
+        assert np.array_equal(recovered.weights[name], weight.dequantize())  # the export computes these
+        assert np.all(weight.values[base.float_weights[name] == 0] == 0)  # pruned stays zero on the grid
+        assert not np.array_equal(weight.values, base.quantized[name].values)  # trained through the grid
+    assert _held_out(digits_cnn, export_bytes(recovered)) >= _held_out(digits_cnn, export_bytes(base)) - 0.01
+
+
+def test_the_teacher_runs_once_per_model(digits_cnn, half_channels, monkeypatch):
+    teacher = teacher_outputs(digits_cnn)
+    assert teacher.shape == (1438, 10)  # every training digit, never the 359 held out
+
+    def no_second_run(*args, **kwargs):
+        raise AssertionError("the teacher ran again")
+
+    monkeypatch.setattr(type(digits_cnn), "outputs_of", no_second_run)
+    monkeypatch.setattr(recovering, "_quality", lambda model, export: 0.0)  # the held-out check runs the export
+    assert recover(half_channels, RecoverConfig(seconds=10, steps=2)).recovery.tuning_samples == 1438
+    assert teacher_outputs(digits_cnn) is teacher
+
+
+def test_a_two_second_budget_is_kept_within_a_second(half_channels):
+    recovered = recover(half_channels, RecoverConfig(seconds=2))
+    assert recovered.recovery.seconds <= 3.0 and recovered.recovery.steps > 10
+
+
+@pytest.mark.parametrize("method", ["distill", "finetune"])
+def test_each_method_beats_no_recovery_on_the_held_out_digits(digits_cnn, half_channels, method):
+    recovered = recover(half_channels, RecoverConfig(method, seconds=5))
+    before, after = recovered.recovery.before, _held_out(digits_cnn, export_bytes(recovered))
+    assert before == pytest.approx(0.1114, abs=1e-3)  # 40 of 359: at chance
+    assert after > 0.9  # 5 s of training on the 1,438 training digits
+
+
+def test_a_users_onnx_with_its_data_trains_in_a_sandbox_child(tmp_path):
+    train_x, train_y, test_x, test_y = data.digits_split()
+    arrays = tmp_path / "digits.npz"
+    np.savez(arrays, image=np.concatenate([train_x, test_x]), labels=np.concatenate([train_y, test_y]))
+    path = tmp_path / "digits.onnx"
+    path.write_bytes(load_model("digits-cnn").onnx_bytes)
+    model = with_data(load_model(str(path)), arrays)
+    assert not model.is_sample
+    base = _compressed(model, Recipe(PruneConfig(0.5, granularity="channel")))
+    recovered = recover(base, RecoverConfig(seconds=5))
+    assert recovered.recovery.tuning_samples == model.data.tuning
+    assert _held_out(model, export_bytes(recovered)) > recovered.recovery.before + 0.5
+
+
+def test_recovery_needs_a_tuning_part_apart_from_the_held_out_one(resnet18):
+    base = _compressed(resnet18, Recipe(PruneConfig(0.3)))
+    with pytest.raises(UnsupportedModelError, match="recovery trains on a tuning part apart from the held-out"):
+        recover(base, RecoverConfig(seconds=2))
+
+
+def test_bad_recovery_settings_are_refused_in_one_line():
+    with pytest.raises(InvalidSettingError, match="unknown recovery method 'correct'; use distill, finetune"):
+        RecoverConfig("correct")
+    with pytest.raises(InvalidSettingError, match=r"recovery seconds must be in \(0, 3600\], got 0"):
+        RecoverConfig(seconds=0)
+    with pytest.raises(InvalidSettingError, match="unknown optimizer 'lbfgs'; use adam, sgd"):
+        RecoverConfig(optimizer="lbfgs")
+
+
+def test_the_cli_recovers_records_the_settings_and_reproduces_them(tmp_path, capsys):
+    from core.cli import main
+
+    recipe, report = tmp_path / "r.json", tmp_path / "report.json"
+    arguments = ["compress", "digits-cnn", "--granularity", "channel", "--prune", "0.5", "--no-latency"]
+    assert main([*arguments, "--recover", "distill", "--recover-seconds", "4", "--out", str(tmp_path / "a.onnx"),
+                 "--recipe", str(recipe), "--report", str(report)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "recovery: distill, " in printed and "accuracy 11.1% -> " in printed
+    saved = json.loads(recipe.read_text())["recover"]
+    assert saved == {"method": "distill", "seconds": 4.0, "optimizer": "adam", "lr": None, "seed": 0, "steps": None}
+    first = json.loads(report.read_text())
+    assert first["recovery"]["before"] == pytest.approx(0.1114, abs=1e-3) and first["accuracy"]["compressed"] > 0.9
+    again = tmp_path / "again.json"
+    assert main(["compress", "digits-cnn", "--apply-recipe", str(recipe), "--out", str(tmp_path / "b.onnx"),
+                 "--report", str(again), "--no-latency"]) == 0  # fmt: skip
+    second = json.loads(again.read_text())
+    assert second["recovery"]["method"] == "distill"
+    assert abs(second["accuracy"]["compressed"] - first["accuracy"]["compressed"]) <= 0.02  # time-bound: not bit-exact
+    capsys.readouterr()
+    assert main(["compress", "digits-cnn", "--recover-seconds", "5", "--out", str(tmp_path / "c.onnx")]) == 2
+    assert capsys.readouterr().err.strip() == "error: --recover-seconds needs --recover METHOD"
