@@ -666,7 +666,7 @@ def _print_latency(labels, results, env) -> None:
     if len(results) == 2:
         print(f"speed-up (median ratio): {results[0].median / results[1].median:.2f}x")
     print(
-        f"  ONNX Runtime {env.onnxruntime}, {env.threads} threads, {env.cpu}; flags: {' '.join(env.cpu_flags) or 'none found'}"
+        f"  ONNX Runtime {env.onnxruntime}, {env.threads} thread{'s' if env.threads != 1 else ''}, {env.cpu}; flags: {' '.join(env.cpu_flags) or 'none found'}"
     )
 
 
