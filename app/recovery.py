@@ -18,6 +18,7 @@ from core.onnx.inputs import sample_count
 from core.present.charts import recovery_chart
 
 SECONDS = (5, 300)  # the budget slider's range
+DEFAULT_METHOD = "distill"  # wins the most back; correct is the quick first try
 
 
 def panel(model: Model, source: str, recipe: Recipe) -> None:
@@ -34,6 +35,7 @@ def panel(model: Model, source: str, recipe: Recipe) -> None:
     method = method_col.selectbox(
         "Method",
         names,
+        index=names.index(DEFAULT_METHOD),
         key="recover_method",
         help="\n\n".join(f"**{n}**: {RECOVERY_METHODS[n].description}" for n in names),
     )
@@ -71,15 +73,21 @@ def _show(model: Model, result: cache.Exported, recipe: Recipe) -> None:
     report, info = result.report, result.report.recovery
     judge = QUALITY_METRICS[info.metric]
     _, after = report.quality
+    done = (
+        f"after {info.steps:,} steps in {info.seconds:g} s on {info.tuning_samples:,} tuning samples (the checkpoint "
+        f"kept is step {info.best_step:,}, by its loss on a slice of the tuning part)"
+        if RECOVERY_METHODS[info.method].trains
+        else f"{info.steps} biases shifted in {info.seconds:g} s, on the tuning samples"
+    )
     st.success(
         f"{info.method}: {judge.name} on the held-out part {judge.format(info.before)} → **{judge.format(after)}**, "
-        f"after {info.steps:,} steps in {info.seconds:g} s on {info.tuning_samples:,} tuning samples (the checkpoint "
-        f"kept is step {info.best_step:,}, by its loss on a slice of the tuning part)."
+        f"{done}."
     )
     st.caption(
         "The headline and the Export section describe these settings without recovery; the recovered file is here."
     )
-    st.plotly_chart(recovery_chart(info.curve, info.best_step), width="stretch")
+    if info.curve:
+        st.plotly_chart(recovery_chart(info.curve, info.best_step), width="stretch")
     stem = Path(model.name).stem
     data = result.data
     onnx_col, recipe_col = st.columns([2, 1])

@@ -612,9 +612,14 @@ def _print_summary(report) -> None:
     print(f"judged by {metric}: {value:.4f}")
     if report.recovery:
         info, judge = report.recovery, QUALITY_METRICS[report.recovery.metric]
+        done = (
+            f"{info.steps} steps in {info.seconds:g} s on {info.tuning_samples:,} tuning samples (best at step "
+            f"{info.best_step})"
+            if RECOVERY_METHODS[info.method].trains
+            else f"{info.steps} biases shifted in {info.seconds:g} s"
+        )
         print(
-            f"recovery: {info.method}, {info.steps} steps in {info.seconds:g} s on {info.tuning_samples:,} tuning samples "
-            f"(best at step {info.best_step}); {metric}{held_out} {judge.format(info.before)} -> {judge.format(value)}"
+            f"recovery: {info.method}, {done}; {metric}{held_out} {judge.format(info.before)} -> {judge.format(value)}"
         )
     if totals["macs_after"] != totals["macs"]:
         print(

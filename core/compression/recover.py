@@ -46,8 +46,9 @@ def recover(
     compressed: Compressed, settings: RecoverConfig, progress: Callable[[float], None] | None = None
 ) -> Compressed:
     """`compressed` with its Conv/Gemm weights and biases trained by `settings.method` within its time budget,
-    masks and n-bit grids kept; quantized layers are quantized again from the trained float weights."""
-    from core.compression.training import TrainPlan, train  # torch: only where a model is recovered
+    masks and n-bit grids kept, quantized layers quantized again from the trained float weights; or, for a method
+    that does not train (`correct`), with its biases corrected."""
+    from core.compression.training import TrainPlan, correct, train  # torch: only where a model is recovered
 
     model = compressed.model
     method = RECOVERY_METHODS[settings.method]
@@ -57,7 +58,10 @@ def recover(
         raise UnsupportedModelError(f"{settings.method} needs labels in the tuning data; distill needs none")
     if any(axis not in (0, None) for axis in model.batch_axes.values()):
         raise UnsupportedModelError("recovery needs every input's batch on its first axis", model.source)
-    float_graph = compressed.pruned_float_onnx() if compressed.quantized else compressed.reference_onnx()
+    # training starts from the float weights (quantization is redone after); correction works on what the export
+    # computes, quantization's error included
+    trains = method.trains
+    float_graph = compressed.pruned_float_onnx() if compressed.quantized and trains else compressed.reference_onnx()
     floats = {layer.name: compressed.float_weight(layer.name) for layer in compressed.layers}
     plan = TrainPlan(
         method=settings.method,
@@ -69,14 +73,16 @@ def recover(
         grids={name: (weight.bits, weight.axis) for name, weight in compressed.quantized.items()},
         classifier=metric_of(model).name in CLASSIFIER_METRICS,
         max_steps=settings.steps,
+        reference=b"" if trains else model.onnx_bytes,
     )
     before = _quality(model, export_bytes(compressed))
     arguments = (float_graph.SerializeToString(), plan, part.inputs, teacher, part.labels)
+    run = train if trains else correct
     if model.is_sample:
-        result = train(*arguments, progress=progress)
+        result = run(*arguments, progress=progress)
     else:  # a user's graph runs in PyTorch: in a child, like ONNX Runtime on it
         result = run_isolated(
-            train, *arguments, source=model.name, what="recovery", progress=progress,
+            run, *arguments, source=model.name, what="recovery", progress=progress,
             timeout_s=settings.seconds + SANDBOX_GRACE_S,
         )  # fmt: skip
     prunable = {layer.name for layer in compressed.layers}
@@ -84,9 +90,11 @@ def recover(
     others = {name: values for name, values in result.weights.items() if name not in prunable}
     quantized, weights, sqnr = dict(compressed.quantized), dict(compressed.weights) | trained, {}
     for name, old in compressed.quantized.items():
-        quantized[name] = quantize_weight(trained[name], old.bits, old.axis)
-        weights[name] = quantized[name].dequantize()
-    sqnr = {name: sqnr_db(trained[name], weights[name]) for name in quantized}
+        if name in trained:
+            quantized[name] = quantize_weight(trained[name], old.bits, old.axis)
+            weights[name] = quantized[name].dequantize()
+    float_weights = {name: trained.get(name, compressed.float_weight(name)) for name in quantized}
+    sqnr = {name: sqnr_db(float_weights[name], weights[name]) for name in quantized}
     info = RecoveryInfo(
         method=settings.method,
         seconds=round(result.seconds, 2),
@@ -106,7 +114,7 @@ def recover(
         weights=weights,
         quantized=quantized,
         weight_sqnr=sqnr,
-        float_weights={name: trained[name] for name in quantized},
+        float_weights=float_weights,
         recovery=info,
     )
 

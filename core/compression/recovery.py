@@ -10,9 +10,17 @@ class RecoveryMethod:
     description: str
     needs_labels: bool
     lr: float  # the default learning rate (Adam)
+    trains: bool = True  # False: a closed-form correction, done in a few passes
 
 
 RECOVERY_METHODS: dict[str, RecoveryMethod] = {
+    "correct": RecoveryMethod(
+        "no training: each layer's bias shifted so its per-channel output mean on the tuning data matches the "
+        "original's (bias correction), in one pass per layer",
+        needs_labels=False,
+        lr=0.0,
+        trains=False,
+    ),
     "distill": RecoveryMethod(
         "train to match the original's outputs on the tuning data (KL on softened logits for classifiers, "
         "normalised MSE otherwise); no labels needed",

@@ -110,8 +110,8 @@ def test_recovery_needs_a_tuning_part_apart_from_the_held_out_one(resnet18):
 
 
 def test_bad_recovery_settings_are_refused_in_one_line():
-    with pytest.raises(InvalidSettingError, match="unknown recovery method 'correct'; use distill, finetune"):
-        RecoverConfig("correct")
+    with pytest.raises(InvalidSettingError, match="unknown recovery method 'retrain'; use correct, distill, finetune"):
+        RecoverConfig("retrain")
     with pytest.raises(InvalidSettingError, match=r"recovery seconds must be in \(0, 3600\], got 0"):
         RecoverConfig(seconds=0)
     with pytest.raises(InvalidSettingError, match="unknown optimizer 'lbfgs'; use adam, sgd"):
@@ -140,3 +140,20 @@ def test_the_cli_recovers_records_the_settings_and_reproduces_them(tmp_path, cap
     capsys.readouterr()
     assert main(["compress", "digits-cnn", "--recover-seconds", "5", "--out", str(tmp_path / "c.onnx")]) == 2
     assert capsys.readouterr().err.strip() == "error: --recover-seconds needs --recover METHOD"
+
+
+def test_correct_shifts_biases_only_and_wins_back_quantizations_offset(digits_cnn):
+    base = _compressed(digits_cnn, Recipe(quant=QuantConfig(2)))  # 2-bit weights: 9.5 % held out
+    corrected = recover(base, RecoverConfig("correct"))
+    assert corrected.recovery.before == pytest.approx(0.0947, abs=1e-3)
+    assert _held_out(digits_cnn, export_bytes(corrected)) > 0.7  # no training: one pass per layer
+    for name, weight in base.quantized.items():  # the weights and their codes are untouched
+        assert np.array_equal(corrected.quantized[name].values, weight.values)
+        assert np.array_equal(corrected.weights[name], base.weights[name])
+    from onnx import numpy_helper
+
+    before = {init.name: numpy_helper.to_array(init) for init in base.skeleton.graph.initializer}
+    after = {init.name: numpy_helper.to_array(init) for init in corrected.skeleton.graph.initializer}
+    assert after.keys() == before.keys()  # no initializer added or dropped
+    changed = [name for name in before if not np.array_equal(before[name], after[name])]
+    assert len(changed) == corrected.recovery.steps == 7  # the biases whose shift brought the outputs closer
