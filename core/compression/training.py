@@ -122,8 +122,8 @@ class _Trainable:
 
 
 def trainable_module(float_onnx: bytes) -> tuple[nn.Module, list[str], dict[str, _Trainable]]:
-    """onnx2torch's module for the graph, its input names in call order, and every Conv/Gemm weight and bias it
-    holds, by initializer name."""
+    """onnx2torch's module for the graph, its input names in call order, and every Conv/Gemm weight and bias and
+    every MatMul's constant weight it holds, by initializer name."""
     proto = onnx.load_from_string(float_onnx)
     onnx2torch = _onnx2torch()
     try:
@@ -134,8 +134,11 @@ def trainable_module(float_onnx: bytes) -> tuple[nn.Module, list[str], dict[str,
 
     initializers = {init.name: init for init in proto.graph.initializer}
     names = list(OnnxGraph(proto.graph).nodes)  # onnx2torch's module names, in the graph's node order
+    constants = _constant_inputs(net)
     trainable = {}
     for name, node in zip(names, proto.graph.node, strict=True):
+        if node.op_type == "MatMul" and len(node.input) == 2 and node.input[1] in initializers:
+            trainable[node.input[1]] = _as_parameter(net, constants[name][1], name)
         if node.op_type not in ("Conv", "ConvTranspose", "Gemm"):
             continue
         module = net.get_submodule(name)
@@ -152,6 +155,26 @@ def trainable_module(float_onnx: bytes) -> tuple[nn.Module, list[str], dict[str,
             trainable[node.input[index]] = _Trainable(module, attribute, transposed, name)
     inputs = [value.name for value in proto.graph.input if value.name not in initializers]
     return net, inputs, trainable
+
+
+def _constant_inputs(net: nn.Module) -> dict[str, dict[int, str]]:
+    """Module name -> {argument position: the buffer onnx2torch made of an initializer given there}."""
+    found: dict[str, dict[int, str]] = {}
+    for node in net.graph.nodes:
+        if node.op == "call_module":
+            for position, argument in enumerate(node.args):
+                if getattr(argument, "op", None) == "get_attr":
+                    found.setdefault(node.target, {})[position] = argument.target
+    return found
+
+
+def _as_parameter(net: nn.Module, path: str, module_name: str) -> _Trainable:
+    """onnx2torch keeps a MatMul's constant weight as a buffer: made a parameter here, so it trains."""
+    owner_path, _, attribute = path.rpartition(".")
+    owner = net.get_submodule(owner_path)
+    tensor = owner._buffers.pop(attribute)
+    owner.register_parameter(attribute, nn.Parameter(tensor.clone()))
+    return _Trainable(owner, attribute, False, module_name)
 
 
 def _constrain(trainable: dict[str, _Trainable], plan: TrainPlan) -> None:

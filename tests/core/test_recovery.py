@@ -157,3 +157,33 @@ def test_correct_shifts_biases_only_and_wins_back_quantizations_offset(digits_cn
     assert after.keys() == before.keys()  # no initializer added or dropped
     changed = [name for name in before if not np.array_equal(before[name], after[name])]
     assert len(changed) == corrected.recovery.steps == 7  # the biases whose shift brought the outputs closer
+
+
+def test_matmul_weights_train_too(tmp_path):
+    """onnx2torch keeps a MatMul's constant weight as a buffer; it is trained like a Conv's (a Paddle classifier's
+    head is one: it was refused before)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    first, second = rng.standard_normal((8, 32)).astype(np.float32), rng.standard_normal((32, 4)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+            helper.make_node("Relu", ["h"], ["r"], name="relu"),
+            helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2"),
+        ],
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(first, "w1"), numpy_helper.from_array(second, "w2")],
+    )
+    path, arrays = tmp_path / "mlp.onnx", tmp_path / "x.npz"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    np.savez(arrays, x=rng.standard_normal((500, 8)).astype(np.float32))
+    model = with_data(load_model(str(path)), arrays)
+    base = _compressed(model, Recipe(PruneConfig(0.7)))
+    recovered = recover(base, RecoverConfig(seconds=4))
+    for name in ("w1", "w2"):
+        assert np.all(recovered.weights[name][base.weights[name] == 0] == 0)
+        assert not np.array_equal(recovered.weights[name], base.weights[name])
+    assert _held_out(model, export_bytes(recovered)) > recovered.recovery.before  # cosine to the original
