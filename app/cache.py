@@ -269,18 +269,27 @@ def complete_report(source: str, recipe_json: str, measured: Latency | None, eve
 _RECOVERED: OrderedDict[tuple[str, str], Exported] = OrderedDict()
 
 
-def recovered(source: str, recipe_json: str, progress: Callable[[float], None] | None = None) -> Exported:
+def recovered(
+    source: str,
+    recipe_json: str,
+    progress: Callable[[float], None] | None = None,
+    on_point: Callable[[tuple[int, float, float, float]], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> Exported:
     """The recipe's export with its accuracy recovered (`recipe.recover`), and its report on every held-out sample:
-    minutes of training, so kept until MAX_RESULTS newer ones push it out."""
+    minutes of training, so kept until MAX_RESULTS newer ones push it out (a stopped run is not kept: the recipe
+    asks for the whole budget)."""
     key = (source, recipe_json)
     with _EXPORTS_LOCK:
         if key in _RECOVERED:
             return _RECOVERED[key]
     recipe = Recipe.from_json(recipe_json)
     base = live(source, replace(recipe, recover=None).to_json()).compressed
-    compressed = recover(base, recipe.recover, progress)
+    compressed = recover(base, recipe.recover, progress, on_point, stop)
     data = export_bytes(compressed)
     value = Exported(data, build_report(compressed, data, gzip=False))
+    if compressed.recovery.stopped:
+        return value
     with _EXPORTS_LOCK:
         _RECOVERED[key] = value
         while len(_RECOVERED) > MAX_RESULTS:

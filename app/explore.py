@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import cache
+from app import cache, recovery
 from core import Model, SqueezeError
 from core.compression.recipe import FLOAT_BITS, MAX_PRUNE_AMOUNT, WEIGHT_BITS_RANGE, LayerOverride
 from core.data.quality import QUALITY_METRICS, metric_of
@@ -74,7 +74,12 @@ def allocation_panel(model: Model, source: str) -> None:
         hide_index=True,
     )
     auto = compared[-1].plan
-    if st.button("Use the auto plan as per-layer overrides", key="use_auto_plan"):
+    use_col, recover_col = st.columns(2)
+    use = use_col.button("Use the auto plan as per-layer overrides", key="use_auto_plan")
+    recover = recover_col.button("Use it and recover its accuracy", key="recover_auto_plan",
+                                 help="Loads the plan, then runs the Recover accuracy panel on it.")  # fmt: skip
+    if use or recover:
+        st.session_state[recovery.REQUESTED] = recover
         st.session_state.override_rows = [
             {
                 "layer": layer.node,
@@ -137,6 +142,12 @@ def sweep_tab(model: Model, source: str) -> None:
     st.caption("Orange points are on the Pareto front: no other setting is both as good and as cheap. Speeds within "
                "noise of each other (overlapping 99% intervals against the original) are ties. Click a point to "
                "load its settings into the sidebar.")  # fmt: skip
+    if st.session_state.get("picked_point") and st.button(
+        "Recover the chosen point's accuracy", key="recover_point",
+        help="Runs the Recover accuracy panel on the point loaded into the sidebar.",
+    ):  # fmt: skip
+        st.session_state[recovery.REQUESTED] = True
+        st.rerun()
 
 
 def _override_rows(model: Model) -> list[dict]:

@@ -3,7 +3,8 @@ with its progress, its loss per step, the held-out figure before and after, and 
 
 from __future__ import annotations
 
-from dataclasses import replace
+import threading
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import streamlit as st
@@ -11,14 +12,58 @@ import streamlit as st
 from app import cache
 from core import Model, Recipe, SqueezeError
 from core.compression.recipe import RecoverConfig
-from core.compression.recover import MAX_TUNING_SAMPLES
+from core.compression.recover import MAX_TUNING_SAMPLES, replayable
 from core.compression.recovery import RECOVERY_METHODS
-from core.data.quality import QUALITY_METRICS
+from core.compression.schedules import SCHEDULES
+from core.data.quality import QUALITY_METRICS, metric_of
 from core.onnx.inputs import sample_count
 from core.present.charts import recovery_chart
 
 SECONDS = (5, 300)  # the budget slider's range
 DEFAULT_METHOD = "distill"  # wins the most back; correct is the quick first try
+STEPPED_GRANULARITIES = ("unstructured", "channel")  # where a gradual schedule can prune while training
+
+
+JOB = "recovery_job"  # session state: the recovery running in the background, or the last one
+REQUESTED = "recover_requested"  # session state: another panel asked to recover the settings it just loaded
+POLL_S = 0.5  # how often the live progress and curve refresh
+
+
+@dataclass
+class _Job:
+    """One recovery run in a background thread, so the page stays live and Stop can end it; the thread never
+    touches Streamlit, the page polls what it leaves here."""
+
+    source: str
+    recipe_json: str
+    method: str
+    seconds: float
+    fraction: float = 0.0
+    points: list[tuple[int, float, float, float]] = field(default_factory=list)
+    result: cache.Exported | None = None
+    error: str | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)
+    shown: bool = False  # the page has rerun once since it finished
+
+    def start(self) -> _Job:
+        threading.Thread(target=self._run, name="recovery", daemon=True).start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            self.result = cache.recovered(
+                self.source, self.recipe_json, self._progress, self.points.append, self.stop.is_set
+            )
+        except SqueezeError as error:
+            self.error = error.reason
+        except Exception as error:  # noqa: BLE001 - the thread's failure is shown on the page, not lost in a log
+            self.error = f"recovery failed: {type(error).__name__}: {error}"
+        finally:
+            self.finished.set()
+
+    def _progress(self, fraction: float) -> None:
+        self.fraction = fraction
 
 
 def panel(model: Model, source: str, recipe: Recipe) -> None:
@@ -30,7 +75,7 @@ def panel(model: Model, source: str, recipe: Recipe) -> None:
             "this model has none: give your data in the sidebar's Data section."
         )
         return
-    method_col, seconds_col, button_col = st.columns([2, 2, 1])
+    method_col, schedule_col, seconds_col, button_col = st.columns([2, 2, 2, 1])
     names = [name for name, method in RECOVERY_METHODS.items() if not method.needs_labels or _labelled(model)]
     method = method_col.selectbox(
         "Method",
@@ -39,21 +84,37 @@ def panel(model: Model, source: str, recipe: Recipe) -> None:
         key="recover_method",
         help="\n\n".join(f"**{n}**: {RECOVERY_METHODS[n].description}" for n in names),
     )
+    stepped = (
+        recipe.prune.active and recipe.prune.granularity in STEPPED_GRANULARITIES and RECOVERY_METHODS[method].trains
+    )
+    schedule = schedule_col.selectbox(
+        "Schedule",
+        list(SCHEDULES),
+        key="recover_schedule",
+        disabled=not stepped,
+        help="\n\n".join(f"**{name}**: {item.description}" for name, item in SCHEDULES.items())
+        + "\n\nA gradual schedule prunes single weights or channels, with a trained method.",
+    )
     seconds = seconds_col.slider("Training time (s)", *SECONDS, 60, 5, key="recover_seconds")
-    wanted = replace(recipe, recover=RecoverConfig(method, float(seconds)))
+    settings = RecoverConfig(method, float(seconds), schedule=schedule if stepped else "oneshot")
+    wanted = replace(recipe, recover=settings)
     recipe_json = wanted.to_json()
-    if button_col.button("Recover", key="run_recovery", type="primary", help="Trains in this page; any other "
-                         "control stops it (nothing is kept then)."):  # fmt: skip
-        bar = st.progress(0.0, text="Recovering…")
-        try:
-            cache.recovered(
-                source, recipe_json, lambda done: bar.progress(done, text=f"Recovering ({method})… {done:.0%}")
-            )
-        except SqueezeError as error:
-            st.error(f"{model.name}: {error.reason}")
-        finally:
-            bar.empty()
+    job: _Job | None = st.session_state.get(JOB)
+    running = job is not None and not job.finished.is_set()
+    clicked = button_col.button(
+        "Recover", key="run_recovery", type="primary", disabled=running,
+        help="Trains in the background; the page stays live, and Stop keeps the best checkpoint so far.",
+    )  # fmt: skip
+    if (clicked or st.session_state.pop(REQUESTED, False)) and not running:
+        st.session_state[JOB] = _Job(source, recipe_json, method, float(seconds)).start()
+        st.rerun()  # the button drawn disabled, and the live progress
+    if job is not None and job.source == source and not job.shown:
+        _live(model, job)
     result = cache.recovered_before(source, recipe_json)
+    if job is not None and job.finished.is_set() and (job.source, job.recipe_json) == (source, recipe_json):
+        if job.error:
+            st.error(f"{model.name}: {job.error}")
+        result = job.result or result
     if result is None:
         part, _ = model.tuning_part(MAX_TUNING_SAMPLES)
         st.caption(
@@ -63,6 +124,36 @@ def panel(model: Model, source: str, recipe: Recipe) -> None:
         )
         return
     _show(model, result, wanted)
+
+
+def _live(model: Model, job: _Job) -> None:
+    """The running job's progress, Stop button and curve, refreshed every POLL_S without rerunning the page; one
+    whole-page rerun when it ends, to show its result."""
+    judge = metric_of(model)
+
+    @st.fragment(run_every=None if job.finished.is_set() else POLL_S)
+    def live() -> None:
+        if job.finished.is_set():
+            if not job.shown:
+                job.shown = True
+                st.rerun()
+            return
+        stopping = job.stop.is_set()
+        bar_col, stop_col = st.columns([5, 1])
+        text = "Stopping, keeping the best checkpoint so far…" if stopping else f"Recovering ({job.method})…"
+        bar_col.progress(job.fraction, text=f"{text} {job.fraction:.0%} of {job.seconds:g} s")
+        stop_col.button("Stop", key="stop_recovery", on_click=job.stop.set, disabled=stopping,
+                        help="Ends training now and keeps the checkpoint with the best validation loss so far.")  # fmt: skip
+        points = list(job.points)
+        if points:
+            step, _, _, quality = points[-1]
+            st.caption(f"Step {step:,}: {judge.name} on the watched held-out slice {judge.format(quality)} (shown, "
+                       "never used to choose the checkpoint).")  # fmt: skip
+            st.plotly_chart(
+                recovery_chart(points, None, judge.name, judge.percent), width="stretch", key="recovery_live"
+            )
+
+    live()
 
 
 def _labelled(model: Model) -> bool:
@@ -86,8 +177,10 @@ def _show(model: Model, result: cache.Exported, recipe: Recipe) -> None:
     st.caption(
         "The headline and the Export section describe these settings without recovery; the recovered file is here."
     )
+    if info.stopped:
+        st.caption("Stopped before its budget ran out: the checkpoint kept is the best one reached until then.")
     if info.curve:
-        st.plotly_chart(recovery_chart(info.curve, info.best_step), width="stretch")
+        st.plotly_chart(recovery_chart(info.curve, info.best_step, judge.name, judge.percent), width="stretch")
     stem = Path(model.name).stem
     data = result.data
     onnx_col, recipe_col = st.columns([2, 1])
@@ -101,7 +194,7 @@ def _show(model: Model, result: cache.Exported, recipe: Recipe) -> None:
     )
     recipe_col.download_button(
         "Download its recipe.json",
-        recipe.to_json(),
+        replayable(recipe, info).to_json(),
         file_name=f"{stem}-recovered-recipe.json",
         mime="application/json",
         on_click="ignore",

@@ -1,6 +1,12 @@
 """Accuracy recovery against issue 15's targets, one run, figures printed: each case compressed, then recovered within
 its time budget on the tuning part (digits: the 1,438 training digits), and judged on the held-out part (the 359
-test digits, never seen in training).
+test digits, never seen in training). Each case is recovered twice with distill: pruned once then trained
+(oneshot), and pruned while training (gradual, 10 steps); the target is judged on the better of the two, and
+both are printed.
+
+minilm is judged by the mean cosine of its sentence embeddings to the original's, on held-out sentences: real
+English, the first sentences of the Python standard library's docstrings (written by its authors, not by us),
+split 80/20 by the tool like any user's .txt.
 
 Run: .venv/bin/python bench/recovery.py [--seconds 60]
 """
@@ -8,6 +14,9 @@ Run: .venv/bin/python bench/recovery.py [--seconds 60]
 from __future__ import annotations
 
 import argparse
+import importlib
+import inspect
+import re
 import sys
 import tempfile
 import time
@@ -45,10 +54,12 @@ def held_out(model, export: bytes) -> float:
     return metric_of(model).measured(measure(model, model.outputs_of(export)))
 
 
-def run(model, case: Case, seconds: float, method: str = "distill") -> tuple[float, float, float, int]:
+def run(
+    model, case: Case, seconds: float, method: str = "distill", schedule: str = "oneshot"
+) -> tuple[float, float, float, int]:
     compressed = compress(model, case.recipe, prepare_index(model, case.recipe))
     started = time.perf_counter()
-    recovered = recover(compressed, RecoverConfig(method, seconds))
+    recovered = recover(compressed, RecoverConfig(method, seconds, schedule=schedule))
     took = time.perf_counter() - started
     return recovered.recovery.before, held_out(model, export_bytes(recovered)), took, recovered.recovery.steps
 
@@ -63,30 +74,81 @@ def user_onnx(folder: Path):
     return with_data(load_model(str(path)), arrays)
 
 
+def docstring_sentences(limit: int = 4000) -> list[str]:
+    """Sentences of 6 to 40 words from the standard library's module, class and function docstrings."""
+    seen: dict[str, None] = {}
+    for name in STDLIB_MODULES:
+        module = importlib.import_module(name)
+        docs = [module.__doc__ or ""] + [
+            member.__doc__
+            for _, member in inspect.getmembers(module)
+            if isinstance(getattr(member, "__doc__", None), str)
+        ]
+        for doc in docs:
+            for sentence in re.split(r"(?<=[.!?])\s+", " ".join(doc.split())):
+                if 6 <= len(sentence.split()) <= 40 and sentence[0].isupper() and sentence.endswith("."):
+                    seen.setdefault(sentence)
+    return list(seen)[:limit]
+
+
+STDLIB_MODULES = (
+    "os json collections itertools functools re pathlib subprocess threading argparse logging statistics decimal "
+    "fractions datetime calendar textwrap string shutil tempfile zipfile tarfile csv sqlite3 asyncio unittest "
+    "dataclasses heapq bisect random math socket ssl html difflib pickle copy inspect ast codecs io glob fnmatch "
+    "hashlib secrets uuid base64 queue sched selectors contextlib abc numbers enum pprint weakref types operator "
+    "locale gettext platform sysconfig timeit pdb doctest configparser plistlib wave imaplib smtplib ftplib mailbox "
+    "mimetypes gzip bz2 lzma struct array"
+).split()
+MINILM = Recipe(PruneConfig(0.4, granularity="channel"), QuantConfig(8, activations="dynamic"))
+
+
+def minilm_line(folder: Path, seconds: float) -> str:
+    text = folder / "sentences.txt"
+    text.write_text("\n".join(docstring_sentences()) + "\n")
+    model = with_data(load_model("minilm"), text)
+    compressed = compress(model, MINILM, prepare_index(model, MINILM))
+    corrected = held_out(model, export_bytes(recover(compressed, RecoverConfig("correct"))))
+    started = time.perf_counter()
+    recovered = recover(compressed, RecoverConfig("distill", seconds))
+    took, info = time.perf_counter() - started, recovered.recovery
+    after = held_out(model, export_bytes(recovered))
+    return (
+        f"{'minilm':<11}{'40% ch + dyn int8':<20}{info.before:>8.4f}{corrected:>8.4f}{'':>6}{after:>8.4f}{'':>8}"
+        f"{'':>8}{took:>9.1f}{info.steps:>8}  (mean cosine to the original, {model.data.held_out} held-out "
+        f"sentences; {info.tuning_samples} tuning)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=60.0)
     args = parser.parse_args()
     print(f"distill, Adam 3e-3, cosine decay, {args.seconds:g} s budget, 2 threads; accuracy on the held-out digits")
     print("correct: bias correction alone, no training; its column is its held-out accuracy and time")
-    header = f"{'model':<11}{'compression':<20}{'before':>8}{'correct':>8}{'(s)':>6}{'distill':>8}{'target':>8}"
-    print(header + f"{'seconds':>9}{'steps':>8}  met")
+    print("oneshot: pruned, then trained; gradual: pruned in 10 steps during the first half of the budget")
+    header = f"{'model':<11}{'compression':<20}{'before':>8}{'correct':>8}{'(s)':>6}{'oneshot':>8}{'gradual':>8}"
+    print(header + f"{'target':>8}{'seconds':>9}{'steps':>8}  met")
     for case in CASES:
         model = load_model(case.model)
         _, corrected, correct_s, _ = run(model, case, args.seconds, "correct")
-        before, after, took, steps = run(model, case, args.seconds)
-        met = "yes" if after >= case.target else "NO"
+        before, oneshot, took, steps = run(model, case, args.seconds)
+        gradual = run(model, case, args.seconds, schedule="gradual")[1] if case.recipe.prune.active else None
+        best = max(oneshot, gradual or 0.0)
         print(
-            f"{case.model:<11}{case.label:<20}{before:>8.1%}{corrected:>8.1%}{correct_s:>6.1f}{after:>8.1%}"
-            f"{case.target:>8.1%}{took:>9.1f}{steps:>8}  {met}"
+            f"{case.model:<11}{case.label:<20}{before:>8.1%}{corrected:>8.1%}{correct_s:>6.1f}{oneshot:>8.1%}"
+            f"{'—' if gradual is None else f'{gradual:.1%}':>8}{case.target:>8.1%}{took:>9.1f}{steps:>8}  "
+            f"{'yes' if best >= case.target else 'NO'}"
         )
     with tempfile.TemporaryDirectory() as folder:
         model = user_onnx(Path(folder))
-        before, after, took, steps = run(model, CASES[0], args.seconds)
+        before, oneshot, took, steps = run(model, CASES[0], args.seconds)
+        gradual = run(model, CASES[0], args.seconds, schedule="gradual")[1]
         print(
-            f"{'user .onnx':<11}{'50 % channels':<20}{before:>8.1%}{'':>14}{after:>8.1%}{'':>8}{took:>9.1f}{steps:>8}  "
-            f"(its own 80/20 split of all 1,797 digits: {model.data.held_out} held out; trained in a sandbox child)"
+            f"{'user .onnx':<11}{'50 % channels':<20}{before:>8.1%}{'':>14}{oneshot:>8.1%}{gradual:>8.1%}{'':>8}"
+            f"{took:>9.1f}{steps:>8}  (its own 80/20 split of all 1,797 digits: {model.data.held_out} held out; "
+            "trained in a sandbox child)"
         )
+        print(minilm_line(Path(folder), args.seconds))
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ from core.compression.granularities import GRANULARITIES
 from core.compression.pipeline import compress
 from core.compression.pruning import CRITERIA, SCOPES
 from core.compression.recipe import FLOAT_BITS, LayerOverride, PruneConfig, QuantConfig, Recipe, RecoverConfig
-from core.compression.recover import recover
-from core.compression.recovery import OPTIMIZERS, RECOVERY_METHODS
+from core.compression.recover import recover, replayable
+from core.compression.recovery import OPTIMIZERS, RECOVERY_METHODS, RecoveryInfo
+from core.compression.schedules import DEFAULT_PRUNING_STEPS, SCHEDULES
 from core.data.datasets import DEFAULT_TUNING_FRACTION, with_data
 from core.data.images import COLORS, LAYOUTS, PREPROCESS_KEYS, SCALES
 from core.data.quality import QUALITY_METRICS, with_metric
@@ -108,6 +109,27 @@ def _parser() -> argparse.ArgumentParser:
     recovery.add_argument("--recover-steps", type=int, default=None, metavar="N", help="stop recovery after N steps")
     recovery.add_argument("--optimizer", choices=list(OPTIMIZERS), default=None, help="recovery's optimizer (adam)")
     recovery.add_argument("--lr", type=float, default=None, help="recovery's learning rate (default 3e-3)")
+    recovery.add_argument(
+        "--schedule",
+        choices=list(SCHEDULES),
+        default=None,
+        help="when recovery prunes: " + "; ".join(f"{name}: {item.description}" for name, item in SCHEDULES.items()),
+    )
+    recovery.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        metavar="K",
+        help=f"pruning steps of a gradual or soft schedule (default {DEFAULT_PRUNING_STEPS})",
+    )
+    recovery.add_argument(
+        "--soft",
+        action="store_const",
+        const=True,
+        default=None,
+        help="soft pruning: pruned weights keep training and the masks are chosen again at each pruning step; only "
+        "the last step is permanent",
+    )
 
     inspect = commands.add_parser(
         "inspect", parents=[inputs], help="list the prunable layers with shapes, parameters and MACs"
@@ -425,13 +447,19 @@ def _recipe_from_args(args: argparse.Namespace, model) -> Recipe:
 def _recover_settings(args: argparse.Namespace, recorded: RecoverConfig | None) -> RecoverConfig | None:
     """The recipe's recovery settings with the recovery flags given on top; None where neither asks for one."""
     flags = {"method": "recover", "seconds": "recover_seconds", "steps": "recover_steps", "optimizer": "optimizer",
-             "lr": "lr"}  # fmt: skip
+             "lr": "lr", "schedule": "schedule", "pruning_steps": "steps", "soft": "soft"}  # fmt: skip
     given = _given(args, **flags)
     if recorded is None and "method" not in given:
         if given:
             raise InvalidSettingError(f"--{flags[next(iter(given))].replace('_', '-')} needs --recover METHOD")
         return None
     return RecoverConfig(**((recorded.to_dict() if recorded else {}) | given))
+
+
+def _schedule_words(info: RecoveryInfo) -> str:
+    if info.schedule == "oneshot" and not info.soft:
+        return ""
+    return f"{'soft ' if info.soft else ''}{info.schedule} pruning in {info.pruning_steps} steps, "
 
 
 def _given(args: argparse.Namespace, **settings: str) -> dict:
@@ -474,7 +502,7 @@ def _compress(args: argparse.Namespace) -> None:
     if len(written) > 1:
         print(f"the export is over 2 GB: its weights are in {written[1]} (ONNX external data), beside {written[0]}")
     if args.recipe:
-        write_atomic(args.recipe, recipe.to_json().encode())
+        write_atomic(args.recipe, replayable(recipe, compressed.recovery).to_json().encode())
     if args.report:
         write_atomic(args.report, (json.dumps(report.to_dict(), indent=1) + "\n").encode())
     _print_summary(report)
@@ -521,15 +549,18 @@ def _evaluation_progress(model):
     return _print_progress("running the export on the held-out part") if model.data is not None else None
 
 
-def _print_progress(what: str):
-    """A progress callback that prints each new tenth to stderr, so long runs show they are alive."""
+def _print_progress(what: str, points: list[tuple[int, float, float, float]] | None = None):
+    """A progress callback that prints each new tenth to stderr, so long runs show they are alive; with the
+    training curve's `points`, the latest one's step and losses too."""
     shown = [-1]
 
     def report(fraction: float) -> None:
         tenth = int(fraction * 10)
         if tenth > shown[0]:
             shown[0] = tenth
-            print(f"  {what} {fraction:.0%}", file=sys.stderr)
+            step, loss, validation, _ = points[-1] if points else (None, None, None, None)
+            where = f": step {step:,}, loss {loss:.4g}, validation loss {validation:.4g}" if step else ""
+            print(f"  {what} {fraction:.0%}{where}", file=sys.stderr)
 
     return report
 
@@ -559,7 +590,8 @@ def _export_and_time(model, recipe: Recipe, args: argparse.Namespace, work: Path
     if recipe.recover is not None:
         settings = recipe.recover
         print(f"recovering accuracy ({settings.method}, up to {settings.seconds:g} s)...", file=sys.stderr)
-        compressed = recover(compressed, settings, _print_progress("recovery"))
+        latest: list[tuple[int, float, float, float]] = []
+        compressed = recover(compressed, settings, _print_progress("recovery", latest), latest.append)
     if ACTIVATION_MODES[compressed.activation_mode].calibrated:
         print("calibrating static int8 activations...", file=sys.stderr)
     data = export_model(compressed, work, _print_progress("calibration"))
@@ -613,8 +645,8 @@ def _print_summary(report) -> None:
     if report.recovery:
         info, judge = report.recovery, QUALITY_METRICS[report.recovery.metric]
         done = (
-            f"{info.steps} steps in {info.seconds:g} s on {info.tuning_samples:,} tuning samples (best at step "
-            f"{info.best_step})"
+            f"{_schedule_words(info)}{info.steps} steps in {info.seconds:g} s on {info.tuning_samples:,} tuning "
+            f"samples (best at step {info.best_step})"
             if RECOVERY_METHODS[info.method].trains
             else f"{info.steps} biases shifted in {info.seconds:g} s"
         )

@@ -27,6 +27,13 @@ def digits_cnn():
 
 
 @pytest.fixture(scope="session")
+def digits_mlp():
+    from core import load_model
+
+    return load_model("digits-mlp")
+
+
+@pytest.fixture(scope="session")
 def resnet18():
     from core import load_model
 

@@ -167,7 +167,7 @@ def _channels(model: Model, settings: PruneSettings, index: Index | None, own: M
             "ONNX protobuf holds (2 GB); remove more channels, or prune unstructured",
             model.source,
         )
-    return _rebuilt(model, proto, left_whole=dict(index.left_whole))
+    return rebuilt(model, proto, left_whole=dict(index.left_whole))
 
 
 def _block_index(model: Model, criterion: str, scope: str, seed: int) -> BlockIndex:
@@ -182,10 +182,10 @@ def _blocks(model: Model, settings: PruneSettings, index: Index | None, own: Map
     chosen = index.chosen(settings.amount, settings.drop_blocks)
     dropped = {block.name for block in chosen}
     costs = tuple(replace(cost, dropped=cost.name in dropped) for cost in index.costs)
-    return _rebuilt(model, drop_blocks(model.proto, chosen), blocks=costs)
+    return rebuilt(model, drop_blocks(model.proto, chosen), blocks=costs)
 
 
-def _rebuilt(model: Model, proto: onnx.ModelProto, **found) -> Pruned:
+def rebuilt(model: Model, proto: onnx.ModelProto, **found) -> Pruned:
     """A structurally pruned graph split into its skeleton and its (remaining) prunable weights."""
     names = {layer.name for layer in model.layers}
     layers = tuple(layer for layer in find_prunable_layers(proto) if layer.name in names)

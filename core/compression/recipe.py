@@ -10,6 +10,7 @@ from core.compression.activations import ACTIVATION_MODES, CALIBRATION_METHODS, 
 from core.compression.granularities import GRANULARITIES
 from core.compression.pruning import CRITERIA, SCOPES
 from core.compression.recovery import OPTIMIZERS, RECOVERY_METHODS
+from core.compression.schedules import DEFAULT_PRUNING_STEPS, SCHEDULES
 from core.errors import InvalidSettingError
 from core.model import Model
 from core.onnx.inputs import GivenInput
@@ -211,7 +212,9 @@ MAX_RECOVERY_SECONDS = 3600.0
 @dataclass(frozen=True)
 class RecoverConfig:
     """Train the compressed model back towards the original (`method`) for at most `seconds` (and `steps`, if
-    given), with `optimizer` at `lr` (empty: the method's default) and a cosine decay, shuffled by `seed`."""
+    given), with `optimizer` at `lr` (empty: the method's default) and a cosine decay, shuffled by `seed`; pruning
+    all at once before (`schedule` oneshot) or in `pruning_steps` steps during training (gradual), with the masks
+    chosen again at each step while the pruned weights still train (`soft`)."""
 
     method: str = "distill"
     seconds: float = 60.0
@@ -219,6 +222,9 @@ class RecoverConfig:
     lr: float | None = None
     seed: int = 0
     steps: int | None = None
+    schedule: str = "oneshot"
+    pruning_steps: int = DEFAULT_PRUNING_STEPS
+    soft: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in RECOVERY_METHODS:
@@ -233,6 +239,21 @@ class RecoverConfig:
             raise InvalidSettingError(f"learning rate must be in (0, 1], got {self.lr!r}")
         if self.steps is not None and not (isinstance(self.steps, int) and self.steps > 0):
             raise InvalidSettingError(f"recovery steps must be a positive whole number, got {self.steps!r}")
+        if self.schedule not in SCHEDULES:
+            raise InvalidSettingError(f"unknown schedule {self.schedule!r}; use {', '.join(SCHEDULES)}")
+        if isinstance(self.pruning_steps, bool) or not (isinstance(self.pruning_steps, int) and self.pruning_steps > 0):
+            raise InvalidSettingError(f"pruning steps must be a positive whole number, got {self.pruning_steps!r}")
+        if not isinstance(self.soft, bool):
+            raise InvalidSettingError(f"soft must be true or false, got {self.soft!r}")
+        if self.stepped and not RECOVERY_METHODS[self.method].trains:
+            raise InvalidSettingError(
+                f"{self.method} does not train: a gradual or soft schedule needs distill or finetune"
+            )
+
+    @property
+    def stepped(self) -> bool:
+        """Prunes during training, from the original weights."""
+        return SCHEDULES[self.schedule].stepped or self.soft
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

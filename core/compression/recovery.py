@@ -49,4 +49,10 @@ class RecoveryInfo:
     tuning_samples: int
     metric: str
     before: float
-    curve: list[tuple[int, float, float]]  # (step, training loss, validation loss on the tuning part's slice)
+    # (step, training loss, validation loss on the tuning part's slice, held-out quality on a watched slice of the
+    # held-out part: shown as training goes, never used to choose the checkpoint)
+    curve: list[tuple[int, float, float, float]]
+    schedule: str = "oneshot"
+    pruning_steps: int = 1
+    soft: bool = False
+    stopped: bool = False  # stopped by the user before its budget ran out; the best checkpoint so far is kept

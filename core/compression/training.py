@@ -30,10 +30,14 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from core.compression.schedules import PRUNING_SPAN, MaskSchedule
+from core.data.quality import QUALITY_METRICS
 from core.errors import UnsupportedModelError
+from core.model import EvalSet
 
 VALIDATION_FRACTION = 0.1  # of the tuning part, held aside to pick the best checkpoint (never the held-out part)
 VALIDATE_EVERY_S = 1.0  # seconds of training between two checks of the validation loss
+CURVE_POINTS = 60  # with a number of steps: the checks are spread over them, at the same steps every time
 
 
 def _onnx2torch():
@@ -44,7 +48,7 @@ def _onnx2torch():
     if "onnx2torch" in sys.modules or "torchvision" in sys.modules or importlib.util.find_spec("torchvision"):
         import onnx2torch
 
-        return onnx2torch
+        return _with_newer_versions(onnx2torch)
 
     def missing(*args, **kwargs):
         raise UnsupportedModelError("NMS and RoiAlign cannot be trained here: they need torchvision")
@@ -58,7 +62,40 @@ def _onnx2torch():
         import onnx2torch
     finally:
         del sys.modules["torchvision"], sys.modules["torchvision.ops"]
+    return _with_newer_versions(onnx2torch)
+
+
+# ONNX op versions that changed only the types they accept (bfloat16 added), which onnx2torch 1.5.15 has no
+# converter for: (op, newer version, the version whose converter computes the same). torch's exporter writes
+# GreaterOrEqual-16 into the attention masks of transformers, minilm's among them.
+SAME_AS_OLDER = (("GreaterOrEqual", 16, 12), ("LessOrEqual", 16, 12))
+
+
+def _with_newer_versions(onnx2torch):
+    """onnx2torch with the converters of SAME_AS_OLDER registered through its own `add_converter`."""
+    from onnx2torch.node_converters.registry import add_converter, get_converter
+
+    for operation, newer, older in SAME_AS_OLDER:
+        try:
+            get_converter(operation, newer)
+        except NotImplementedError:
+            add_converter(operation, newer)(get_converter(operation, older))
     return onnx2torch
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """A slice of the held-out part, watched while training for the live curve: shown, never used to choose."""
+
+    metric: str  # a name in QUALITY_METRICS
+    data: EvalSet
+    original: np.ndarray  # the original's first output on it
+
+    def score(self, net: nn.Module, names: list[str]) -> float:
+        with torch.no_grad():
+            output = net(*[torch.from_numpy(np.ascontiguousarray(self.data.inputs[name])) for name in names])
+        output = output[0] if isinstance(output, tuple | list) else output
+        return float(QUALITY_METRICS[self.metric].score(self.original, output.numpy(), self.data))
 
 
 @dataclass(frozen=True)
@@ -78,6 +115,8 @@ class TrainPlan:
     batch: int = 64
     max_steps: int | None = None
     reference: bytes = b""  # correct: the original graph, whose layer outputs the compressed ones are matched to
+    schedule: MaskSchedule | None = None  # a stepped schedule: `masks` are chosen during training, from none
+    watch: HeldOut | None = None
 
 
 @dataclass
@@ -86,10 +125,15 @@ class TrainResult:
     steps: int
     seconds: float
     best_step: int
-    curve: list[tuple[int, float, float]] = field(default_factory=list)  # (step, training loss, validation loss)
+    # (step, training loss, validation loss on the tuning slice, held-out quality on the watched slice)
+    curve: list[tuple[int, float, float, float]] = field(default_factory=list)
+    removed: list[int] = field(default_factory=list)  # a stepped channel schedule: the classes removed at the end
+    stopped: bool = False  # asked to stop before the budget ran out
 
 
 class _Masked(nn.Module):
+    """The weight times its mask; a stepped schedule changes the mask in place between pruning steps."""
+
     def __init__(self, mask: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("mask", mask)
@@ -177,28 +221,71 @@ def _as_parameter(net: nn.Module, path: str, module_name: str) -> _Trainable:
     return _Trainable(owner, attribute, False, module_name)
 
 
-def _constrain(trainable: dict[str, _Trainable], plan: TrainPlan) -> None:
+def _constrain(trainable: dict[str, _Trainable], plan: TrainPlan, masks: dict[str, np.ndarray]) -> dict[str, _Masked]:
+    """Masks and n-bit grids put on the trainable tensors; the masks' modules by initializer name."""
+    masked = {}
     for name, entry in trainable.items():
-        mask, grid = plan.masks.get(name), plan.grids.get(name)
+        mask, grid = masks.get(name), plan.grids.get(name)
         if mask is not None:
-            mask = torch.from_numpy(mask.T if entry.transposed else mask).to(torch.float32)
-            parametrize.register_parametrization(entry.module, entry.attribute, _Masked(mask))
+            masked[name] = _Masked(torch.from_numpy(mask.T if entry.transposed else mask).to(torch.float32))
+            parametrize.register_parametrization(entry.module, entry.attribute, masked[name])
         if grid is not None:
             bits, axis = grid
             axis = 1 - axis if entry.transposed else axis
             parametrize.register_parametrization(entry.module, entry.attribute, _OnGrid(bits, axis))
+    return masked
+
+
+def _raw(entry: _Trainable) -> torch.Tensor:
+    """The trained tensor itself, before its mask and grid."""
+    if parametrize.is_parametrized(entry.module, entry.attribute):
+        return getattr(entry.module.parametrizations, entry.attribute).original
+    return getattr(entry.module, entry.attribute)
 
 
 def _values(entry: _Trainable, masks: dict[str, np.ndarray], name: str) -> np.ndarray:
     """The trained float values in the initializer's layout, masked (before fake quantization: the export
     quantizes them on the same grid)."""
-    if parametrize.is_parametrized(entry.module, entry.attribute):
-        raw = getattr(entry.module.parametrizations, entry.attribute).original
-    else:
-        raw = getattr(entry.module, entry.attribute)
-    values = raw.detach().numpy().copy()
+    values = _raw(entry).detach().numpy().copy()
     values = values.T if entry.transposed else values
     return (values * masks[name]).astype(np.float32) if name in masks else values.astype(np.float32)
+
+
+class _Pruner:
+    """Runs a stepped schedule: pruning step k of K falls at k/K of `PRUNING_SPAN` of the budget. Between steps a
+    hard schedule keeps its masks on the forward pass (what is pruned stays pruned); a soft one zeroes the pruned
+    weights and lets them train, and only its last step puts the masks on."""
+
+    def __init__(self, schedule: MaskSchedule, trainable: dict[str, _Trainable], masked: dict[str, _Masked]) -> None:
+        self.schedule, self.trainable, self.masked = schedule, trainable, masked
+        self.done, self.masks, self.removed = 0, {name: np.ones(1, bool) for name in masked}, []
+
+    @property
+    def finished(self) -> bool:
+        return self.done == self.schedule.steps
+
+    def due(self, spent: float) -> bool:
+        return not self.finished and spent >= PRUNING_SPAN * (self.done + 1) / self.schedule.steps
+
+    def step(self) -> None:
+        self.done += 1
+        last = self.finished
+        values = {}
+        for name in self.masked:
+            entry = self.trainable[name]
+            raw = _raw(entry).detach().numpy()
+            raw = raw.T if entry.transposed else raw
+            hard = not self.schedule.soft and self.done > 1
+            values[name] = raw * self.masks[name] if hard else raw  # hard: the pruned stay the smallest
+        self.masks, self.removed = self.schedule.masks(self.done, values)
+        for name, module in self.masked.items():
+            mask = self.masks[name]
+            tensor = torch.from_numpy(np.ascontiguousarray(mask.T if self.trainable[name].transposed else mask))
+            if self.schedule.soft and not last:  # pruned for now: zeroed, still trained
+                with torch.no_grad():
+                    _raw(self.trainable[name]).mul_(tensor.to(torch.float32))
+            else:
+                module.mask.copy_(tensor.to(torch.float32))
 
 
 def _loss(plan: TrainPlan, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
@@ -221,16 +308,20 @@ def train(
     inputs: dict[str, np.ndarray],
     teacher: np.ndarray,
     labels: np.ndarray | None,
-    progress: Callable[[float], None] | None = None,
+    progress: Callable[[float | tuple[int, float, float, float]], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Trains the graph's Conv/Gemm weights and biases to match `teacher` (the original's first output on
-    `inputs`, the tuning part) within `plan.seconds`; the checkpoint with the lowest loss on a validation slice of
-    the tuning part is handed back."""
+    `inputs`, the tuning part) within `plan.seconds`, or until `stop()`; the checkpoint with the lowest loss on a
+    validation slice of the tuning part is handed back (with a stepped schedule, the best after its last step).
+    `progress` gets the fraction of the budget spent, and each point of the curve as it is measured."""
     started = time.monotonic()
     torch.manual_seed(plan.seed)
     net, names, trainable = trainable_module(float_onnx)
     if not trainable:
         raise UnsupportedModelError("no Conv or Gemm weights to train after converting the graph to PyTorch")
+    schedule = plan.schedule
+    masks = plan.masks if schedule is None else _unmasked(schedule, trainable)
     missing = sorted(set(plan.masks) - set(trainable))
     if missing:
         raise UnsupportedModelError(f"cannot train {len(missing)} prunable layer(s) in PyTorch, e.g. {missing[0]}")
@@ -238,7 +329,8 @@ def train(
         parameter.requires_grad_(False)
     for entry in trainable.values():
         getattr(entry.module, entry.attribute).requires_grad_(True)
-    _constrain(trainable, plan)
+    masked = _constrain(trainable, plan, masks)
+    pruner = None if schedule is None else _Pruner(schedule, trainable, masked)
     net.eval()
     parameters = [parameter for parameter in net.parameters() if parameter.requires_grad]
     optimizer = (
@@ -264,40 +356,75 @@ def train(
         with torch.no_grad():
             return float(loss_on(validation))
 
-    best_loss, best_step, best = validation_loss(), 0, copy.deepcopy(net.state_dict())
-    curve = [(0, math.nan, best_loss)]
-    step, checked, generator = 0, time.monotonic(), torch.Generator().manual_seed(plan.seed + 1)
-    while True:
-        spent = (time.monotonic() - started) / plan.seconds
-        if spent >= 1 or (plan.max_steps is not None and step >= plan.max_steps):
-            break
-        done = max(spent, step / plan.max_steps if plan.max_steps else 0.0)
-        for group in optimizer.param_groups:  # cosine decay over the budget
-            group["lr"] = plan.lr * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
-        shuffled = training[torch.randperm(len(training), generator=generator)]
-        for start in range(0, len(shuffled), plan.batch):
-            loss = loss_on(shuffled[start : start + plan.batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            step += 1
-            if time.monotonic() - started >= plan.seconds or (plan.max_steps and step >= plan.max_steps):
-                break
-        if time.monotonic() - checked >= VALIDATE_EVERY_S or time.monotonic() - started >= plan.seconds:
-            checked = time.monotonic()
-            current = validation_loss()
-            curve.append((step, loss.item(), current))
-            if held and current < best_loss:
-                best_loss, best_step, best = current, step, copy.deepcopy(net.state_dict())
+    def spent() -> float:
+        """The share of the schedule done (cosine decay, pruning steps): by steps where they are set, so a recipe
+        that records them trains the same again; else by time."""
+        return step / plan.max_steps if plan.max_steps else (time.monotonic() - started) / plan.seconds
+
+    def out_of_time() -> bool:
+        return time.monotonic() - started >= plan.seconds
+
+    every = max(1, plan.max_steps // CURVE_POINTS) if plan.max_steps else 0  # by steps: measured at the same ones
+
+    def measure(loss: float, watch: bool = True) -> None:
+        """A point of the curve; the held-out slice is watched between the first and the last (the page has the
+        figures before and after from ONNX Runtime, and the budget is not spent on them)."""
+        nonlocal best_loss, best_step, best
+        current = validation_loss()
+        watched = plan.watch.score(net, names) if plan.watch is not None and watch else math.nan
+        curve.append((step, loss, current, watched))
         if progress is not None:
-            progress(min(1.0, (time.monotonic() - started) / plan.seconds))
-    current = validation_loss()
-    if held and current < best_loss:
-        best_step, best = step, copy.deepcopy(net.state_dict())
-    if held:
+            progress(curve[-1])
+        if held and (pruner is None or pruner.finished) and not current >= best_loss:  # NaN: none yet
+            best_loss, best_step, best = current, step, copy.deepcopy(net.state_dict())
+
+    step, best_loss, best_step, best, curve = 0, math.nan, 0, None, []
+    measure(math.nan, watch=False)
+    checked, generator, stopped = time.monotonic(), torch.Generator().manual_seed(plan.seed + 1), False
+    shuffled, position = training[torch.randperm(len(training), generator=generator)], 0
+    while spent() < 1 and not out_of_time():
+        if stop is not None and stop():
+            stopped = True
+            break
+        if pruner is not None and pruner.due(spent()):
+            pruner.step()
+            if pruner.finished:
+                measure(math.nan)  # the first checkpoint that has the final masks
+        for group in optimizer.param_groups:  # cosine decay over the budget
+            group["lr"] = plan.lr * 0.5 * (1 + math.cos(math.pi * min(spent(), 1.0)))
+        if position >= len(shuffled):  # a new epoch, newly shuffled
+            shuffled, position = training[torch.randperm(len(training), generator=generator)], 0
+        loss = loss_on(shuffled[position : position + plan.batch])
+        position += plan.batch
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        step += 1
+        if (step % every == 0) if every else time.monotonic() - checked >= VALIDATE_EVERY_S:
+            checked = time.monotonic()
+            measure(loss.item())
+            if progress is not None:
+                progress(min(1.0, spent()))
+    while pruner is not None and not pruner.finished:  # stopped early: the schedule's end is still the result
+        pruner.step()
+    measure(math.nan if not step else loss.item(), watch=False)
+    if held and best is not None:
         net.load_state_dict(best)
-    weights = {name: _values(entry, plan.masks, name) for name, entry in trainable.items()}
-    return TrainResult(weights, step, time.monotonic() - started, best_step if held else step, curve)
+    final = masks if pruner is None else pruner.masks
+    weights = {name: _values(entry, final, name) for name, entry in trainable.items()}
+    removed = [] if pruner is None else pruner.removed
+    return TrainResult(weights, step, time.monotonic() - started, best_step if held else step, curve, removed, stopped)
+
+
+def _unmasked(schedule: MaskSchedule, trainable: dict[str, _Trainable]) -> dict[str, np.ndarray]:
+    """A stepped schedule's starting masks, all True, on every trainable tensor it prunes."""
+    names = set(schedule.zeros) | {name for item in schedule.classes for name, _, _ in item.cells}
+    return {
+        name: np.ones(tuple(reversed(shape)) if entry.transposed else shape, bool)
+        for name, entry in trainable.items()
+        if name in names
+        for shape in [tuple(_raw(entry).shape)]
+    }
 
 
 CORRECT_SAMPLES = 256  # tuning inputs the per-channel output means are taken on
@@ -323,6 +450,7 @@ def correct(
     teacher: np.ndarray,
     labels: np.ndarray | None,
     progress: Callable[[float], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Bias correction, without training: layer by layer in graph order, each Conv/Gemm bias is shifted so the
     layer's per-channel output mean on the tuning inputs matches the original's (the folded-graph form of

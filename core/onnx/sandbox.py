@@ -72,7 +72,15 @@ def _out_of_memory(memory_bytes: int) -> str:
     return f"needs more than {limit:g} GiB to run (limit {limit:g} GiB; set with {MEMORY_SETTING})"
 
 
-def _child(connection, target: Callable, args: tuple, memory_bytes: int, timeout_s: float, parent_pid: int) -> None:
+def _child(
+    connection,
+    target: Callable,
+    args: tuple,
+    memory_bytes: int,
+    timeout_s: float,
+    parent_pid: int,
+    asked: Any = None,  # a multiprocessing Event: set when the parent asks the target to stop
+) -> None:
     _die_with_parent(parent_pid)
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     # CPU seconds: the most the child could use on every core within its wall-clock time, so it never cuts a
@@ -81,11 +89,12 @@ def _child(connection, target: Callable, args: tuple, memory_bytes: int, timeout
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + ALARM_GRACE_S))
     signal.alarm(math.ceil(timeout_s) + ALARM_GRACE_S)  # SIGALRM ends the process even inside ONNX Runtime's C++
 
-    def progress(fraction: float) -> None:
-        connection.send(("progress", fraction))
+    def progress(value: Any) -> None:
+        connection.send(("progress", value))
 
+    extra = {} if asked is None else {"stop": asked.is_set}
     try:
-        result = target(*args, progress=progress)
+        result = target(*args, progress=progress, **extra)
     except MemoryError:
         connection.send(("error", (_out_of_memory(memory_bytes), "MemoryError")))
     except BaseException as error:  # noqa: BLE001 - every failure becomes one line for the user, and its details
@@ -108,24 +117,32 @@ def run_isolated(
     what: str,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     memory_bytes: int | None = None,
-    progress: Callable[[float], None] | None = None,
+    progress: Callable[[Any], None] | None = None,
     timeout_hint: str = "",
+    stop: Callable[[], bool] | None = None,
 ) -> Any:
     """`target(*args, progress=...)` in a child; its return value, or ModelLoadError naming `what` went wrong.
 
     `target` must be a module-level function (the child imports it afresh). `memory_bytes`: the child's address
-    space (default `memory_limit_bytes()`); `timeout_hint` ends the message of a run that took too long.
+    space (default `memory_limit_bytes()`); `timeout_hint` ends the message of a run that took too long. With
+    `stop`, the target is called with `stop=` too, a callable that turns True once `stop()` has here (the child
+    is told through a multiprocessing Event), so it can end early with what it has.
     """
     memory_bytes = memory_bytes or memory_limit_bytes()
     parent, child = _CONTEXT.Pipe(duplex=False)
+    asked = _CONTEXT.Event() if stop is not None else None
     process = _CONTEXT.Process(
-        target=_child, args=(child, target, args, memory_bytes, timeout_s, os.getpid()), daemon=True
+        target=_child,
+        args=(child, target, args, memory_bytes, timeout_s, os.getpid(), asked),
+        daemon=True,
     )
     process.start()
     child.close()
     deadline = time.monotonic() + timeout_s
     try:
         while True:
+            if asked is not None and not asked.is_set() and stop():
+                asked.set()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ModelLoadError(f"{what} took longer than {timeout_s:.0f} s and was stopped{timeout_hint}", source)

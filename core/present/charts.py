@@ -7,6 +7,8 @@ light and the dark theme; backgrounds stay transparent so the theme shows throug
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import plotly.graph_objects as go
 
@@ -16,6 +18,7 @@ from core.measure.report import CodeCounts, Histogram, LatencyStats, LayerStats
 ORIGINAL = "#4C78A8"  # blue
 COMPRESSED = "#F58518"  # orange
 COLLAPSED = "#E45756"  # red: a layer whose weights are all zero
+GAIN = "#54A24B"  # green: the held-out quality recovery wins back
 ORIGINAL_LABEL, COMPRESSED_LABEL = "original", "compressed"
 
 
@@ -301,18 +304,36 @@ def comparison_latency_chart(named_samples: dict[str, list[float]]) -> go.Figure
     )
 
 
-def recovery_chart(curve: list[tuple[int, float, float]], best_step: int) -> go.Figure:
-    """Recovery's loss per step: on the batches it trained on, and on the tuning part's validation slice that
-    picks the checkpoint kept (marked)."""
-    steps = [step for step, _, _ in curve]
+def recovery_chart(
+    curve: list[tuple[int, float, float, float]], best_step: int | None, metric: str, percent: bool
+) -> go.Figure:
+    """Recovery's loss per step, on the batches it trained on and on the tuning part's validation slice that picks
+    the checkpoint kept (marked, once there is one), with the held-out `metric` on its own axis: watched, never
+    used to choose."""
+    steps = [point[0] for point in curve]
     figure = go.Figure()
     figure.add_scatter(
-        x=steps[1:], y=[train for _, train, _ in curve[1:]], name="training batch", mode="lines",
+        x=steps[1:], y=[point[1] for point in curve[1:]], name="training batch loss", mode="lines",
         line_color=ORIGINAL, hovertemplate="step %{x}<br>loss %{y:.4g}<extra>training batch</extra>",
     )  # fmt: skip
     figure.add_scatter(
-        x=steps, y=[validation for _, _, validation in curve], name="validation (tuning part)", mode="lines+markers",
+        x=steps, y=[point[2] for point in curve], name="validation loss (tuning part)", mode="lines+markers",
         line_color=COMPRESSED, hovertemplate="step %{x}<br>loss %{y:.4g}<extra>validation</extra>",
     )  # fmt: skip
-    figure.add_vline(x=best_step, line_dash="dot", annotation_text="kept", annotation_position="top")
-    return _layout(figure, "Recovery: loss per step", xaxis={"title": "step"}, yaxis={"title": "loss", "type": "log"})
+    quality = [point[3] if len(point) > 3 else math.nan for point in curve]
+    if any(not math.isnan(value) for value in quality):
+        figure.add_scatter(
+            x=steps, y=quality, name=f"{metric} (held-out part)", mode="lines+markers", yaxis="y2",
+            line={"color": GAIN, "dash": "dash"},
+            hovertemplate=f"step %{{x}}<br>{metric} %{{y:{'.1%' if percent else '.4f'}}}<extra>held out</extra>",
+        )  # fmt: skip
+    if best_step is not None:
+        figure.add_vline(x=best_step, line_dash="dot", annotation_text="kept", annotation_position="top")
+    return _layout(
+        figure,
+        "Recovery: loss and held-out quality per step",
+        xaxis={"title": "step"},
+        yaxis={"title": "loss", "type": "log"},
+        yaxis2={"title": f"held-out {metric}", "overlaying": "y", "side": "right", "showgrid": False,
+                "tickformat": ".0%" if percent else None},
+    )  # fmt: skip

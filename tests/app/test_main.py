@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -637,6 +639,12 @@ def test_a_slow_evaluation_is_judged_live_on_its_first_samples_and_on_all_of_the
         cache._EXPORTS.clear()
 
 
+def _finish_recovery(app):
+    """Waits for the background recovery, then reruns the page as its fragment's poll would."""
+    assert app.session_state["recovery_job"].finished.wait(120)
+    app.run()
+
+
 def test_the_recover_panel_wins_the_accuracy_back_and_offers_the_recovered_file(downloads):
     app = _app()
     app.selectbox(key="granularity").set_value("channel").run()
@@ -644,6 +652,9 @@ def test_the_recover_panel_wins_the_accuracy_back_and_offers_the_recovered_file(
     assert _metrics(app)["Accuracy"] == "11.1%"
     app.slider(key="recover_seconds").set_value(5).run()
     app.button(key="run_recovery").click().run()
+    assert app.button(key="run_recovery").disabled  # one run at a time, in the background
+    assert app.get("progress")[-1].proto.text.startswith("Recovering (distill)…")
+    _finish_recovery(app)
     assert not app.exception  # the headline's chance flag stays: it is about the file without recovery
     assert [error.value for error in app.error] == [
         "Accuracy 11.1% is at chance (10.0% for 10 classes): the model no longer works."
@@ -651,9 +662,40 @@ def test_the_recover_panel_wins_the_accuracy_back_and_offers_the_recovered_file(
     done = next(message.value for message in app.success if message.value.startswith("distill: "))
     before, after = done.split("held-out part ")[1].split(", after")[0].split(" → ")
     assert before == "11.1%" and float(after.strip("*%")) > 90
-    assert "Recovery: loss per step" in app.get("plotly_chart")[-1].proto.spec
+    spec = app.get("plotly_chart")[-1].proto.spec
+    assert "Recovery: loss and held-out quality per step" in spec and "accuracy (held-out part)" in spec
     assert "digits-cnn-recovered.onnx" in downloads.on_click
     recovered = downloads["digits-cnn-recovered.onnx"]
     assert recovered[:2] == b"\x08\x08" or len(recovered) > 1000  # an ONNX file, made when clicked
-    recipe = downloads["digits-cnn-recovered-recipe.json"].decode()
-    assert '"recover": {' in recipe and '"seconds": 5.0' in recipe
+    recipe = json.loads(downloads["digits-cnn-recovered-recipe.json"])["recover"]
+    assert recipe["steps"] > 10 and recipe["seconds"] == 10.0  # the steps it trained, so it replays them
+
+
+def test_stop_ends_the_pages_recovery_and_keeps_its_best_checkpoint():
+    app = _app()
+    app.selectbox(key="granularity").set_value("channel").run()
+    app.slider(key="prune_percent").set_value(50).run()
+    app.selectbox(key="recover_schedule").set_value("gradual").run()
+    app.slider(key="recover_seconds").set_value(120).run()
+    app.button(key="run_recovery").click().run()
+    time.sleep(4)
+    app.button(key="stop_recovery").click().run()
+    _finish_recovery(app)
+    assert not app.exception
+    done = next(message.value for message in app.success if message.value.startswith("distill: "))
+    assert "held-out part 11.1% → " in done
+    assert any(caption.value.startswith("Stopped before its budget ran out") for caption in app.caption)
+
+
+def test_the_sensitivity_panel_recovers_the_plan_it_loads():
+    app = _app()
+    app.slider(key="recover_seconds").set_value(5).run()
+    app.button(key="run_scan").click().run()
+    app.button(key="recover_auto_plan").click().run()
+    assert not app.exception
+    job = app.session_state["recovery_job"]
+    recipe = Recipe.from_json(job.recipe_json)
+    assert recipe.prune.granularity == "unstructured" and recipe.prune.amount == 0
+    assert len(recipe.overrides) > 0 and recipe.recover.seconds == 5.0  # the auto plan, recovered
+    _finish_recovery(app)
+    assert any(message.value.startswith("distill: ") for message in app.success)
