@@ -108,8 +108,8 @@ def panel(model: Model, source: str, recipe: Recipe) -> None:
     if (clicked or st.session_state.pop(REQUESTED, False)) and not running:
         st.session_state[JOB] = _Job(source, recipe_json, method, float(seconds)).start()
         st.rerun()  # the button drawn disabled, and the live progress
-    if job is not None and job.source == source and not job.shown:
-        _live(model, job)
+    if job is not None and (not job.finished.is_set() or (job.source == source and not job.shown)):
+        _live(model, job)  # a run is shown until it ends, whichever model the page has moved to
     result = cache.recovered_before(source, recipe_json)
     if job is not None and job.finished.is_set() and (job.source, job.recipe_json) == (source, recipe_json):
         if job.error:

@@ -109,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     recovery.add_argument("--recover-steps", type=int, default=None, metavar="N", help="stop recovery after N steps")
     recovery.add_argument("--optimizer", choices=list(OPTIMIZERS), default=None, help="recovery's optimizer (adam)")
     recovery.add_argument("--lr", type=float, default=None, help="recovery's learning rate (default 3e-3)")
+    recovery.add_argument("--batch", type=int, default=None, metavar="N", help="tuning samples per step (64)")
     recovery.add_argument(
         "--schedule",
         choices=list(SCHEDULES),
@@ -447,7 +448,7 @@ def _recipe_from_args(args: argparse.Namespace, model) -> Recipe:
 def _recover_settings(args: argparse.Namespace, recorded: RecoverConfig | None) -> RecoverConfig | None:
     """The recipe's recovery settings with the recovery flags given on top; None where neither asks for one."""
     flags = {"method": "recover", "seconds": "recover_seconds", "steps": "recover_steps", "optimizer": "optimizer",
-             "lr": "lr", "schedule": "schedule", "pruning_steps": "steps", "soft": "soft"}  # fmt: skip
+             "lr": "lr", "schedule": "schedule", "pruning_steps": "steps", "soft": "soft", "batch": "batch"}  # fmt: skip
     given = _given(args, **flags)
     if recorded is None and "method" not in given:
         if given:

@@ -207,6 +207,7 @@ class LayerOverride:
 
 
 MAX_RECOVERY_SECONDS = 3600.0
+MAX_BATCH = 4096
 
 
 @dataclass(frozen=True)
@@ -225,6 +226,8 @@ class RecoverConfig:
     schedule: str = "oneshot"
     pruning_steps: int = DEFAULT_PRUNING_STEPS
     soft: bool = False
+    batch: int = 64  # tuning samples per step
+    check_every: int | None = None  # steps between checks of the validation loss (None: by the time they take)
 
     def __post_init__(self) -> None:
         if self.method not in RECOVERY_METHODS:
@@ -243,6 +246,10 @@ class RecoverConfig:
             raise InvalidSettingError(f"unknown schedule {self.schedule!r}; use {', '.join(SCHEDULES)}")
         if isinstance(self.pruning_steps, bool) or not (isinstance(self.pruning_steps, int) and self.pruning_steps > 0):
             raise InvalidSettingError(f"pruning steps must be a positive whole number, got {self.pruning_steps!r}")
+        if isinstance(self.batch, bool) or not (isinstance(self.batch, int) and 0 < self.batch <= MAX_BATCH):
+            raise InvalidSettingError(f"batch must be a whole number in [1, {MAX_BATCH}], got {self.batch!r}")
+        if self.check_every is not None and not (isinstance(self.check_every, int) and self.check_every > 0):
+            raise InvalidSettingError(f"check_every must be a positive whole number, got {self.check_every!r}")
         if not isinstance(self.soft, bool):
             raise InvalidSettingError(f"soft must be true or false, got {self.soft!r}")
         if self.stepped and not RECOVERY_METHODS[self.method].trains:

@@ -17,7 +17,7 @@ from core.compression.export import export_bytes
 from core.compression.pipeline import Compressed, prepare_index
 from core.compression.quantization import quantize_weight
 from core.compression.recipe import MAX_RECOVERY_SECONDS, Recipe, RecoverConfig
-from core.compression.recovery import RECOVERY_METHODS, RecoveryInfo
+from core.compression.recovery import MATMUL_LR, RECOVERY_METHODS, RecoveryInfo, RecoveryMethod
 from core.compression.schedules import SCHEDULES, MaskSchedule, channel_cells, removed_per_group
 from core.compression.structured import ChannelIndex, apply_channel_removal
 from core.data.quality import measure, metric_of, sqnr_db
@@ -80,12 +80,14 @@ def recover(
         method=settings.method,
         seconds=settings.seconds,
         optimizer=settings.optimizer,
-        lr=settings.lr or method.lr,
+        lr=settings.lr or _default_lr(model, method),
         seed=settings.seed,
         masks={name: values != 0 for name, values in floats.items()},
         grids={name: (weight.bits, weight.axis) for name, weight in compressed.quantized.items()},
         classifier=metric_of(model).name in CLASSIFIER_METRICS,
         max_steps=settings.steps,
+        batch=settings.batch,
+        check_every=settings.check_every,
         reference=b"" if trains else model.onnx_bytes,
         schedule=None if stepped is None else stepped.schedule,
         watch=HeldOut(metric_of(model).name, watched.eval_set, watched.reference_outputs[0]) if trains else None,
@@ -137,6 +139,7 @@ def recover(
         pruning_steps=settings.pruning_steps if settings.stepped else 1,
         soft=settings.soft,
         stopped=result.stopped,
+        check_every=result.check_every,
     )
     return replace(
         compressed,
@@ -190,15 +193,23 @@ def _sliced(
     return kept
 
 
+def _default_lr(model: Model, method: RecoveryMethod) -> float:
+    initializers = {init.name for init in model.proto.graph.initializer}
+    matmul = any(node.op_type == "MatMul" and node.input[1] in initializers for node in model.proto.graph.node)
+    return MATMUL_LR if matmul and method.trains else method.lr
+
+
 def replayable(recipe: Recipe, info: RecoveryInfo | None) -> Recipe:
-    """The recipe as it should be saved after a recovery: with the number of steps it trained, so applying it
-    again trains the same steps in the same order (the learning rate and the checks follow steps, not time) and
-    reproduces the accuracy; its time limit doubled, so a slower machine still gets through them."""
+    """The recipe as it should be saved after a recovery: with the number of steps it trained and the steps between
+    its checks, so applying it again trains the same steps in the same order (the learning rate, the pruning steps
+    and the checks follow steps, not time) and reproduces the accuracy; its time limit doubled, so a slower machine
+    still gets through them."""
     settings = recipe.recover
     if settings is None or info is None or settings.steps is not None or not RECOVERY_METHODS[info.method].trains:
         return recipe
     seconds = min(MAX_RECOVERY_SECONDS, 2 * settings.seconds)
-    return replace(recipe, recover=replace(settings, steps=max(1, info.steps), seconds=seconds))
+    steps = max(1, info.steps)
+    return replace(recipe, recover=replace(settings, steps=steps, seconds=seconds, check_every=info.check_every))
 
 
 def _quality(model: Model, export: bytes) -> float:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 class RecoveryMethod:
     description: str
     needs_labels: bool
-    lr: float  # the default learning rate (Adam)
+    lr: float  # the default learning rate (Adam) of a convolutional or fully connected model
     trains: bool = True  # False: a closed-form correction, done in a few passes
 
 
@@ -32,6 +32,9 @@ RECOVERY_METHODS: dict[str, RecoveryMethod] = {
     ),
 }
 OPTIMIZERS = ("adam", "sgd")  # SGD with momentum 0.9
+# The default rate where MatMul weights train (a transformer): Adam's usual fine-tuning rate. At 3e-3 minilm's
+# validation loss rose from 0.54 to 1.18 in one step; at 1e-4 it fell to 0.25 in 95.
+MATMUL_LR = 1e-4
 
 
 @dataclass(frozen=True)
@@ -56,3 +59,4 @@ class RecoveryInfo:
     pruning_steps: int = 1
     soft: bool = False
     stopped: bool = False  # stopped by the user before its budget ran out; the best checkpoint so far is kept
+    check_every: int = 1  # steps between two checks of the validation loss

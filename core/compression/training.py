@@ -36,8 +36,14 @@ from core.errors import UnsupportedModelError
 from core.model import EvalSet
 
 VALIDATION_FRACTION = 0.1  # of the tuning part, held aside to pick the best checkpoint (never the held-out part)
-VALIDATE_EVERY_S = 1.0  # seconds of training between two checks of the validation loss
-CURVE_POINTS = 60  # with a number of steps: the checks are spread over them, at the same steps every time
+VALIDATION_MOST = 128  # samples: enough to rank checkpoints, few enough to check often on a slow model
+CURVE_POINTS = 60  # checks of the validation loss over a run, at most
+CHECK_SHARE = 0.2  # and on a model slow to check (minilm: seconds for 128 sentences), at most this share of the time
+# Steps timed, then undone, to turn the budget into steps: chunks of CHUNK until two agree within STEADY, at most
+# CALIBRATION_STEPS or CALIBRATION_SHARE of the budget
+CHUNK, STEADY, CALIBRATION_STEPS, CALIBRATION_SHARE = 5, 0.1, 100, 0.1
+BUDGET_USED = 0.95  # of what is left after timing: the rest absorbs timing's error
+PROGRESS_EVERY_S = 0.25
 
 
 def _onnx2torch():
@@ -72,7 +78,10 @@ SAME_AS_OLDER = (("GreaterOrEqual", 16, 12), ("LessOrEqual", 16, 12))
 
 
 def _with_newer_versions(onnx2torch):
-    """onnx2torch with the converters of SAME_AS_OLDER registered through its own `add_converter`."""
+    """onnx2torch with the converters of SAME_AS_OLDER registered through its own `add_converter`, and its Flatten
+    made to follow ONNX where the axis is the input's rank (minilm's attention mask: [batch, tokens] at axis 2 is
+    [batch * tokens, 1]; onnx2torch 1.5.15 flattens to one dimension, then fails)."""
+    from onnx2torch.node_converters.flatten import OnnxFlatten
     from onnx2torch.node_converters.registry import add_converter, get_converter
 
     for operation, newer, older in SAME_AS_OLDER:
@@ -80,7 +89,13 @@ def _with_newer_versions(onnx2torch):
             get_converter(operation, newer)
         except NotImplementedError:
             add_converter(operation, newer)(get_converter(operation, older))
+    OnnxFlatten.forward = _flatten
     return onnx2torch
+
+
+def _flatten(self, x: torch.Tensor) -> torch.Tensor:
+    """ONNX Flatten: the dimensions before `axis` multiplied into the first, the rest into the second (1 if none)."""
+    return x.reshape(math.prod(x.shape[: self.axis]), -1)
 
 
 @dataclass(frozen=True)
@@ -113,7 +128,8 @@ class TrainPlan:
     temperature: float = 4.0
     label_weight: float = 0.5  # finetune: cross-entropy's share; distillation has the rest
     batch: int = 64
-    max_steps: int | None = None
+    max_steps: int | None = None  # None: as many as fit in `seconds`, timed on a few steps first
+    check_every: int | None = None  # steps between checks (None: by the time they take)
     reference: bytes = b""  # correct: the original graph, whose layer outputs the compressed ones are matched to
     schedule: MaskSchedule | None = None  # a stepped schedule: `masks` are chosen during training, from none
     watch: HeldOut | None = None
@@ -129,6 +145,7 @@ class TrainResult:
     curve: list[tuple[int, float, float, float]] = field(default_factory=list)
     removed: list[int] = field(default_factory=list)  # a stepped channel schedule: the classes removed at the end
     stopped: bool = False  # asked to stop before the budget ran out
+    check_every: int = 1  # steps between two checks of the validation loss
 
 
 class _Masked(nn.Module):
@@ -169,6 +186,9 @@ def trainable_module(float_onnx: bytes) -> tuple[nn.Module, list[str], dict[str,
     """onnx2torch's module for the graph, its input names in call order, and every Conv/Gemm weight and bias and
     every MatMul's constant weight it holds, by initializer name."""
     proto = onnx.load_from_string(float_onnx)
+    for node in proto.graph.node:  # a trailing '' input means "not given", as no input does; onnx2torch's Clip
+        while node.input and not node.input[-1]:  # reads '' as a tensor name (torch's exporter writes Clip(x, min, ''))
+            node.input.pop()
     onnx2torch = _onnx2torch()
     try:
         net = onnx2torch.convert(proto)
@@ -333,16 +353,17 @@ def train(
     pruner = None if schedule is None else _Pruner(schedule, trainable, masked)
     net.eval()
     parameters = [parameter for parameter in net.parameters() if parameter.requires_grad]
-    optimizer = (
-        torch.optim.Adam(parameters, lr=plan.lr)
-        if plan.optimizer == "adam"
-        else torch.optim.SGD(parameters, lr=plan.lr, momentum=0.9)
-    )
+
+    def new_optimizer() -> torch.optim.Optimizer:  # the fused CPU kernels: one pass over every parameter
+        if plan.optimizer == "adam":
+            return torch.optim.Adam(parameters, lr=plan.lr, fused=True)
+        return torch.optim.SGD(parameters, lr=plan.lr, momentum=0.9, fused=True)
+
     feeds = [torch.from_numpy(np.ascontiguousarray(inputs[name])) for name in names]
     targets = torch.from_numpy(np.ascontiguousarray(teacher))
     classes = torch.from_numpy(labels.astype(np.int64)) if labels is not None else None
     order = torch.randperm(len(targets), generator=torch.Generator().manual_seed(plan.seed))
-    held = max(1, round(VALIDATION_FRACTION * len(order))) if len(order) > 1 else 0
+    held = min(VALIDATION_MOST, max(1, round(VALIDATION_FRACTION * len(order)))) if len(order) > 1 else 0
     validation, training = order[:held], order[held:] if held < len(order) else order
 
     def loss_on(indexes: torch.Tensor) -> torch.Tensor:
@@ -356,15 +377,44 @@ def train(
         with torch.no_grad():
             return float(loss_on(validation))
 
-    def spent() -> float:
-        """The share of the schedule done (cosine decay, pruning steps): by steps where they are set, so a recipe
-        that records them trains the same again; else by time."""
-        return step / plan.max_steps if plan.max_steps else (time.monotonic() - started) / plan.seconds
-
     def out_of_time() -> bool:
         return time.monotonic() - started >= plan.seconds
 
-    every = max(1, plan.max_steps // CURVE_POINTS) if plan.max_steps else 0  # by steps: measured at the same ones
+    def timed_step(optimizer: torch.optim.Optimizer, indexes: torch.Tensor) -> torch.Tensor:
+        loss = loss_on(indexes)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    def plan_steps() -> tuple[int, int]:
+        """How many steps fit in what is left of the budget, and every how many steps to check, timed on a few
+        steps whose effect is then undone: training itself is counted in steps, so the recipe that records them
+        trains the same again. Checks take at most CHECK_SHARE of the time."""
+        saved, trial = copy.deepcopy(net.state_dict()), new_optimizer()
+        shuffle = torch.Generator().manual_seed(plan.seed + 2)
+        rates: list[float] = []  # seconds per step, chunk by chunk: the first chunks warm up, and are slower
+        calibrating = time.monotonic()
+        while len(rates) < 2 or abs(rates[-1] - rates[-2]) > STEADY * rates[-1]:
+            out_of_share = time.monotonic() - calibrating > CALIBRATION_SHARE * plan.seconds
+            if rates and (len(rates) * CHUNK >= CALIBRATION_STEPS or out_of_share):
+                break
+            begun = time.monotonic()
+            for _ in range(CHUNK):
+                timed_step(trial, training[torch.randperm(len(training), generator=shuffle)[: plan.batch]])
+            rates.append((time.monotonic() - begun) / CHUNK)
+        per_step = rates[-1]
+        checked = time.monotonic()
+        validation_loss()
+        if plan.watch is not None:
+            plan.watch.score(net, names)
+        check = time.monotonic() - checked
+        net.load_state_dict(saved)
+        left = (plan.seconds - (time.monotonic() - started)) * BUDGET_USED
+        every = max(1, math.ceil(check / (CHECK_SHARE * per_step)))
+        total = max(1, int(left / (per_step + check / every)))
+        every = max(every, total // CURVE_POINTS)
+        return max(1, int(left / (per_step + check / every))), every
 
     def measure(loss: float, watch: bool = True) -> None:
         """A point of the curve; the held-out slice is watched between the first and the last (the page has the
@@ -379,8 +429,23 @@ def train(
             best_loss, best_step, best = current, step, copy.deepcopy(net.state_dict())
 
     step, best_loss, best_step, best, curve = 0, math.nan, 0, None, []
-    measure(math.nan, watch=False)
-    checked, generator, stopped = time.monotonic(), torch.Generator().manual_seed(plan.seed + 1), False
+    try:
+        measure(math.nan, watch=False)  # the first run of the converted graph
+    except (RuntimeError, IndexError, ValueError, TypeError) as error:
+        line = next((text for text in str(error).splitlines() if text.strip()), type(error).__name__)
+        raise UnsupportedModelError(
+            f"cannot train this graph in PyTorch: its conversion does not run ({line})"
+        ) from None
+    if plan.max_steps:
+        total, every = plan.max_steps, plan.check_every or max(1, plan.max_steps // CURVE_POINTS)
+    else:
+        total, every = plan_steps()
+    optimizer, generator, stopped, reported = new_optimizer(), torch.Generator().manual_seed(plan.seed + 1), False, 0.0
+
+    def spent() -> float:
+        """The share of the schedule done: the cosine decay and the pruning steps follow steps, not time."""
+        return step / total
+
     shuffled, position = training[torch.randperm(len(training), generator=generator)], 0
     while spent() < 1 and not out_of_time():
         if stop is not None and stop():
@@ -394,17 +459,15 @@ def train(
             group["lr"] = plan.lr * 0.5 * (1 + math.cos(math.pi * min(spent(), 1.0)))
         if position >= len(shuffled):  # a new epoch, newly shuffled
             shuffled, position = training[torch.randperm(len(training), generator=generator)], 0
-        loss = loss_on(shuffled[position : position + plan.batch])
+        loss = timed_step(optimizer, shuffled[position : position + plan.batch])
         position += plan.batch
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
         step += 1
-        if (step % every == 0) if every else time.monotonic() - checked >= VALIDATE_EVERY_S:
-            checked = time.monotonic()
+        now = time.monotonic()
+        if step % every == 0:
             measure(loss.item())
-            if progress is not None:
-                progress(min(1.0, spent()))
+        if progress is not None and now - reported >= PROGRESS_EVERY_S:
+            progress(min(1.0, max(spent(), (now - started) / plan.seconds)))
+            reported = now
     while pruner is not None and not pruner.finished:  # stopped early: the schedule's end is still the result
         pruner.step()
     measure(math.nan if not step else loss.item(), watch=False)
@@ -413,7 +476,9 @@ def train(
     final = masks if pruner is None else pruner.masks
     weights = {name: _values(entry, final, name) for name, entry in trainable.items()}
     removed = [] if pruner is None else pruner.removed
-    return TrainResult(weights, step, time.monotonic() - started, best_step if held else step, curve, removed, stopped)
+    return TrainResult(
+        weights, step, time.monotonic() - started, best_step if held else step, curve, removed, stopped, every
+    )
 
 
 def _unmasked(schedule: MaskSchedule, trainable: dict[str, _Trainable]) -> dict[str, np.ndarray]:

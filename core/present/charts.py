@@ -335,5 +335,5 @@ def recovery_chart(
         xaxis={"title": "step"},
         yaxis={"title": "loss", "type": "log"},
         yaxis2={"title": f"held-out {metric}", "overlaying": "y", "side": "right", "showgrid": False,
-                "tickformat": ".0%" if percent else None},
+                "tickformat": ".1%" if percent else None},
     )  # fmt: skip

@@ -187,7 +187,8 @@ def test_the_cli_recovers_records_the_settings_and_reproduces_them(tmp_path, cap
     first = json.loads(report.read_text())
     # the steps it trained are recorded, so the recipe trains them again; the time limit doubled to get there
     assert saved == {"method": "distill", "seconds": 8.0, "optimizer": "adam", "lr": None, "seed": 0,
-                     "steps": first["recovery"]["steps"], "schedule": "oneshot", "pruning_steps": 10, "soft": False}  # fmt: skip
+                     "steps": first["recovery"]["steps"], "schedule": "oneshot", "pruning_steps": 10, "soft": False,
+                     "batch": 64, "check_every": first["recovery"]["check_every"]}  # fmt: skip
     assert first["recovery"]["before"] == pytest.approx(0.1114, abs=1e-3) and first["accuracy"]["compressed"] > 0.9
     again = tmp_path / "again.json"
     assert main(["compress", "digits-cnn", "--apply-recipe", str(recipe), "--out", str(tmp_path / "b.onnx"),
@@ -246,3 +247,41 @@ def test_matmul_weights_train_too(tmp_path):
         assert np.all(recovered.weights[name][base.weights[name] == 0] == 0)
         assert not np.array_equal(recovered.weights[name], base.weights[name])
     assert _held_out(model, export_bytes(recovered)) > recovered.recovery.before  # cosine to the original
+
+
+def test_what_torchs_exporter_writes_into_transformers_converts_and_runs_as_onnx_runtime_runs_it():
+    """Clip with an empty max input, Flatten at the input's rank and GreaterOrEqual-16, as in minilm's graph: the
+    converted module computes what ONNX Runtime computes, and its MatMul weight trains."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from core.compression.training import trainable_module
+    from core.onnx.runtime import create_session, run
+
+    weight = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Clip", ["x", "low", ""], ["clipped"]),
+        helper.make_node("MatMul", ["clipped", "w"], ["y"]),
+        helper.make_node("GreaterOrEqual", ["y", "low"], ["positive"]),
+        helper.make_node("Cast", ["positive"], ["mask"], to=TensorProto.FLOAT),
+        helper.make_node("Flatten", ["mask"], ["flat"], axis=2),  # [n, 3] at axis 2: [n * 3, 1]
+    ]
+    graph = helper.make_graph(
+        nodes, "exported", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3]),
+         helper.make_tensor_value_info("flat", TensorProto.FLOAT, ["m", 1])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(np.array(0.1, np.float32), "low")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)])
+    onnx.checker.check_model(model)
+    data = model.SerializeToString()
+    x = np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)
+    expected = run(create_session(data), {"x": x})
+    net, names, trainable = trainable_module(data)
+    import torch
+
+    with torch.no_grad():
+        y, flat = net(torch.from_numpy(x))
+    assert names == ["x"] and set(trainable) == {"w"}
+    np.testing.assert_allclose(y.numpy(), expected[0], rtol=1e-5, atol=1e-6)
+    assert flat.shape == (15, 1) and np.array_equal(flat.numpy(), expected[1])

@@ -302,3 +302,31 @@ def test_every_digit_of_the_layer_table_shows():
             assert cut == [], f"figures cut at the {end} end of the table: see {OUTPUT}/layer-table-{end}.png"
             columns += seen
         assert columns >= 12  # both ends together show every one of the 11 columns
+
+
+def test_recovery_shows_its_curve_live_and_stop_keeps_the_best_checkpoint():
+    """In Chromium: 90 % unstructured, Recover: the progress bar and the live loss / held-out chart update while it
+    trains in the background; Stop ends it early with the best checkpoint and its held-out figure."""
+    with streamlit_server() as url, chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 2600})
+        page.goto(url)
+        page.get_by_text("Per-layer sparsity").first.wait_for(timeout=90_000)
+        slider = page.get_by_role("slider", name="Pruning amount (% of weights set to zero)")
+        slider.focus()
+        for _ in range(90):
+            page.keyboard.press("ArrowRight")
+        page.get_by_text(re.compile(r"This file: 90\.0% of the prunable weights")).wait_for(timeout=30_000)
+        page.get_by_role("button", name="Recover", exact=True).click()
+        page.get_by_text(re.compile(r"Recovering \(distill\)… \d+% of 60 s")).wait_for(timeout=30_000)
+        live = "() => [...document.querySelectorAll('.js-plotly-plot')].filter(p => p.layout.title.text" \
+               ".includes('Recovery: loss')).map(p => p.data[1].x.length)"  # fmt: skip
+        page.wait_for_function(f"() => ({live})().some(points => points >= 3)", timeout=60_000)
+        first = max(page.evaluate(live))
+        page.wait_for_function(f"() => Math.max(...({live})()) > {first}", timeout=30_000)  # it keeps updating
+        page.get_by_role("button", name="Stop").click()
+        done = page.get_by_text(re.compile(r"^distill: accuracy on the held-out part \d+\.\d% → \d+\.\d%"))
+        done.wait_for(timeout=60_000)
+        page.get_by_text("Stopped before its budget ran out").wait_for(timeout=10_000)
+        before, after = re.findall(r"(\d+\.\d)%", done.inner_text())[:2]
+        assert float(after) > float(before)
+        assert page.get_by_test_id("stException").count() == 0
