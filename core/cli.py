@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -11,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from core.compression.activations import ACTIVATION_MODES, CALIBRATION_METHODS
-from core.compression.export import check_export_target, export_model, save_export
+from core.compression.export import check_export_target, export_bytes, export_model, save_export
 from core.compression.granularities import GRANULARITIES
 from core.compression.pipeline import compress
 from core.compression.pruning import CRITERIA, SCOPES
@@ -24,7 +25,9 @@ from core.data.images import COLORS, LAYOUTS, PREPROCESS_KEYS, SCALES
 from core.data.quality import QUALITY_METRICS, with_metric
 from core.errors import InvalidSettingError, SqueezeError
 from core.explore.allocation import allocate_bits, compare_plans
+from core.explore.search import OBJECTIVES, SAMPLERS, SearchSettings, Trial, search
 from core.explore.sensitivity import DEFAULT_AMOUNTS, DEFAULT_BITS, cached_scan
+from core.explore.snapshots import describe
 from core.explore.sweep import DEFAULT_AMOUNTS as SWEEP_AMOUNTS
 from core.explore.sweep import DEFAULT_BITS as SWEEP_BITS
 from core.explore.sweep import DEFAULT_BUDGET_S as SWEEP_BUDGET_S
@@ -225,6 +228,31 @@ def _parser() -> argparse.ArgumentParser:
     sensitivity.add_argument("--bits", type=_ints, default=list(DEFAULT_BITS), metavar="B,C,...")
     sensitivity.add_argument("--json", type=Path, metavar="OUT.json", help="write the scan as JSON")
 
+    finder = commands.add_parser(
+        "search", parents=[inputs],
+        help="automatic search (Optuna) for the cheapest export whose quality on the tuning data meets a constraint",
+    )  # fmt: skip
+    finder.add_argument("model")
+    finder.add_argument("--objective", choices=list(OBJECTIVES), default="size",
+                        help="; ".join(f"{name}: {item.description}" for name, item in OBJECTIVES.items()))  # fmt: skip
+    finder.add_argument("--max-drop", type=float, default=None, metavar="POINTS",
+                        help="the most accuracy (points) a setting may lose on the tuning part; needs labels")  # fmt: skip
+    finder.add_argument("--min-quality", type=float, default=None, metavar="Q",
+                        help="the least quality (the model's metric, e.g. cosine) on the tuning part")  # fmt: skip
+    finder.add_argument("--budget", type=float, default=120.0, metavar="SECONDS", help="wall-clock budget (120)")
+    finder.add_argument("--trials", type=int, default=None, metavar="N", help="stop after N trials in all")
+    finder.add_argument("--seed", type=int, default=0)
+    finder.add_argument("--sampler", choices=list(SAMPLERS), default="tpe",
+                        help="tpe: Bayesian (Optuna's TPE); nsga2: genetic; random")  # fmt: skip
+    finder.add_argument("--storage", default=None, metavar="URL",
+                        help="an Optuna storage URL several machines share (default: SQLite in the data folder)")  # fmt: skip
+    finder.add_argument("--study", default=None, metavar="NAME", help="the study's name (default: from the settings)")
+    finder.add_argument("--workers", type=int, default=1, metavar="N", help="local worker processes (1)")
+    finder.add_argument("--out", type=Path, metavar="OUT.onnx", help="the best feasible trial's export")
+    finder.add_argument("--recipe", type=Path, metavar="RECIPE.json")
+    finder.add_argument("--report", type=Path, metavar="REPORT.json")
+    finder.add_argument("--csv", type=Path, metavar="OUT.csv", help="every trial of the study")
+
     grid = commands.add_parser(
         "sweep", parents=[inputs], help="a grid of settings, each exported and measured; the Pareto front"
     )
@@ -333,6 +361,67 @@ def _sweep(args: argparse.Namespace) -> None:
               f"{best.speedup:.2f}x)")  # fmt: skip
     if args.csv:
         write_atomic(args.csv, to_csv(points).encode())
+
+
+def _search(args: argparse.Namespace) -> int:
+    for path in (args.out, args.recipe, args.report, args.csv):
+        if path is not None and not path.parent.is_dir():
+            raise InvalidSettingError("the folder to write into does not exist", str(path))
+    if args.out is not None:
+        check_export_target(args.out)
+    settings = SearchSettings(args.objective, args.max_drop, args.min_quality, args.budget, args.trials, args.seed,
+                              args.sampler, args.storage, args.study, args.workers)  # fmt: skip
+    model = _load(args, args.model)
+    unit = OBJECTIVES[settings.objective].unit
+    shown = [math.inf]
+
+    def heard(trial: Trial) -> None:
+        if trial.feasible and trial.cost < shown[0]:
+            shown[0] = trial.cost
+            print(f"  trial {trial.number}: {trial.cost:.4g} {unit}, {trial.quality:.4f} on the tuning batch (best so far)",
+                  file=sys.stderr)  # fmt: skip
+
+    print(f"searching ({settings.sampler}, {settings.objective}, up to {settings.budget_s:g} s)...", file=sys.stderr)
+    started = time.perf_counter()
+    result = search(model, settings, _print_progress("search"), heard)
+    judge = QUALITY_METRICS[result.metric]
+    print(f"{model.name}: study {result.study} in {result.storage}, {len(result.trials)} trials "
+          f"({time.perf_counter() - started:.1f} s this run)")  # fmt: skip
+    print(f"constraint: {result.metric} on the tuning batch >= {judge.format(result.limit)} (the original: "
+          f"{judge.format(result.baseline)})")  # fmt: skip
+    if args.csv:
+        write_atomic(args.csv, result.to_csv().encode())
+    best = result.best
+    if best is None:
+        closest = result.closest
+        if closest is None:
+            print("no trial finished: nothing to export")
+        else:
+            print(f"no trial met the constraint; the closest is trial {closest.number}: {result.metric} "
+                  f"{judge.format(closest.quality)}, {judge.format(closest.drop)} short, {closest.cost:.4g} {unit}")  # fmt: skip
+        return 1
+    print(f"best: trial {best.number}, {best.cost:.4g} {unit}, {result.metric} {judge.format(best.quality)} on the "
+          f"tuning batch; {describe(best.recipe)}")  # fmt: skip
+    compressed = compress(model, best.recipe)
+    data = export_bytes(compressed)
+    report = build_report(compressed, data, progress=_evaluation_progress(model))
+    metric, value = report.quality
+    print(
+        f"held-out check: {metric} {judge.format(value)} on {model.eval_samples} held-out samples"
+        + (f" (the original: {judge.format(report.accuracy.original)})" if report.accuracy and judge.percent else "")
+    )
+    if report.accuracy and settings.max_drop is not None:
+        drop = 100 * (report.accuracy.original - report.accuracy.compressed)
+        if drop > settings.max_drop:
+            print(f"note: it drops {drop:.1f} points on the held-out part, more than the {settings.max_drop:g} allowed "
+                  "on the tuning part: the model fits its tuning data better than new data")  # fmt: skip
+    if args.out:
+        save_export(data, args.out)
+    if args.recipe:
+        write_atomic(args.recipe, best.recipe.to_json().encode())
+    if args.report:
+        write_atomic(args.report, (json.dumps(report.to_dict(), indent=1) + "\n").encode())
+    return 0
 
 
 def _allocate(args: argparse.Namespace) -> None:
@@ -724,6 +813,7 @@ COMMANDS = {
     "bench": _bench,
     "sensitivity": _sensitivity,
     "sweep": _sweep,
+    "search": _search,
     "report": _report,
     "allocate": _allocate,
 }
@@ -732,10 +822,10 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
     except SqueezeError as error:
         print(f"error: {error}", file=sys.stderr)
         if getattr(args, "verbose", False) and error.details:
             print(error.details, file=sys.stderr)
         return EXIT_USAGE
-    return 0
+    return code or 0

@@ -1,0 +1,453 @@
+"""Automatic search for the cheapest export that keeps its quality: Optuna samples the recipe's own settings
+(granularity, criterion, an amount and weight bits per group of layers, activation mode), each trial is compressed,
+exported and judged on the *tuning* part of the data, and the best feasible trial is kept. The study lives in an
+Optuna storage (SQLite in the user data folder by default, or any URL several machines share), so a search
+resumes where it stopped and several workers search one study together.
+
+Optuna rather than an optimiser of our own: it brings TPE and NSGA-II with constraints, seeded samplers, storages
+that several processes and machines share, and optuna-dashboard to look at a study.
+
+Cheap signals first: MACs and the export's size are read from the export; quality on a tuning batch is a few
+ONNX Runtime runs; latency (objective `latency`) is measured briefly per feasible trial, and again, longer, for the
+finalists.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import multiprocessing
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+
+from core.compression.activations import ACTIVATION_MODES
+from core.compression.export import export_bytes
+from core.compression.pipeline import compress, resolve_activation_mode
+from core.compression.pruning import CRITERIA
+from core.compression.recipe import FLOAT_BITS, LayerOverride, PruneConfig, QuantConfig, Recipe
+from core.data.quality import QUALITY_METRICS, metric_of
+from core.errors import InvalidSettingError, UnsupportedModelError
+from core.explore.snapshots import data_dir
+from core.measure.benchmark import measure_latency
+from core.measure.summaries import size_of
+from core.model import Model
+
+GRANULARITY_CHOICES = ("unstructured", "channel")  # blocks: too coarse to tune per trial
+MAX_GROUPS = 6  # layers searched together, in graph order: enough freedom, few enough dimensions to search
+BITS = (FLOAT_BITS, 8, 4)  # 2 bits wrecks every layer it touches here; 4 and 8 are both stored as int8
+AMOUNT_STEP, MAX_AMOUNT = 0.05, 0.9
+TRIAL_SAMPLES = 512  # tuning samples each trial is judged on; the winner is checked on the whole tuning part
+TRIAL_LATENCY_S, FINAL_LATENCY_S, FINALISTS = 0.3, 2.0, 3
+
+
+@dataclass(frozen=True)
+class Objective:
+    description: str
+    unit: str
+    read: Callable[[Recipe, bytes, dict[str, int]], float] | None  # (recipe, export, macs) -> cost; None: timed
+
+
+OBJECTIVES: dict[str, Objective] = {
+    # gzip, as the report's "compressed" size: raw bytes do not shrink for zeros, nor below 8 bits (ONNX keeps
+    # n-bit codes in int8), so raw size would leave the search only channels and 8-bit weights to try
+    "size": Objective("the exported file gzipped (level 1)", "MB", lambda recipe, data, macs: _gzip_mb(data)),
+    "macs": Objective("multiply-accumulates per sample", "MMACs", lambda recipe, data, macs: sum(macs.values()) / 1e6),
+    "latency": Objective("ONNX Runtime latency of the export, interleaved with the original", "ms", None),
+}
+
+
+SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
+    # the constraint reaches both through Trial.set_constraint; `group` lets TPE model each granularity's own
+    # parameters together (Optuna calls it experimental)
+    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=8),
+    "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed, population_size=12),
+    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+}
+
+
+def _gzip_mb(data: bytes) -> float:
+    return size_of(data).gzip / 1e6
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    objective: str = "size"
+    max_drop: float | None = None  # accuracy points on the tuning part (a labelled metric)
+    min_quality: float | None = None  # the metric's value on the tuning part
+    budget_s: float = 120.0
+    trials: int | None = None
+    seed: int = 0
+    sampler: str = "tpe"
+    storage: str | None = None  # an Optuna storage URL; None: SQLite in the user data folder
+    study: str | None = None  # None: named after the model, its data and these settings
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise InvalidSettingError(f"unknown objective {self.objective!r}; use {', '.join(OBJECTIVES)}")
+        if self.sampler not in SAMPLERS:
+            raise InvalidSettingError(f"unknown sampler {self.sampler!r}; use {', '.join(SAMPLERS)}")
+        if (self.max_drop is None) == (self.min_quality is None):
+            raise InvalidSettingError("give one constraint: --max-drop POINTS (with labels) or --min-quality Q")
+        if self.max_drop is not None and not 0 <= self.max_drop <= 100:
+            raise InvalidSettingError(f"--max-drop is in accuracy points, 0-100; got {self.max_drop}")
+        if not 0 < self.budget_s <= 24 * 3600:
+            raise InvalidSettingError(f"--budget must be in (0, 86400] seconds; got {self.budget_s}")
+        if self.trials is not None and self.trials < 1:
+            raise InvalidSettingError(f"--trials must be at least 1; got {self.trials}")
+        if not 1 <= self.workers <= 64:
+            raise InvalidSettingError(f"--workers must be 1-64; got {self.workers}")
+
+
+@dataclass(frozen=True)
+class Trial:
+    number: int
+    recipe: Recipe
+    cost: float  # the objective, in its unit
+    quality: float  # on the tuning batch
+    feasible: bool
+    drop: float  # how far from the constraint (<= 0 meets it), in the constraint's own unit
+    worker: str = ""
+
+
+@dataclass
+class SearchResult:
+    study: str
+    storage: str
+    objective: str
+    metric: str
+    baseline: float  # the original's quality on the tuning batch
+    limit: float  # the lowest quality that meets the constraint
+    trials: list[Trial] = field(default_factory=list)
+
+    @property
+    def best(self) -> Trial | None:
+        """The cheapest feasible trial."""
+        feasible = [trial for trial in self.trials if trial.feasible]
+        return min(feasible, key=lambda trial: (trial.cost, -trial.quality)) if feasible else None
+
+    @property
+    def closest(self) -> Trial | None:
+        """Where nothing is feasible: the trial nearest the constraint."""
+        return min(self.trials, key=lambda trial: trial.drop) if self.trials else None
+
+    def front(self) -> list[Trial]:
+        """The trials no other beats on both cost and quality."""
+        return [
+            trial
+            for trial in self.trials
+            if not any(
+                other.cost <= trial.cost
+                and other.quality >= trial.quality
+                and (other.cost < trial.cost or other.quality > trial.quality)
+                for other in self.trials
+            )  # fmt: skip
+        ]
+
+    def to_csv(self) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["trial", "worker", OBJECTIVES[self.objective].unit, self.metric, "feasible", "recipe"])
+        for trial in self.trials:
+            recipe = json.dumps(json.loads(trial.recipe.to_json()), separators=(",", ":"))
+            writer.writerow([trial.number, trial.worker, f"{trial.cost:.6g}", f"{trial.quality:.6g}", trial.feasible,
+                             recipe])  # fmt: skip
+        return out.getvalue()
+
+
+def layer_groups(model: Model) -> list[list[str]]:
+    """The prunable layers in graph order, cut into at most MAX_GROUPS runs of neighbours."""
+    nodes = [layer.node for layer in model.layers]
+    count = min(MAX_GROUPS, len(nodes))
+    return [nodes[len(nodes) * index // count : len(nodes) * (index + 1) // count] for index in range(count)]
+
+
+def recipe_of(model: Model, params: dict, groups: list[list[str]]) -> Recipe:
+    """A trial's parameters as a recipe of the model's."""
+    granularity = params["granularity"]
+    bits = {node: params[f"bits {index}"] for index, group in enumerate(groups) for node in group}
+    overrides = []
+    quantized = [width for width in bits.values() if width != FLOAT_BITS]
+    for index, group in enumerate(groups):
+        amount = params.get(f"amount {index}") if granularity == "unstructured" else None
+        for node in group:
+            width = bits[node] if quantized else None  # 32: this layer float, the others quantized
+            if amount or width:
+                overrides.append(LayerOverride(node, amount=amount or None, bits=width))
+    activations = params.get("activations", "none") if quantized else "none"
+    criterion = params.get(f"criterion {granularity}", _criteria(granularity)[0])
+    prune = PruneConfig(params.get("amount", 0.0) if granularity == "channel" else 0.0, criterion,
+                        granularity=granularity)  # fmt: skip
+    quant = QuantConfig(min(quantized) if quantized else FLOAT_BITS, activations)
+    return Recipe.for_model(model, prune, quant, tuple(overrides))
+
+
+def _suggest(trial: optuna.Trial, model: Model, settings: SearchSettings, groups: list[list[str]]) -> dict:
+    granularity = trial.suggest_categorical("granularity", list(GRANULARITY_CHOICES))
+    criteria = _criteria(granularity)
+    if len(criteria) > 1:  # a parameter of its own per granularity: each has its own criteria
+        trial.suggest_categorical(f"criterion {granularity}", criteria)
+    if granularity == "channel":
+        trial.suggest_float("amount", 0.0, MAX_AMOUNT, step=AMOUNT_STEP)
+    for index in range(len(groups)):
+        if granularity == "unstructured":
+            trial.suggest_float(f"amount {index}", 0.0, MAX_AMOUNT, step=AMOUNT_STEP)
+        trial.suggest_categorical(f"bits {index}", list(BITS))
+    if settings.objective == "latency":
+        trial.suggest_categorical("activations", _activation_modes(model))
+    return trial.params
+
+
+def _criteria(granularity: str) -> list[str]:
+    """The criteria that rank by what the weights (or activations) say; random ranks nothing."""
+    return [name for name, item in CRITERIA.items() if item.applies_to(granularity) and name != "random"]
+
+
+def _activation_modes(model: Model) -> list[str]:
+    modes = ["none"]
+    for mode in ("dynamic", "static"):
+        if ACTIVATION_MODES[mode].int8 and resolve_activation_mode(model, mode)[0] == mode:
+            modes.append(mode)
+    return modes
+
+
+def _seeds(groups: list[list[str]], objective: str) -> list[dict]:
+    """What the tool already knows, tried first: the uniform grid's corners (nothing, 8-bit weights, half the
+    weights or channels, both)."""
+    seeds = []
+    for granularity, amount in (("unstructured", 0.0), ("unstructured", 0.5), ("channel", 0.25), ("channel", 0.5)):
+        for width in (FLOAT_BITS, 8):
+            params: dict = {"granularity": granularity}
+            if granularity == "channel":
+                params["amount"] = amount
+            for index in range(len(groups)):
+                if granularity == "unstructured":
+                    params[f"amount {index}"] = amount
+                params[f"bits {index}"] = width
+            if objective == "latency":
+                params["activations"] = "none"
+            seeds.append(params)
+    return seeds
+
+
+@dataclass(frozen=True)
+class _Judge:
+    """Quality on a batch of the tuning part, against the original's outputs on it."""
+
+    metric: str
+    inputs: dict
+    reference: object
+    data: object
+    baseline: float
+    limit: float
+
+    @classmethod
+    def of(cls, model: Model, settings: SearchSettings) -> _Judge:
+        part, apart = model.tuning_part(TRIAL_SAMPLES)
+        if not apart:
+            raise UnsupportedModelError(
+                "search judges each setting on a tuning part apart from the held-out data, and this model has none: "
+                "give your data (--data)",
+                model.source,
+            )
+        judge = metric_of(model)
+        if settings.max_drop is not None and not judge.percent:
+            raise InvalidSettingError(
+                f"--max-drop is in accuracy points and this model is judged by {judge.name}: use --min-quality"
+            )
+        reference = model.outputs_of(model.runnable, inputs=part.inputs)[0]
+        baseline = judge.score(reference, reference, part)
+        limit = baseline - settings.max_drop / 100 if settings.max_drop is not None else settings.min_quality
+        return cls(judge.name, part.inputs, reference, part, baseline, limit)
+
+    def quality(self, model: Model, export: bytes) -> float:
+        outputs = model.outputs_of(export, inputs=self.inputs)[0]
+        return float(QUALITY_METRICS[self.metric].score(self.reference, outputs, self.data))
+
+
+def _quiet() -> None:
+    """Optuna's per-trial log lines and its note that `group` is experimental: the CLI prints its own progress."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def default_storage() -> str:
+    return f"sqlite:///{data_dir() / 'search.db'}"
+
+
+def study_name(model: Model, settings: SearchSettings) -> str:
+    data = model.data.sha256 if model.data else "samples"
+    key = json.dumps([model.sha256, data, settings.objective, settings.max_drop, settings.min_quality,
+                      settings.sampler, settings.seed])  # fmt: skip
+    return f"{model.name}-{settings.objective}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def _storage(url: str) -> optuna.storages.BaseStorage:
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        # several local workers write to one file: wait for the lock rather than fail
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    return optuna.storages.RDBStorage(url)
+
+
+def search(
+    model: Model,
+    settings: SearchSettings,
+    progress: Callable[[float], None] | None = None,
+    on_trial: Callable[[Trial], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> SearchResult:
+    """Runs the study (with `settings.workers` local workers) until its budget or trials are spent or
+    `should_stop()`, and returns every trial of it, earlier runs' included."""
+    _quiet()
+    url = settings.storage or default_storage()
+    name = settings.study or study_name(model, settings)
+    judge = _Judge.of(model, settings)
+    groups = layer_groups(model)
+    study = optuna.create_study(
+        study_name=name, storage=_storage(url), sampler=SAMPLERS[settings.sampler](settings.seed),
+        direction="minimize", load_if_exists=True,
+    )  # fmt: skip
+    if not study.trials:
+        for params in _seeds(groups, settings.objective):
+            study.enqueue_trial(params, skip_if_exists=True)
+    started = time.monotonic()
+    spec = _ModelSpec.of(model)
+    helpers = [
+        _CONTEXT.Process(target=_worker, args=(spec, url, name, settings, number), daemon=True)
+        for number in range(1, settings.workers)
+    ]
+    for helper in helpers:
+        helper.start()
+    try:
+        _optimize(study, model, settings, judge, groups, "0", started, progress, on_trial, should_stop)
+    finally:
+        for helper in helpers:
+            helper.join(max(1.0, settings.budget_s - (time.monotonic() - started)) + 60)
+            if helper.is_alive():
+                helper.kill()
+    return collect(study, model, settings, judge, url)
+
+
+_CONTEXT = multiprocessing.get_context("spawn")
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+
+
+@dataclass(frozen=True)
+class _ModelSpec:
+    """How a worker loads the model again: its source, the inputs given at load, and the data file and split."""
+
+    source: str
+    given: tuple
+    data: tuple | None  # (path, tuning fraction, seed)
+    metric: str | None
+
+    @classmethod
+    def of(cls, model: Model) -> _ModelSpec:
+        data = (model.data.source, model.data.tuning_fraction, model.data.seed) if model.data else None
+        return cls(model.source.removeprefix("sample:"), model.given_inputs, data, model.metric)
+
+    def load(self) -> Model:
+        from core.data.datasets import with_data
+        from core.data.quality import with_metric
+        from core.load.sources import load_model
+        from core.onnx.inputs import merge_given
+
+        model = load_model(self.source, given=merge_given(list(self.given)))
+        if self.data is not None:
+            path, fraction, seed = self.data
+            model = with_data(model, Path(path), fraction, seed)
+        return with_metric(model, self.metric)
+
+
+def _worker(spec: _ModelSpec, url: str, name: str, settings: SearchSettings, number: int) -> None:
+    """Another local worker: the same study, from the same storage."""
+    _quiet()
+    model = spec.load()
+    study = optuna.load_study(study_name=name, storage=_storage(url),
+                              sampler=SAMPLERS[settings.sampler](settings.seed + number))  # fmt: skip
+    _optimize(study, model, settings, _Judge.of(model, settings), layer_groups(model), str(number), time.monotonic())
+
+
+def _optimize(
+    study: optuna.Study,
+    model: Model,
+    settings: SearchSettings,
+    judge: _Judge,
+    groups: list[list[str]],
+    worker: str,
+    started: float,
+    progress: Callable[[float], None] | None = None,
+    on_trial: Callable[[Trial], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> None:
+    original_ms: list[float] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        params = _suggest(trial, model, settings, groups)
+        recipe = recipe_of(model, params, groups)
+        compressed = compress(model, recipe)
+        data = export_bytes(compressed)
+        quality = judge.quality(model, data)
+        violation = judge.limit - quality
+        read = OBJECTIVES[settings.objective].read
+        if read is not None:
+            cost = read(recipe, data, dict(compressed.macs))
+        elif violation <= 0:  # timed only where it could win
+            (original, measured), _ = measure_latency([model.runnable, data], model.latency_feed,
+                                                      budget_s=TRIAL_LATENCY_S, min_runs=5)  # fmt: skip
+            original_ms.append(original.median)
+            cost = measured.median
+        else:
+            cost = math.inf
+        trial.set_constraint("quality", violation)  # <= 0: feasible
+        trial.set_user_attr("violation", violation)
+        trial.set_user_attr("quality", quality)
+        trial.set_user_attr("worker", worker)
+        if on_trial is not None:
+            on_trial(Trial(trial.number, recipe, cost, quality, violation <= 0, violation, worker))
+        return cost
+
+    def check(study: optuna.Study, _: optuna.trial.FrozenTrial) -> None:
+        spent = (time.monotonic() - started) / settings.budget_s
+        if progress is not None:
+            done = len(study.trials) / settings.trials if settings.trials else 0.0
+            progress(min(1.0, max(spent, done)))
+        if (should_stop is not None and should_stop()) or spent >= 1:
+            study.stop()
+
+    callbacks = [check]
+    if settings.trials:  # trials in all, every worker's (and earlier runs') counted; not the queued grid corners
+        callbacks.append(optuna.study.MaxTrialsCallback(settings.trials, states=FINISHED))
+        if len(study.get_trials(deepcopy=False, states=FINISHED)) >= settings.trials:
+            return
+    remaining = settings.budget_s - (time.monotonic() - started)
+    study.optimize(objective, timeout=max(remaining, 0.1), callbacks=callbacks,
+                   catch=(UnsupportedModelError, InvalidSettingError))  # fmt: skip
+
+
+def collect(study: optuna.Study, model: Model, settings: SearchSettings, judge: _Judge, url: str) -> SearchResult:
+    groups = layer_groups(model)
+    result = SearchResult(study.study_name, url, settings.objective, judge.metric, judge.baseline, judge.limit)
+    for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        violation = frozen.user_attrs.get("violation", math.inf)
+        result.trials.append(
+            Trial(
+                frozen.number,
+                recipe_of(model, frozen.params, groups),
+                float(frozen.value),
+                frozen.user_attrs.get("quality", math.nan),
+                violation <= 0,
+                violation,
+                frozen.user_attrs.get("worker", ""),
+            )  # fmt: skip
+        )
+    return result

@@ -1,0 +1,120 @@
+"""Automatic search: Optuna over the recipe's settings, judged on the tuning part, kept in a storage several workers
+share, never empty-handed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import numpy as np
+import optuna
+import pytest
+
+from core.compression.export import export_bytes
+from core.compression.pipeline import compress
+from core.data.quality import QUALITY_METRICS
+from core.errors import InvalidSettingError
+from core.explore import search as searching
+from core.explore.search import SearchSettings, search
+
+
+def _settings(tmp_path, **values) -> SearchSettings:
+    values = {"max_drop": 1.0, "budget_s": 120.0, "storage": f"sqlite:///{tmp_path / 'studies.db'}"} | values
+    return SearchSettings(**values)
+
+
+def test_the_winner_meets_the_constraint_on_the_tuning_part_and_beats_the_uniform_grid(tmp_path, digits_cnn):
+    result = search(digits_cnn, _settings(tmp_path, trials=40, study="constraint"))
+    assert len(result.trials) == 40 and result.baseline == 1.0 and result.limit == pytest.approx(0.99)
+    best = result.best
+    assert best.feasible and best.quality >= result.limit
+    # judged again here, independently: the tuning batch (never the held-out part), the original's labels
+    part, apart = digits_cnn.tuning_part(searching.TRIAL_SAMPLES)
+    outputs = digits_cnn.outputs_of(export_bytes(compress(digits_cnn, best.recipe)), inputs=part.inputs)[0]
+    assert apart and np.mean(outputs.argmax(1) == part.labels) == pytest.approx(best.quality)
+    uniform_8bit = next(trial for trial in result.trials if trial.number == 1)  # the grid corner tried first
+    assert uniform_8bit.feasible and best.cost < uniform_8bit.cost  # smaller, gzipped, than 8 bits everywhere
+
+
+def test_a_seeded_search_repeats_its_trials(tmp_path, digits_cnn):
+    first = search(digits_cnn, _settings(tmp_path, trials=14, study="one"))
+    second = search(digits_cnn, _settings(tmp_path, trials=14, study="two"))
+    assert [trial.recipe for trial in first.trials] == [trial.recipe for trial in second.trials]
+    assert [trial.cost for trial in first.trials] == [trial.cost for trial in second.trials]
+
+
+def test_a_stopped_search_keeps_its_best_and_resumes_from_its_storage(tmp_path, digits_cnn):
+    heard = []
+    stopped = search(digits_cnn, _settings(tmp_path, study="stop"), on_trial=heard.append,
+                     should_stop=lambda: len(heard) >= 5)  # fmt: skip
+    assert len(stopped.trials) == 5 and stopped.best is not None
+    resumed = search(digits_cnn, _settings(tmp_path, study="stop", trials=9))
+    assert [trial.number for trial in resumed.trials] == list(range(9))  # the 5 kept, 4 more
+    assert resumed.trials[:5] == stopped.trials and resumed.best.cost <= stopped.best.cost
+
+
+def test_an_infeasible_search_names_the_closest_trial(tmp_path, capsys):
+    from core.cli import main
+
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    code = main(["search", "digits-cnn", "--min-quality", "1.01", "--trials", "6", "--storage", storage,
+                 "--out", str(tmp_path / "best.onnx")])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 1 and not (tmp_path / "best.onnx").exists()
+    assert "no trial met the constraint; the closest is trial 0: accuracy 100.0%, 1.0% short" in printed
+
+
+def test_bad_search_settings_get_one_line_and_exit_2(tmp_path, capsys):
+    from core.cli import main
+
+    assert main(["search", "digits-cnn", "--budget", "5"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: give one constraint: --max-drop POINTS (with labels) or --min-quality Q"
+    )
+    assert main(["search", "resnet18", "--min-quality", "0.9"]) == 2
+    assert "search judges each setting on a tuning part apart from the held-out data" in capsys.readouterr().err
+    with pytest.raises(InvalidSettingError, match="--workers must be 1-64; got 0"):
+        SearchSettings(max_drop=1, workers=0)
+
+
+def test_the_cli_exports_the_winner_and_checks_it_on_the_held_out_part(tmp_path, capsys):
+    from core.cli import main
+
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    out, recipe, table = tmp_path / "best.onnx", tmp_path / "best.json", tmp_path / "trials.csv"
+    assert main(["search", "digits-cnn", "--max-drop", "1", "--trials", "12", "--storage", storage,
+                 "--out", str(out), "--recipe", str(recipe), "--csv", str(table)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "constraint: accuracy on the tuning batch >= 99.0% (the original: 100.0%)" in printed
+    assert "held-out check: accuracy " in printed and "(the original: 99.7%)" in printed
+    assert out.stat().st_size > 1000 and json.loads(recipe.read_text())["model"] == "digits-cnn"
+    assert table.read_text().count("\n") == 13  # a header and 12 trials
+
+
+def _crash_midway(storage: str) -> None:
+    from core import load_model
+
+    search(load_model("digits-cnn"), SearchSettings(max_drop=1.0, storage=storage, study="crash"),
+           on_trial=lambda trial: os.kill(os.getpid(), signal.SIGKILL) if trial.number == 6 else None)  # fmt: skip
+
+
+def test_the_storage_reopens_after_a_crash_and_two_workers_share_one_study(tmp_path, digits_cnn):
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    crashed = searching._CONTEXT.Process(target=_crash_midway, args=(storage,))
+    crashed.start()
+    crashed.join(120)
+    assert crashed.exitcode == -signal.SIGKILL
+    reopened = search(digits_cnn, SearchSettings(max_drop=1.0, storage=storage, study="crash", trials=10))
+    assert [trial.number for trial in reopened.trials][:6] == list(range(6))  # kept; trial 6 died running
+    started = time.monotonic()
+    shared = search(digits_cnn, SearchSettings(max_drop=1.0, storage=storage, study="shared", trials=30, workers=2))
+    numbers = [trial.number for trial in shared.trials]
+    assert len(numbers) == len(set(numbers)) >= 29 and time.monotonic() - started < 90
+    assert {trial.worker for trial in shared.trials} == {"0", "1"}  # both searched
+    study = optuna.load_study(study_name="shared", storage=storage)
+    seeds = [trial.params for trial in study.trials if trial.system_attrs.get("fixed_params")]
+    assert len(seeds) == 8 and all(seeds.count(params) == 1 for params in seeds)  # each grid corner ran once
+    judge = QUALITY_METRICS["accuracy"]
+    assert all(judge.format(trial.quality).endswith("%") for trial in shared.trials)
