@@ -41,7 +41,7 @@ from core.measure.summaries import size_of
 from core.model import Model
 
 GRANULARITY_CHOICES = ("unstructured", "channel")  # blocks: too coarse to tune per trial
-MAX_GROUPS = 6  # layers searched together, in graph order: enough freedom, few enough dimensions to search
+MAX_GROUPS = 12  # layers searched together, in graph order: digits-cnn's 9 each alone, minilm's 36 in threes
 BITS = (FLOAT_BITS, 8, 4)  # 2 bits wrecks every layer it touches here; 4 and 8 are both stored as int8
 AMOUNT_STEP, MAX_AMOUNT = 0.05, 0.9
 TRIAL_SAMPLES = 512  # tuning samples each trial is judged on; the winner is checked on the whole tuning part
@@ -58,7 +58,7 @@ class Objective:
 OBJECTIVES: dict[str, Objective] = {
     # gzip, as the report's "compressed" size: raw bytes do not shrink for zeros, nor below 8 bits (ONNX keeps
     # n-bit codes in int8), so raw size would leave the search only channels and 8-bit weights to try
-    "size": Objective("the exported file gzipped (level 1)", "MB", lambda recipe, data, macs: _gzip_mb(data)),
+    "size": Objective("the exported file gzipped (level 1)", "MB", lambda recipe, data, macs: gzip_mb(data)),
     "macs": Objective("multiply-accumulates per sample", "MMACs", lambda recipe, data, macs: sum(macs.values()) / 1e6),
     "latency": Objective("ONNX Runtime latency of the export, interleaved with the original", "ms", None),
 }
@@ -73,7 +73,7 @@ SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
 }
 
 
-def _gzip_mb(data: bytes) -> float:
+def gzip_mb(data: bytes) -> float:
     return size_of(data).gzip / 1e6
 
 
@@ -238,8 +238,33 @@ def _seeds(groups: list[list[str]], objective: str) -> list[dict]:
     return seeds
 
 
+ALLOCATION_TARGETS = (0.5, 0.75, 0.9)  # the sensitivity allocation's plans queued, at 8 and 4 bits
+
+
+def _allocated(model: Model, groups: list[list[str]], objective: str) -> list[dict]:
+    """The sensitivity allocation's per-layer amounts (from the cached scan of the tuning part), averaged over
+    each group, at 8 and 4 bits: what the tool would suggest without a search."""
+    from core.explore.allocation import allocate
+    from core.explore.sensitivity import cached_scan
+
+    scan = cached_scan(model)
+    seeds = []
+    for target in ALLOCATION_TARGETS:
+        amounts = allocate(model, scan, target)
+        for width in (8, 4):
+            params: dict = {"granularity": "unstructured"}
+            for index, group in enumerate(groups):
+                mean = sum(amounts.get(node, 0.0) for node in group) / len(group)
+                params[f"amount {index}"] = min(MAX_AMOUNT, round(round(mean / AMOUNT_STEP) * AMOUNT_STEP, 2))
+                params[f"bits {index}"] = width
+            if objective == "latency":
+                params["activations"] = "none"
+            seeds.append(params)
+    return seeds
+
+
 @dataclass(frozen=True)
-class _Judge:
+class Judge:
     """Quality on a batch of the tuning part, against the original's outputs on it."""
 
     metric: str
@@ -250,7 +275,7 @@ class _Judge:
     limit: float
 
     @classmethod
-    def of(cls, model: Model, settings: SearchSettings) -> _Judge:
+    def of(cls, model: Model, settings: SearchSettings) -> Judge:
         part, apart = model.tuning_part(TRIAL_SAMPLES)
         if not apart:
             raise UnsupportedModelError(
@@ -310,16 +335,16 @@ def search(
     _quiet()
     url = settings.storage or default_storage()
     name = settings.study or study_name(model, settings)
-    judge = _Judge.of(model, settings)
+    judge = Judge.of(model, settings)
     groups = layer_groups(model)
     study = optuna.create_study(
         study_name=name, storage=_storage(url), sampler=SAMPLERS[settings.sampler](settings.seed),
         direction="minimize", load_if_exists=True,
     )  # fmt: skip
-    if not study.trials:
-        for params in _seeds(groups, settings.objective):
-            study.enqueue_trial(params, skip_if_exists=True)
     started = time.monotonic()
+    if not study.trials:
+        for params in _seeds(groups, settings.objective) + _allocated(model, groups, settings.objective):
+            study.enqueue_trial(params, skip_if_exists=True)
     spec = _ModelSpec.of(model)
     helpers = [
         _CONTEXT.Process(target=_worker, args=(spec, url, name, settings, number), daemon=True)
@@ -374,14 +399,14 @@ def _worker(spec: _ModelSpec, url: str, name: str, settings: SearchSettings, num
     model = spec.load()
     study = optuna.load_study(study_name=name, storage=_storage(url),
                               sampler=SAMPLERS[settings.sampler](settings.seed + number))  # fmt: skip
-    _optimize(study, model, settings, _Judge.of(model, settings), layer_groups(model), str(number), time.monotonic())
+    _optimize(study, model, settings, Judge.of(model, settings), layer_groups(model), str(number), time.monotonic())
 
 
 def _optimize(
     study: optuna.Study,
     model: Model,
     settings: SearchSettings,
-    judge: _Judge,
+    judge: Judge,
     groups: list[list[str]],
     worker: str,
     started: float,
@@ -434,7 +459,7 @@ def _optimize(
                    catch=(UnsupportedModelError, InvalidSettingError))  # fmt: skip
 
 
-def collect(study: optuna.Study, model: Model, settings: SearchSettings, judge: _Judge, url: str) -> SearchResult:
+def collect(study: optuna.Study, model: Model, settings: SearchSettings, judge: Judge, url: str) -> SearchResult:
     groups = layer_groups(model)
     result = SearchResult(study.study_name, url, settings.objective, judge.metric, judge.baseline, judge.limit)
     for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
