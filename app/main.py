@@ -16,7 +16,7 @@ from typing import TypeVar
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from app import cache, explore, latency, recovery, sidebar
+from app import cache, explore, latency, recovery, search, sidebar
 from core import Latency, Model, Recipe, SqueezeError, Verdict
 from core.data.quality import QUALITY_METRICS
 from core.measure.describe import describe_export, shortfall
@@ -511,8 +511,8 @@ def page() -> None:
     st.subheader("Explore the trade-offs")
     # keyed, so the chosen tab stays chosen when a slider moves; only the open tab runs (a slider move need not
     # redraw a sweep nobody is looking at)
-    scan_tab, sweep_tab, snapshot_tab = st.tabs(
-        ["Per-layer sensitivity", "Pareto sweep", "Snapshots"], key="explore_tab", on_change="rerun"
+    scan_tab, sweep_tab, search_tab, snapshot_tab = st.tabs(
+        ["Per-layer sensitivity", "Pareto sweep", "Search", "Snapshots"], key="explore_tab", on_change="rerun"
     )
     if scan_tab.open:
         with scan_tab:
@@ -520,6 +520,9 @@ def page() -> None:
     if sweep_tab.open:
         with sweep_tab:
             explore.sweep_tab(model, controls.source)
+    if search_tab.open:
+        with search_tab:
+            search.search_tab(model, controls.source)
     if snapshot_tab.open:
         with snapshot_tab:
             report = replace(exported.report, latency_ms=measured) if measured else exported.report

@@ -337,3 +337,31 @@ def recovery_chart(
         yaxis2={"title": f"held-out {metric}", "overlaying": "y", "side": "right", "showgrid": False,
                 "tickformat": ".1%" if percent else None},
     )  # fmt: skip
+
+
+def search_chart(
+    trials: list, front: set[int], limit: float, metric: str, percent: bool, unit: str, objective: str
+) -> go.Figure:
+    """Every search trial, its objective against its quality on the tuning batch: the constraint as a line, the
+    trials that meet it apart from those that do not, and the Pareto front highlighted. Each point's trial number is
+    its customdata, so a click can load it."""
+    figure = go.Figure()
+    y_format = ".1%" if percent else ".4f"
+    groups = (
+        ("Pareto front", COMPRESSED, lambda trial: trial.number in front),
+        ("meets the constraint", ORIGINAL, lambda trial: trial.feasible and trial.number not in front),
+        ("misses it", COLLAPSED, lambda trial: not trial.feasible and trial.number not in front),
+    )
+    for name, color, wanted in groups:
+        chosen = [trial for trial in trials if wanted(trial) and math.isfinite(trial.cost)]
+        if not chosen:
+            continue
+        figure.add_scatter(
+            x=[trial.cost for trial in chosen], y=[trial.quality for trial in chosen], mode="markers", name=name,
+            customdata=[trial.number for trial in chosen], marker={"color": color, "size": 9 if name == groups[0][0] else 7},
+            hovertemplate=f"trial %{{customdata}}<br>{metric} %{{y:{y_format}}}<br>%{{x:.4g}} {unit}<extra></extra>",
+        )  # fmt: skip
+    figure.add_hline(y=limit, line_dash="dash", annotation_text="constraint", annotation_position="bottom right")
+    yaxis = {"title": f"{metric} (tuning batch)"} | ({"tickformat": ".1%"} if percent else {})
+    return _layout(figure, f"Search: {metric} against {objective}", xaxis={"title": f"{objective} ({unit})"},
+                   yaxis=yaxis)  # fmt: skip

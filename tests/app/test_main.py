@@ -699,3 +699,26 @@ def test_the_sensitivity_panel_recovers_the_plan_it_loads():
     assert len(recipe.overrides) > 0 and recipe.recover.seconds == 5.0  # the auto plan, recovered
     _finish_recovery(app)
     assert any(message.value.startswith("distill: ") for message in app.success)
+
+
+def test_the_search_tab_runs_in_the_background_and_loads_its_best_trial():
+    app = _app()
+    app.session_state["explore_tab"] = "Search"
+    app.run()
+    app.slider(key="search_budget").set_value(10).run()
+    app.button(key="run_search").click().run()
+    assert app.button(key="run_search").disabled  # one search at a time, in the background
+    job = app.session_state["search_job"]
+    assert job.finished.wait(120)
+    app.run()
+    assert not app.exception and not app.error
+    best = job.result.best
+    (done,) = [message.value for message in app.success if message.value.startswith("Best: trial ")]
+    assert done.startswith(f"Best: trial {best.number}, ") and "(the original: 100.0%)" in done
+    assert any("Search: accuracy against size" in chart.proto.spec for chart in app.get("plotly_chart"))
+    app.button(key="load_best_trial").click().run()
+    assert not app.exception
+    bits = best.recipe.quant.weight_bits
+    assert app.select_slider(key="weight_bits").value == ("off" if bits == 32 else bits)
+    assert app.selectbox(key="granularity").value == best.recipe.prune.granularity
+    assert any(message.value.startswith("Per-layer overrides are set") for message in app.info)

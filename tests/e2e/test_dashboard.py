@@ -330,3 +330,48 @@ def test_recovery_shows_its_curve_live_and_stop_keeps_the_best_checkpoint():
         before, after = re.findall(r"(\d+\.\d)%", done.inner_text())[:2]
         assert float(after) > float(before)
         assert page.get_by_test_id("stException").count() == 0
+
+
+def test_the_search_runs_live_and_a_clicked_trial_loads_into_the_sidebar():
+    """In Chromium: a search draws its trials as they finish and Stop keeps them; clicking the best trial's point
+    loads its settings (per-layer overrides, quantized weights) into the sidebar."""
+    with streamlit_server() as url, chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 2600})
+        page.goto(url)
+        page.get_by_text("Per-layer sparsity").first.wait_for(timeout=90_000)
+        page.get_by_role("tab", name="Search").click()
+        page.get_by_role("button", name="Run the search").click()
+        page.get_by_text(re.compile(r"Searching \(tpe\)… \d\d+ trials")).wait_for(timeout=60_000)
+        page.get_by_role("button", name="Stop").click()  # a stopped search keeps every trial so far
+        done = page.get_by_text(re.compile(r"^Best: trial \d+, "))
+        done.wait_for(timeout=90_000)
+        best = int(re.match(r"Best: trial (\d+)", done.inner_text()).group(1))
+        chart = page.locator(".js-plotly-plot").filter(has_text="Search: accuracy against size")
+        trace, index = page.evaluate(
+            """(best) => {
+                const plot = [...document.querySelectorAll('.js-plotly-plot')]
+                    .find(p => p.layout && p.layout.title && p.layout.title.text.includes('Search:'));
+                for (const [t, data] of plot.data.entries()) {
+                    const i = (data.customdata || []).indexOf(best);
+                    if (i >= 0) return [t, i];
+                }
+                return [-1, -1];
+            }""",
+            best,
+        )
+        assert index >= 0
+        point = chart.locator(".scatterlayer .trace").nth(trace).locator("path.point").nth(index)
+        point.scroll_into_view_if_needed()
+        box = point.bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x, y)
+        page.wait_for_timeout(300)
+        page.mouse.click(x, y)
+        page.get_by_text(re.compile(r"Per-layer overrides are set")).wait_for(timeout=30_000)
+        assert (
+            page.get_by_role("slider", name="Weight bits (per output channel, symmetric)").get_attribute(
+                "aria-valuetext"
+            )
+            != "off"
+        )
+        assert page.get_by_test_id("stException").count() == 0
