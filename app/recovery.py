@@ -3,14 +3,13 @@ with its progress, its loss per step, the held-out figure before and after, and 
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import streamlit as st
 
-from app import cache
-from core import Model, Recipe, SqueezeError
+from app import background, cache
+from core import Model, Recipe
 from core.compression.recipe import RecoverConfig
 from core.compression.recover import MAX_TUNING_SAMPLES, replayable
 from core.compression.recovery import RECOVERY_METHODS
@@ -26,44 +25,23 @@ STEPPED_GRANULARITIES = ("unstructured", "channel")  # where a gradual schedule 
 
 JOB = "recovery_job"  # session state: the recovery running in the background, or the last one
 REQUESTED = "recover_requested"  # session state: another panel asked to recover the settings it just loaded
-POLL_S = 0.5  # how often the live progress and curve refresh
 
 
-@dataclass
-class _Job:
-    """One recovery run in a background thread, so the page stays live and Stop can end it; the thread never
-    touches Streamlit, the page polls what it leaves here."""
+@dataclass(kw_only=True)
+class _Job(background.Job):
+    """One recovery run, and its curve's points as they are measured."""
 
     source: str
     recipe_json: str
     method: str
     seconds: float
-    fraction: float = 0.0
     points: list[tuple[int, float, float, float]] = field(default_factory=list)
-    result: cache.Exported | None = None
-    error: str | None = None
-    stop: threading.Event = field(default_factory=threading.Event)
-    finished: threading.Event = field(default_factory=threading.Event)
-    shown: bool = False  # the page has rerun once since it finished
 
-    def start(self) -> _Job:
-        threading.Thread(target=self._run, name="recovery", daemon=True).start()
-        return self
-
-    def _run(self) -> None:
-        try:
-            self.result = cache.recovered(
-                self.source, self.recipe_json, self._progress, self.points.append, self.stop.is_set
-            )
-        except SqueezeError as error:
-            self.error = error.reason
-        except Exception as error:  # noqa: BLE001 - the thread's failure is shown on the page, not lost in a log
-            self.error = f"recovery failed: {type(error).__name__}: {error}"
-        finally:
-            self.finished.set()
-
-    def _progress(self, fraction: float) -> None:
-        self.fraction = fraction
+    def begin(self) -> _Job:
+        work = lambda: cache.recovered(  # noqa: E731
+            self.source, self.recipe_json, self.progress, self.points.append, self.stop.is_set
+        )
+        return self.start(work, "recovery")
 
 
 def panel(model: Model, source: str, recipe: Recipe) -> None:
@@ -100,15 +78,15 @@ def panel(model: Model, source: str, recipe: Recipe) -> None:
     wanted = replace(recipe, recover=settings)
     recipe_json = wanted.to_json()
     job: _Job | None = st.session_state.get(JOB)
-    running = job is not None and not job.finished.is_set()
+    running = job is not None and job.running
     clicked = button_col.button(
         "Recover", key="run_recovery", type="primary", disabled=running,
         help="Trains in the background; the page stays live, and Stop keeps the best checkpoint so far.",
     )  # fmt: skip
     if (clicked or st.session_state.pop(REQUESTED, False)) and not running:
-        st.session_state[JOB] = _Job(source, recipe_json, method, float(seconds)).start()
+        st.session_state[JOB] = _Job(source=source, recipe_json=recipe_json, method=method, seconds=seconds).begin()
         st.rerun()  # the button drawn disabled, and the live progress
-    if job is not None and (not job.finished.is_set() or (job.source == source and not job.shown)):
+    if job is not None and (job.running or (job.source == source and not job.shown)):
         _live(model, job)  # a run is shown until it ends, whichever model the page has moved to
     result = cache.recovered_before(source, recipe_json)
     if job is not None and job.finished.is_set() and (job.source, job.recipe_json) == (source, recipe_json):
@@ -127,23 +105,14 @@ def panel(model: Model, source: str, recipe: Recipe) -> None:
 
 
 def _live(model: Model, job: _Job) -> None:
-    """The running job's progress, Stop button and curve, refreshed every POLL_S without rerunning the page; one
-    whole-page rerun when it ends, to show its result."""
+    """The running job's progress, Stop button and curve, refreshed without rerunning the page."""
     judge = metric_of(model)
 
-    @st.fragment(run_every=None if job.finished.is_set() else POLL_S)
-    def live() -> None:
-        if job.finished.is_set():
-            if not job.shown:
-                job.shown = True
-                st.rerun()
-            return
-        stopping = job.stop.is_set()
-        bar_col, stop_col = st.columns([5, 1])
+    def label(stopping: bool) -> str:
         text = "Stopping, keeping the best checkpoint so far…" if stopping else f"Recovering ({job.method})…"
-        bar_col.progress(job.fraction, text=f"{text} {job.fraction:.0%} of {job.seconds:g} s")
-        stop_col.button("Stop", key="stop_recovery", on_click=job.stop.set, disabled=stopping,
-                        help="Ends training now and keeps the checkpoint with the best validation loss so far.")  # fmt: skip
+        return f"{text} {job.fraction:.0%} of {job.seconds:g} s"
+
+    def draw() -> None:
         points = list(job.points)
         if points:
             step, _, _, quality = points[-1]
@@ -153,7 +122,10 @@ def _live(model: Model, job: _Job) -> None:
                 recovery_chart(points, None, judge.name, judge.percent), width="stretch", key="recovery_live"
             )
 
-    live()
+    background.live(
+        job, label, "stop_recovery", "Ends training now and keeps the checkpoint with the best validation loss so far.",
+        draw,
+    )  # fmt: skip
 
 
 def _labelled(model: Model) -> bool:

@@ -3,12 +3,11 @@ table, and any trial loaded into the sidebar with a click (then recovered, if as
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 
 import streamlit as st
 
-from app import recovery
+from app import background, recovery
 from core import Model, SqueezeError
 from core.compression.recipe import FLOAT_BITS, Recipe
 from core.data.quality import metric_of
@@ -17,41 +16,21 @@ from core.explore.snapshots import describe
 from core.present.charts import search_chart
 
 JOB = "search_job"
-POLL_S = 0.5
 BUDGET = (10, 600)  # the budget slider's range, seconds
 SHOWN = 10  # best trials in the table
 
 
-@dataclass
-class _Job:
-    """One search in a background thread; the thread never touches Streamlit, the page polls what it leaves."""
+@dataclass(kw_only=True)
+class _Job(background.Job):
+    """One search, and its trials as they finish."""
 
     source: str
     settings: SearchSettings
-    fraction: float = 0.0
     trials: list[Trial] = field(default_factory=list)
-    result: SearchResult | None = None
-    error: str | None = None
-    stop: threading.Event = field(default_factory=threading.Event)
-    finished: threading.Event = field(default_factory=threading.Event)
-    shown: bool = False
 
-    def start(self, model: Model) -> _Job:
-        threading.Thread(target=self._run, args=(model,), name="search", daemon=True).start()
-        return self
-
-    def _run(self, model: Model) -> None:
-        try:
-            self.result = search(model, self.settings, self._progress, self.trials.append, self.stop.is_set)
-        except SqueezeError as error:
-            self.error = error.reason
-        except Exception as error:  # noqa: BLE001 - the thread's failure is shown on the page, not lost in a log
-            self.error = f"search failed: {type(error).__name__}: {error}"
-        finally:
-            self.finished.set()
-
-    def _progress(self, fraction: float) -> None:
-        self.fraction = fraction
+    def begin(self, model: Model) -> _Job:
+        work = lambda: search(model, self.settings, self.progress, self.trials.append, self.stop.is_set)  # noqa: E731
+        return self.start(work, "search")
 
 
 def search_tab(model: Model, source: str) -> None:
@@ -72,7 +51,7 @@ def search_tab(model: Model, source: str) -> None:
     sampler = sampler_col.selectbox("Sampler", list(SAMPLERS), key="search_sampler",
                                     help="tpe: Bayesian (Optuna's TPE); nsga2: genetic; random")  # fmt: skip
     job: _Job | None = st.session_state.get(JOB)
-    running = job is not None and not job.finished.is_set()
+    running = job is not None and job.running
     if st.button("Run the search", key="run_search", type="primary", disabled=running,
                  help="Trials are judged on the tuning part; the study is kept, so a second run goes on from it."):  # fmt: skip
         try:
@@ -80,14 +59,14 @@ def search_tab(model: Model, source: str) -> None:
         except SqueezeError as error:
             st.error(str(error))
             return
-        st.session_state[JOB] = _Job(source, settings).start(model)
+        st.session_state[JOB] = _Job(source=source, settings=settings).begin(model)
         st.rerun()
     if job is None or job.source != source:
         st.caption("Not searched yet. Each trial is a recipe (granularity, an amount and bits per group of layers), "
                    "exported and judged on a batch of the tuning part; the best one is checked on the held-out "
                    "part when you load it.")  # fmt: skip
         return
-    if not job.finished.is_set() or not job.shown:
+    if job.running or not job.shown:
         _live(model, job)
     if job.finished.is_set():
         if job.error:
@@ -99,26 +78,20 @@ def search_tab(model: Model, source: str) -> None:
 def _live(model: Model, job: _Job) -> None:
     judge = metric_of(model)
 
-    @st.fragment(run_every=None if job.finished.is_set() else POLL_S)
-    def live() -> None:
-        if job.finished.is_set():
-            if not job.shown:
-                job.shown = True
-                st.rerun()
-            return
-        stopping = job.stop.is_set()
-        bar_col, stop_col = st.columns([5, 1])
+    def label(stopping: bool) -> str:
         text = "Stopping, keeping every trial so far…" if stopping else f"Searching ({job.settings.sampler})…"
-        bar_col.progress(job.fraction, text=f"{text} {len(job.trials)} trials, {job.fraction:.0%}")
-        stop_col.button("Stop", key="stop_search", on_click=job.stop.set, disabled=stopping)
+        return f"{text} {len(job.trials)} trials, {job.fraction:.0%}"
+
+    def draw() -> None:
         trials = list(job.trials)
         if trials:
-            limit = _limit(trials)
             unit = OBJECTIVES[job.settings.objective].unit
-            figure = search_chart(trials, set(), limit, judge.name, judge.percent, unit, job.settings.objective)
+            figure = search_chart(
+                trials, set(), _limit(trials), judge.name, judge.percent, unit, job.settings.objective
+            )
             st.plotly_chart(figure, width="stretch", key="search_live")
 
-    live()
+    background.live(job, label, "stop_search", "Ends the search; every trial so far is kept in its study.", draw)
 
 
 def _limit(trials: list[Trial]) -> float:
