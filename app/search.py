@@ -102,6 +102,8 @@ def _limit(trials: list[Trial]) -> float:
 def _show(model: Model, result: SearchResult) -> None:
     judge = metric_of(model)
     unit = OBJECTIVES[result.objective].unit
+    for failure in result.failures:
+        st.warning(f"{failure}; its trials are missing.")
     best = result.best
     if best is None:
         closest = result.closest

@@ -389,6 +389,8 @@ def _search(args: argparse.Namespace) -> int:
           f"({time.perf_counter() - started:.1f} s this run)")  # fmt: skip
     print(f"constraint: {result.metric} on the tuning batch >= {judge.format(result.limit)} (the original: "
           f"{judge.format(result.baseline)})")  # fmt: skip
+    for failure in result.failures:
+        print(f"warning: {failure}; its trials are missing", file=sys.stderr)
     if args.csv:
         write_atomic(args.csv, result.to_csv().encode())
     best = result.best

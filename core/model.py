@@ -64,6 +64,7 @@ class DataInfo:
     preprocessing: str = ""  # how images or text became inputs; "" for arrays
     classes: tuple[str, ...] = ()  # class folder names, in label order
     previews: tuple[DataPreview, ...] = field(default=(), compare=False, repr=False)
+    path: str = ""  # where it was read from, so another process can read it again (not in reports)
 
     def to_dict(self) -> dict[str, Any]:
         """What a report keeps of it (not the previews)."""

@@ -97,6 +97,7 @@ def with_data(
         arrays.preprocessing,
         arrays.classes,
         arrays.previews,
+        str(path.resolve()),
     )
     given = replace(
         model, eval_set=held_out, tuning_set=tuning, eval_inputs_are_random=False, input_plan=None, data=info

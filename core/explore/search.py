@@ -20,6 +20,7 @@ import io
 import json
 import math
 import multiprocessing
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from core.explore.snapshots import data_dir
 from core.measure.benchmark import measure_latency
 from core.measure.summaries import size_of
 from core.model import Model
+from core.onnx.sandbox import die_with_parent
 
 GRANULARITY_CHOICES = ("unstructured", "channel")  # blocks: too coarse to tune per trial
 MAX_GROUPS = 12  # layers searched together, in graph order: digits-cnn's 9 each alone, minilm's 36 in threes
@@ -127,6 +129,7 @@ class SearchResult:
     baseline: float  # the original's quality on the tuning batch
     limit: float  # the lowest quality that meets the constraint
     trials: list[Trial] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # "worker N: why it stopped", for workers that did
 
     @property
     def best(self) -> Trial | None:
@@ -347,7 +350,8 @@ def search(
             study.enqueue_trial(params, skip_if_exists=True)
     spec = _ModelSpec.of(model)
     helpers = [
-        _CONTEXT.Process(target=_worker, args=(spec, url, name, settings, number), daemon=True)
+        # not daemons: a worker runs a user's model in sandbox children of its own; it dies with this process
+        _CONTEXT.Process(target=_worker, args=(spec, url, name, settings, number, os.getpid()))
         for number in range(1, settings.workers)
     ]
     for helper in helpers:
@@ -363,6 +367,7 @@ def search(
 
 
 _CONTEXT = multiprocessing.get_context("spawn")
+FAILED_PREFIX = "worker failed: "  # a study user attribute per worker that stopped on an error
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
 
@@ -377,7 +382,7 @@ class _ModelSpec:
 
     @classmethod
     def of(cls, model: Model) -> _ModelSpec:
-        data = (model.data.source, model.data.tuning_fraction, model.data.seed) if model.data else None
+        data = (model.data.path, model.data.tuning_fraction, model.data.seed) if model.data else None
         return cls(model.source.removeprefix("sample:"), model.given_inputs, data, model.metric)
 
     def load(self) -> Model:
@@ -393,13 +398,18 @@ class _ModelSpec:
         return with_metric(model, self.metric)
 
 
-def _worker(spec: _ModelSpec, url: str, name: str, settings: SearchSettings, number: int) -> None:
-    """Another local worker: the same study, from the same storage."""
+def _worker(spec: _ModelSpec, url: str, name: str, settings: SearchSettings, number: int, parent: int) -> None:
+    """Another local worker: the same study, from the same storage. A failure is written into the study, where the
+    search reports it (the worker's own output goes nowhere)."""
+    die_with_parent(parent)
     _quiet()
-    model = spec.load()
     study = optuna.load_study(study_name=name, storage=_storage(url),
                               sampler=SAMPLERS[settings.sampler](settings.seed + number))  # fmt: skip
-    _optimize(study, model, settings, Judge.of(model, settings), layer_groups(model), str(number), time.monotonic())
+    try:
+        model = spec.load()
+        _optimize(study, model, settings, Judge.of(model, settings), layer_groups(model), str(number), time.monotonic())
+    except Exception as error:  # noqa: BLE001 - reported to the user through the study
+        study.set_user_attr(f"{FAILED_PREFIX}{number}", f"{type(error).__name__}: {error}".splitlines()[0])
 
 
 def _optimize(
@@ -462,6 +472,8 @@ def _optimize(
 def collect(study: optuna.Study, model: Model, settings: SearchSettings, judge: Judge, url: str) -> SearchResult:
     groups = layer_groups(model)
     result = SearchResult(study.study_name, url, settings.objective, judge.metric, judge.baseline, judge.limit)
+    result.failures = [f"worker {key.removeprefix(FAILED_PREFIX)}: {why}" for key, why in study.user_attrs.items()
+                       if key.startswith(FAILED_PREFIX)]  # fmt: skip
     for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         violation = frozen.user_attrs.get("violation", math.inf)
         result.trials.append(

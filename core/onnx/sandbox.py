@@ -57,7 +57,7 @@ def probe_timeout_s() -> float:
     return _limit_setting(PROBE_TIMEOUT_SETTING, PROBE_TIMEOUT_S, 86_400, "seconds")
 
 
-def _die_with_parent(parent_pid: int) -> None:
+def die_with_parent(parent_pid: int) -> None:
     """The kernel kills this process when its parent dies, however the parent ends (Linux only)."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -81,7 +81,7 @@ def _child(
     parent_pid: int,
     asked: Any = None,  # a multiprocessing Event: set when the parent asks the target to stop
 ) -> None:
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     # CPU seconds: the most the child could use on every core within its wall-clock time, so it never cuts a
     # legitimate run short but ends a spinning one even if the parent cannot (SIGXCPU, then SIGKILL).

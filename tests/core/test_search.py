@@ -118,3 +118,21 @@ def test_the_storage_reopens_after_a_crash_and_two_workers_share_one_study(tmp_p
     assert len(seeds) == 14 and all(seeds.count(params) == 1 for params in seeds)  # each queued trial ran once
     judge = QUALITY_METRICS["accuracy"]
     assert all(judge.format(trial.quality).endswith("%") for trial in shared.trials)
+
+
+def test_a_worker_that_cannot_start_is_reported_and_the_search_goes_on(tmp_path):
+    from core import load_model
+    from core.data.datasets import with_data
+    from sample_models import data
+
+    train_x, train_y, test_x, test_y = data.digits_split()
+    arrays, path = tmp_path / "digits.npz", tmp_path / "digits.onnx"
+    np.savez(arrays, image=np.concatenate([train_x, test_x]), labels=np.concatenate([train_y, test_y]))
+    path.write_bytes(load_model("digits-mlp").onnx_bytes)
+    model = with_data(load_model(str(path)), arrays)
+    assert model.data.path == str(arrays.resolve())  # where a worker reads it again
+    arrays.unlink()  # gone before the second worker loads it
+    result = search(model, _settings(tmp_path, study="lost", trials=12, workers=2))
+    assert len(result.trials) >= 12 and {trial.worker for trial in result.trials} == {"0"}
+    (failure,) = result.failures
+    assert failure.startswith("worker 1: ") and "digits.npz" in failure
