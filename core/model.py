@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 import onnx
 
+from core.errors import UnsupportedModelError
 from core.onnx import tensors
 from core.onnx.batches import run_in_chunks
 from core.onnx.graph import Layer, without_initializers
@@ -188,6 +189,18 @@ class Model:
         data, apart = (self.tuning_set, True) if self.tuning_set is not None else (self.eval_set, False)
         labels = None if data.labels is None else data.labels[:count]
         return EvalSet(take(data.inputs, self.batch_axes, 0, count), labels), apart
+
+    def separate_tuning_part(self, count: int, what: str) -> EvalSet:
+        """`tuning_part(count)` for work that must never read the held-out part (`what`, e.g. "recovery trains"),
+        refused in one line where the model has no other data."""
+        part, apart = self.tuning_part(count)
+        if not apart:
+            raise UnsupportedModelError(
+                f"{what} on a tuning part apart from the held-out data, and this model has none: give your data "
+                "(--data, or the sidebar's Data section)",
+                self.source,
+            )
+        return part
 
     @property
     def latency_feed(self) -> dict[str, np.ndarray]:

@@ -36,13 +36,7 @@ SANDBOX_GRACE_S = 120.0  # on top of the budget: converting the graph and import
 @per_model
 def teacher_outputs(model: Model) -> np.ndarray:
     """The original's first output on the tuning part, run once in ONNX Runtime and kept with the model."""
-    part, apart = model.tuning_part(MAX_TUNING_SAMPLES)
-    if not apart:
-        raise UnsupportedModelError(
-            "recovery trains on a tuning part apart from the held-out data, and this model has none: give your data "
-            "(--data, or the sidebar's Data section)",
-            model.source,
-        )
+    part = model.separate_tuning_part(MAX_TUNING_SAMPLES, "recovery trains")
     return model.outputs_of(model.runnable, inputs=part.inputs)[0]
 
 

@@ -279,13 +279,7 @@ class Judge:
 
     @classmethod
     def of(cls, model: Model, settings: SearchSettings) -> Judge:
-        part, apart = model.tuning_part(TRIAL_SAMPLES)
-        if not apart:
-            raise UnsupportedModelError(
-                "search judges each setting on a tuning part apart from the held-out data, and this model has none: "
-                "give your data (--data)",
-                model.source,
-            )
+        part = model.separate_tuning_part(TRIAL_SAMPLES, "search judges each setting")
         judge = metric_of(model)
         if settings.max_drop is not None and not judge.percent:
             raise InvalidSettingError(
