@@ -55,6 +55,49 @@ def test_a_stopped_search_keeps_its_best_and_resumes_from_its_storage(tmp_path, 
     assert resumed.trials[:5] == stopped.trials and resumed.best.cost <= stopped.best.cost
 
 
+def test_latency_is_a_ratio_to_the_original_and_the_finalists_are_timed_again(tmp_path, digits_mlp, monkeypatch):
+    monkeypatch.setattr(searching, "FINAL_LATENCY_S", 0.5)
+    result = search(digits_mlp, _settings(tmp_path, objective="latency", trials=10, study="latency"))
+    feasible = [trial for trial in result.trials if trial.feasible]
+    retimed = [trial for trial in result.trials if trial.retimed]
+    study = optuna.load_study(study_name="latency", storage=result.storage)
+    first = {frozen.number: frozen.value for frozen in study.trials if frozen.state.is_finished()}
+    # the three fastest by their first, short timing, and only those
+    assert [trial.number for trial in retimed] == sorted(sorted(first, key=first.get)[:3])
+    assert len(feasible) >= 3 and all(trial.feasible for trial in retimed)
+    assert all(trial.cost == first[trial.number] for trial in result.trials if not trial.retimed)
+    assert all(0.05 < trial.cost < 20 for trial in feasible)  # a ratio, not milliseconds
+    assert result.best.retimed and result.best.cost == min(trial.cost for trial in retimed)
+    assert result.to_csv().splitlines()[0] == "trial,worker,x original,accuracy,feasible,retimed,recipe"
+
+
+def test_optuna_dashboard_opens_a_study_unchanged(tmp_path, digits_mlp):
+    from wsgiref.util import setup_testing_defaults
+
+    from optuna_dashboard import wsgi
+
+    result = search(digits_mlp, _settings(tmp_path, trials=6, study="dashboard"))
+    app = wsgi(result.storage)
+
+    def get(path: str) -> dict:
+        environ = {"PATH_INFO": path}
+        setup_testing_defaults(environ)
+        status = []
+        body = b"".join(app(environ, lambda code, headers, *error: status.append(code)))
+        assert status == ["200 OK"], body[:300]
+        return json.loads(body)
+
+    (summary,) = get("/api/studies")["study_summaries"]
+    assert summary["study_name"] == "dashboard" and summary["directions"] == ["minimize"]
+    trials = [trial for trial in get(f"/api/studies/{summary['study_id']}")["trials"] if trial["state"] == "Complete"]
+    assert [trial["number"] for trial in trials] == [trial.number for trial in result.trials] == list(range(6))
+    first = trials[0]
+    assert first["values"] == [pytest.approx(result.trials[0].cost, rel=1e-4)]
+    assert {param["name"] for param in first["params"]} >= {"granularity", "bits 0"}
+    attributes = {attr["key"]: attr["value"] for attr in first["user_attrs"]}
+    assert float(attributes["quality"]) == pytest.approx(result.trials[0].quality)
+
+
 def test_an_infeasible_search_names_the_closest_trial(tmp_path, capsys):
     from core.cli import main
 
