@@ -16,10 +16,11 @@ from typing import TypeVar
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from app import cache, explore, latency, recovery, search, sidebar
+from app import cache, explore, latency, profiling, recovery, search, sidebar
 from core import Latency, Model, Recipe, SqueezeError, Verdict
 from core.data.quality import QUALITY_METRICS
 from core.measure.describe import describe_export, shortfall
+from core.measure.findings import ProfileComparison
 from core.measure.report import QuantizationInfo, Report, SizeStats, WeightSummary
 from core.measure.summaries import input_notes
 from core.present.charts import codes_chart, histogram_chart, sparsity_chart
@@ -341,7 +342,13 @@ def _report_json(report: Report) -> str:
     return json.dumps(report.to_dict(), indent=1)
 
 
-def downloads(model: Model, exported: cache.Exported, recipe: Recipe, complete: Callable[[], Report]) -> None:
+def downloads(
+    model: Model,
+    exported: cache.Exported,
+    recipe: Recipe,
+    complete: Callable[[], Report],
+    profiled: Callable[[], ProfileComparison | None],
+) -> None:
     """Files are passed as callables, made when clicked: the browser fetches a download's bytes as soon as its
     button is drawn, and the server gzips them for it (level 9), which for resnet18's 45 MB took longer than the
     rest of a slider move."""
@@ -389,7 +396,7 @@ def downloads(model: Model, exported: cache.Exported, recipe: Recipe, complete: 
     )
     html_col.download_button(
         "Download report.html",
-        lambda: render_html(complete()),  # 5 MB with its charts on resnet18
+        lambda: render_html(complete(), profiled()),  # 5 MB with its charts on resnet18; the profile if taken
         file_name=f"{stem}-report.html",
         mime="text/html",
         on_click="ignore",
@@ -505,6 +512,7 @@ def page() -> None:
         exported,
         recipe,
         lambda: cache.complete_report(controls.source, recipe_json, measured, every_sample),
+        lambda: profiling.results().get(profiling.result_key(controls.source, recipe_json, controls.latency_threads)),
     )
     gzip_line = st.empty()
     gzip_line.caption("Compressed with gzip: being measured…")
@@ -536,6 +544,7 @@ def page() -> None:
             controls.measure_latency,
             exported.report.verdict.expectation,
         )
+        profiling.panel(controls.source, recipe_json, controls.latency_threads, exported.report.verdict.expectation)
     gzip_size(place, gzip_line, controls.source, recipe_json, every_sample, exported.report.size_bytes["original"])
 
 

@@ -35,10 +35,13 @@ from core.explore.sweep import best_on_front, sweep, to_csv
 from core.load.files import write_atomic
 from core.load.sources import load_model
 from core.measure.benchmark import LATENCY_BUDGET_S, LATENCY_THREADS, measure_latency, time_against_original
-from core.measure.summaries import build_report, report_on_export
-from core.measure.verdict import measured_text, verdict_agreement
+from core.measure.findings import compare, to_dict
+from core.measure.profile import PROFILE_BUDGET_S, profile_against_original
+from core.measure.summaries import build_report, report_on_export, summarize_weights
+from core.measure.verdict import measured_text, speed_verdict, verdict_agreement
 from core.onnx.inputs import GivenInput, merge_given
 from core.present.html_report import render as render_html
+from core.present.profile_text import profile_lines
 
 EXIT_USAGE = 2
 
@@ -285,8 +288,23 @@ def _parser() -> argparse.ArgumentParser:
     share.add_argument("--recipe", type=Path, required=True, metavar="RECIPE.json")
     share.add_argument("--html", type=Path, required=True, metavar="OUT.html")
     share.add_argument("--no-latency", action="store_true")
+    share.add_argument("--profile", action="store_true", help="add where the time goes: ONNX Runtime's profile")
     share.add_argument("--budget", type=float, default=LATENCY_BUDGET_S, metavar="SECONDS")
     share.add_argument("--threads", type=int, default=None)
+
+    why = commands.add_parser(
+        "profile",
+        parents=[inputs],
+        help="where ONNX Runtime spends its time, per op type, node and layer, in the original and the compressed "
+        "model, with findings in words",
+    )
+    why.add_argument("model")
+    why.add_argument("compressed", nargs="?", type=Path, metavar="COMPRESSED.onnx", help="or --recipe")
+    why.add_argument("--recipe", type=Path, metavar="RECIPE.json", help="compress the model with this recipe")
+    why.add_argument("--json", type=Path, metavar="OUT.json")
+    why.add_argument("--budget", type=float, default=PROFILE_BUDGET_S, metavar="SECONDS",
+                     help="seconds of profiled runs, interleaved")  # fmt: skip
+    why.add_argument("--threads", type=int, default=None)
 
     bench = commands.add_parser(
         "bench", parents=[inputs], help="interleaved ONNX Runtime latency of one model or two side by side"
@@ -402,8 +420,9 @@ def _search(args: argparse.Namespace) -> int:
             print(f"no trial met the constraint; the closest is trial {closest.number}: {result.metric} "
                   f"{judge.format(closest.quality)}, {judge.format(closest.drop)} short, {closest.cost:.4g} {unit}")  # fmt: skip
         return 1
-    print(f"best: trial {best.number}, {best.cost:.4g} {unit}, {result.metric} {judge.format(best.quality)} on the "
-          f"tuning batch; {describe(best.recipe)}")  # fmt: skip
+    timed = f" ({1 / best.cost:.2f}x faster, timed again with the finalists)" if best.retimed else ""
+    print(f"best: trial {best.number}, {best.cost:.4g} {unit}{timed}, {result.metric} {judge.format(best.quality)} "
+          f"on the tuning batch; {describe(best.recipe)}")  # fmt: skip
     compressed = compress(model, best.recipe)
     data = export_bytes(compressed)
     report = build_report(compressed, data, progress=_evaluation_progress(model))
@@ -473,10 +492,13 @@ def _report(args: argparse.Namespace) -> None:
         recipe = _read_recipe(args.recipe, model.sha256)
         recipe = replace(recipe, recover=_recover_settings(args, recipe.recover))
         compressed, data, latency = _export_and_time(model, recipe, args, Path(work))
-        write_atomic(
-            args.html,
-            render_html(build_report(compressed, data, latency, progress=_evaluation_progress(model))).encode(),
-        )
+        report = build_report(compressed, data, latency, progress=_evaluation_progress(model))
+        where = None
+        if args.profile:
+            print("profiling (ONNX Runtime's profiler)...", file=sys.stderr)
+            original, after = profile_against_original(model, data, threads=args.threads)
+            where = compare(original, after, report.layers, recipe.quant.keep_float)
+        write_atomic(args.html, render_html(report, where).encode())
     print(f"wrote {args.html} ({args.html.stat().st_size:,} bytes, opens offline)")
 
 
@@ -809,10 +831,38 @@ def _bench(args: argparse.Namespace) -> None:
     _print_latency([model.name for model in models], results, env)
 
 
+def _profile(args: argparse.Namespace) -> None:
+    if (args.compressed is None) == (args.recipe is None):
+        raise InvalidSettingError("give the compressed model: COMPRESSED.onnx or --recipe RECIPE.json")
+    if args.json is not None and not args.json.parent.is_dir():
+        raise InvalidSettingError("the folder to write into does not exist", str(args.json))
+    model = _load(args, args.model, args.recipe)
+    stats, keep, verdict = None, (), None
+    if args.recipe is not None:
+        recipe = _read_recipe(args.recipe, model.sha256)
+        compressed = compress(model, recipe)
+        export = export_bytes(compressed)
+        stats, keep, verdict = summarize_weights(compressed).layers, recipe.quant.keep_float, speed_verdict(compressed)
+    else:
+        other = _load(args, str(args.compressed))
+        if other.latency_feed.keys() != model.latency_feed.keys():
+            raise InvalidSettingError("takes other inputs than the model; cannot profile them on one feed",
+                                      str(args.compressed))  # fmt: skip
+        export = other.runnable
+    print(f"profiling (ONNX Runtime's profiler, {args.budget:g} s of interleaved runs)...", file=sys.stderr)
+    original, after = profile_against_original(model, export, threads=args.threads, budget_s=args.budget)
+    comparison = compare(original, after, stats, keep)
+    for line in profile_lines(comparison, verdict):
+        print(line)
+    if args.json is not None:
+        write_atomic(args.json, (json.dumps(to_dict(comparison), indent=1) + "\n").encode())
+
+
 COMMANDS = {
     "inspect": _inspect,
     "compress": _compress,
     "bench": _bench,
+    "profile": _profile,
     "sensitivity": _sensitivity,
     "sweep": _sweep,
     "search": _search,

@@ -25,11 +25,23 @@ def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-def create_session(model: OnnxModel, threads: int | None = None, prepack: bool = True) -> ort.InferenceSession:
+def create_session(
+    model: OnnxModel,
+    threads: int | None = None,
+    prepack: bool = True,
+    profile: Path | None = None,
+    optimized: Path | None = None,
+) -> ort.InferenceSession:
     """A CPU session. External data is memory-mapped by ONNX Runtime rather than copied, and such weights are
     not prepacked (a prepacked copy would double the memory of a multi-GB model); `prepack=False` treats
-    in-memory bytes the same way, so timings compared against such a model are like for like."""
+    in-memory bytes the same way, so timings compared against such a model are like for like. `profile`: the
+    prefix of ONNX Runtime's profiler trace; `optimized`: where it writes the graph it optimised."""
     options = ort.SessionOptions()
+    if profile is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile)
+    if optimized is not None:
+        options.optimized_model_filepath = str(optimized)
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
     # 4, fatal only: warnings about unused initializers are noise, and an error is raised as an exception anyway,

@@ -200,6 +200,27 @@ def latency_chart(original: LatencyStats, compressed: LatencyStats) -> go.Figure
     )
 
 
+OP_TYPES_SHOWN = 8  # op types with their own colour in the time chart; the rest are summed as "other"
+
+
+def op_time_chart(comparison) -> go.Figure:
+    """Time per run by op type, the original beside the export, stacked; the time outside the kernels on top."""
+    shown = comparison.op_types[:OP_TYPES_SHOWN]
+    rest = comparison.op_types[OP_TYPES_SHOWN:]
+    rows = [*shown, ("other", sum(r[1] for r in rest), sum(r[2] for r in rest))] if rest else list(shown)
+    outside = (comparison.original.outside_ms, comparison.compressed.outside_ms)
+    rows.append(("outside the kernels", *outside))
+    figure = go.Figure()
+    labels = [ORIGINAL_LABEL, COMPRESSED_LABEL]
+    for op, before, after in rows:
+        figure.add_bar(x=labels, y=[before, after], name=op, hovertemplate=f"{op}: %{{y:.3f}} ms<extra></extra>")
+    figure = _layout(figure, "Where the time goes: ms per run by op type (after ONNX Runtime's fusions)",
+                     barmode="stack", yaxis={"title": "ms per run"})  # fmt: skip
+    # beside the bars, not above them: a dozen op types would cover the title
+    return figure.update_layout(legend={"orientation": "v", "yanchor": "top", "y": 1.0, "xanchor": "left", "x": 1.02,
+                                        "traceorder": "reversed"})  # fmt: skip
+
+
 def sensitivity_heatmap(
     layers: list[str], settings: list[str], drops: list[list[float | None]], metric: str
 ) -> go.Figure:

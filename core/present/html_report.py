@@ -7,8 +7,10 @@ import html
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from core.measure.findings import ProfileComparison
 from core.measure.report import Report
-from core.present.charts import codes_chart, histogram_chart, latency_chart, sparsity_chart
+from core.present.charts import codes_chart, histogram_chart, latency_chart, op_time_chart, sparsity_chart
+from core.present.profile_text import profile_lines
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; padding: 0 1rem; }
@@ -61,7 +63,8 @@ def _headline(report: Report) -> list[list[str]]:
     return rows
 
 
-def render(report: Report) -> str:
+def render(report: Report, profile: ProfileComparison | None = None) -> str:
+    """The report as one offline HTML file; `profile`: where the time goes, when it was profiled."""
     figures = [sparsity_chart([original_row(layer) for layer in report.layers], report.layers)]
     figures.append(histogram_chart(report.histograms["all"], "Weights of all layers", log_scale=True))
     if report.quantization_codes:
@@ -69,6 +72,8 @@ def render(report: Report) -> str:
                                    "Quantization levels", log_scale=True))  # fmt: skip
     if report.latency_ms and report.latency_ms.compressed:
         figures.append(latency_chart(report.latency_ms.original, report.latency_ms.compressed))
+    if profile is not None:
+        figures.append(op_time_chart(profile))
     charts = [
         figure.to_html(
             full_html=False, include_plotlyjs="inline" if index == 0 else False, config={"displaylogo": False}
@@ -108,6 +113,10 @@ def render(report: Report) -> str:
         for layer in report.layers
     )
     notes = "".join(f"<li>{html.escape(note)}</li>" for note in report.notes)
+    where = ""
+    if profile is not None:
+        text = "\n".join(profile_lines(profile, verdict))
+        where = f"<h2>Where the time goes</h2><pre class='small'>{html.escape(text)}</pre>"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Squeezelab report: {html.escape(model.name)}</title>
 <style>{STYLE}</style></head><body>
@@ -119,6 +128,7 @@ generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by Squeezelab</p>
 <div class="verdict"><b>Speed on this CPU: {html.escape(verdict.summary)}.</b><ul>{reasons}</ul></div>
 {environment}
 <h2>Charts</h2>{"".join(charts)}
+{where}
 <h2>Per layer</h2><table>{_row(["layer", "op", "shape", "zero or removed", "channels kept", "bits", "MACs after"], header=True)}{layers}</table>
 {f"<h2>Notes</h2><ul>{notes}</ul>" if notes else ""}
 </body></html>

@@ -722,3 +722,13 @@ def test_the_search_tab_runs_in_the_background_and_loads_its_best_trial():
     assert app.select_slider(key="weight_bits").value == ("off" if bits == 32 else bits)
     assert app.selectbox(key="granularity").value == best.recipe.prune.granularity
     assert any(message.value.startswith("Per-layer overrides are set") for message in app.info)
+
+
+def test_no_module_of_the_app_hides_one_of_the_standard_library():
+    """Streamlit puts app/ on sys.path: an app/profile.py once hid the standard library's `profile`, and training
+    in the page failed on cProfile's import of it."""
+    import sys
+    from pathlib import Path
+
+    names = {path.stem for path in (Path(__file__).resolve().parents[2] / "app").glob("*.py")}
+    assert names and not names & set(sys.stdlib_module_names)

@@ -75,6 +75,20 @@ def test_slider_chart_and_download_in_a_real_browser(digits_cnn):
         assert "ms" in metric_text(page, "Median latency")
         page.screenshot(path=str(OUTPUT / "dashboard.png"), full_page=True)
 
+        # 8-bit weights only: where the time goes, with DequantizeLinear named and timed
+        page.get_by_role("slider", name="Weight bits (per output channel, symmetric)").focus()
+        for _ in range(4):
+            page.keyboard.press("ArrowLeft")
+        page.get_by_text("255 levels of the 8-bit grid").first.wait_for(timeout=30_000)
+        page.get_by_role("button", name="Profile both models").click()
+        finding = page.get_by_text(re.compile(r"Weight-only DequantizeLinear costs \d\.\d{3} ms per run")).first
+        finding.wait_for(timeout=60_000)
+        assert page.get_by_text(re.compile(r"Verdict: expected slower; measured slower \(0\.\d\dx")).count() == 1
+        assert page.get_by_text("Where the time goes: ms per run by op type").count() >= 1  # the stacked bars
+        assert page.get_by_test_id("stException").count() == 0
+        finding.scroll_into_view_if_needed()
+        page.screenshot(path=str(OUTPUT / "profile.png"), full_page=True)
+
     # the file downloaded at 50 % pruning, before the bits changed
     logits = run(create_session(saved.read_bytes()), digits_cnn.eval_set.inputs)[0]
     assert logits.shape == (359, 10)

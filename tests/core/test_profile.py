@@ -1,0 +1,194 @@
+"""'Why isn't it faster?': ONNX Runtime's own profile of both models, tied to layers, and findings that hold only
+when their condition does."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from core import PruneConfig, QuantConfig, Recipe, compress, export_bytes, load_model
+from core.measure.findings import FINDINGS, compare
+from core.measure.profile import NodeTime, Profile, layer_names, profile_against_original
+from core.measure.report import LayerStats
+
+
+def _tiny_graph() -> bytes:
+    """Conv -> Relu -> Flatten -> MatMul: ONNX Runtime fuses the Relu into the Conv."""
+    rng = np.random.default_rng(0)
+    weights = [
+        numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "conv.weight"),
+        numpy_helper.from_array(rng.standard_normal((8 * 6 * 6, 10)).astype(np.float32), "fc.weight"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "conv.weight"], ["c"], name="conv"),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Flatten", ["r"], ["f"], name="flatten"),
+        helper.make_node("MatMul", ["f", "fc.weight"], ["y"], name="fc"),
+    ]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], weights)  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_a_tiny_graph_profiles_node_by_node_after_fusion_and_its_times_add_up(tmp_path):
+    path = tmp_path / "tiny.onnx"
+    path.write_bytes(_tiny_graph())
+    model = load_model(str(path))  # a user's file: profiled in a sandbox child
+    names = layer_names(model)
+    assert names.weights == {"conv.weight": "conv", "fc.weight": "fc"}
+    assert names.outputs == {"c": "conv", "r": "conv", "y": "fc"}  # the Relu's output: fused into the conv
+    original, again = profile_against_original(model, model.runnable, budget_s=0.2)
+    for profile in (original, again):
+        ops = {node.op_type for node in profile.nodes}
+        conv = [node for node in profile.nodes if node.layer == "conv"]
+        # the Relu is fused into the convolution: a FusedConv, or on CPUs with wide vectors a blocked-layout Conv
+        assert "Relu" not in ops and [node.op_type for node in conv] in (["FusedConv"], ["Conv (NCHWc)"])
+        assert [node.name for node in profile.nodes if node.layer == "fc"] == ["fc"]
+        assert all(node.ms > 0 for node in profile.nodes) and profile.runs >= 10 and profile.threads == 1
+        assert 0 < profile.kernel_ms <= profile.median_ms  # the kernels are inside the timed run
+        assert sum(profile.by_op_type().values()) == pytest.approx(profile.kernel_ms)
+        assert profile.outside_ms == pytest.approx(profile.median_ms - profile.kernel_ms)
+    assert sorted(node.name for node in original.nodes) == sorted(node.name for node in again.nodes)
+
+
+def test_weight_only_quantization_shows_dequantize_linear_time_and_the_finding(digits_cnn):
+    compressed = compress(digits_cnn, Recipe.for_model(digits_cnn, PruneConfig(), QuantConfig(8)))
+    original, export = profile_against_original(digits_cnn, export_bytes(compressed), budget_s=0.5)
+    dequantize = [node for node in export.nodes if node.op_type == "DequantizeLinear"]
+    assert not any(node.op_type == "DequantizeLinear" for node in original.nodes)
+    assert len(dequantize) == len(digits_cnn.layers) and all(node.reads_weights and node.ms > 0 for node in dequantize)
+    assert {node.layer for node in dequantize} == {layer.node for layer in digits_cnn.layers}  # each tied to its layer
+    from core.measure.summaries import summarize_weights
+
+    comparison = compare(original, export, summarize_weights(compressed).layers)
+    finding = next(finding for finding in comparison.findings if finding.key == "dequantize")
+    assert finding.text.startswith(f"Weight-only DequantizeLinear costs {sum(node.ms for node in dequantize):.3f} ms")
+    assert finding in comparison.explaining()
+    assert dict((op, after) for op, _, after in comparison.op_types)["DequantizeLinear"] > 0
+
+
+def test_static_int8_shows_quantized_kernels(digits_cnn):
+    compressed = compress(digits_cnn, Recipe.for_model(digits_cnn, PruneConfig(), QuantConfig(8, "static")))
+    _, export = profile_against_original(digits_cnn, export_bytes(compressed), budget_s=0.3)
+    ops = {node.op_type for node in export.nodes}
+    assert "QLinearConv" in ops and not ops & {"Conv", "FusedConv"}
+    convs = [node for node in export.nodes if node.op_type == "QLinearConv"]
+    assert {node.layer for node in convs} == {layer.node for layer in digits_cnn.layers if layer.op_type == "Conv"}
+
+
+def _profile(nodes: list[NodeTime], outside: float = 0.0, threads: int = 1, spread: float = 0.0) -> Profile:
+    median = sum(node.ms for node in nodes) + outside
+    return Profile(nodes, median, spread * median, 20, threads, [median] * 20)
+
+
+def _layer(node: str, sparsity: float = 0.0, bits: int = 32, channels_kept: int = 8) -> LayerStats:
+    return LayerStats(node, node, "Conv", [8, 3, 3, 3], 216, int(216 * sparsity), sparsity, bits, 1000, False,
+                      channels=8, channels_kept=channels_kept, macs_after=1000 * channels_kept // 8)  # fmt: skip
+
+
+BASE = [NodeTime("a", "FusedConv", 1.0, "a"), NodeTime("b", "FusedConv", 1.0, "b")]
+
+# each finding: (original nodes, export nodes, layer stats, keep_float, the export's options) where it holds
+HOLDS = {
+    "dequantize": (BASE, [*BASE, NodeTime("a_dq", "DequantizeLinear", 0.4, "a", True, ["Conv"])], None, ()),
+    "unfused": (BASE, [*BASE, NodeTime("q", "QuantizeLinear", 0.2, None, False, ["Softmax"])], None, ()),
+    "conv_integer": (BASE, [NodeTime("a", "ConvInteger", 2.5, "a"), BASE[1]], None, ()),
+    "zeros": (BASE, BASE, [_layer("a", sparsity=0.7), _layer("b")], ()),
+    "kernel_changed": (BASE, [NodeTime("a", "Conv", 1.5, "a"), BASE[1]], None, ()),
+    "float_dominates": (
+        BASE,
+        [BASE[0], NodeTime("b", "QLinearConv", 0.3, "b")],
+        [_layer("a"), _layer("b", bits=8)],
+        ("a",),
+    ),  # fmt: skip
+    "untouched": (
+        [*BASE, NodeTime("s", "Softmax", 1.0)],
+        [NodeTime("a", "FusedConv", 0.3, "a"), NodeTime("b", "FusedConv", 0.3, "b"), NodeTime("s", "Softmax", 1.0)],
+        None,
+        (),
+    ),  # fmt: skip
+    "layout": (BASE, [*BASE, NodeTime("t", "Transpose", 0.3)], None, ()),
+    "overhead": (BASE, BASE, None, (), {"outside": 1.0}),
+    "threads": (BASE, BASE, None, (), {"threads": 2, "spread": 0.5}),
+}
+
+
+@pytest.mark.parametrize("key", list(FINDINGS))
+def test_each_finding_holds_only_when_its_condition_does(key):
+    before, after, stats, keep, *options = HOLDS[key]
+    found = compare(_profile(before), _profile(after, **(options[0] if options else {})), stats, keep).findings
+    assert [finding.key for finding in found] == [key]
+    absent = compare(_profile(before), _profile(BASE), [_layer("a"), _layer("b")], ()).findings
+    assert absent == []  # nothing changed: no finding holds
+
+
+def test_a_layer_far_off_its_mac_ratio_is_named_with_the_profiles_reason():
+    stats = [_layer("a", channels_kept=4), _layer("b", channels_kept=4)]  # half the MACs each
+    after = [NodeTime("a", "FusedConv", 0.5, "a"), NodeTime("b", "FusedConv", 0.55, "b"),
+             NodeTime("b_dq", "DequantizeLinear", 0.3, "b", True)]  # fmt: skip
+    layers = {row.layer: row for row in compare(_profile(BASE), _profile(after), stats).layers}
+    assert layers["a"].mac_ratio == 0.5 and layers["a"].measured_ratio == 0.5 and layers["a"].reason is None
+    assert layers["b"].measured_ratio == pytest.approx(0.85)
+    assert layers["b"].reason == "0.300 ms of its 0.850 ms converts int8 to float or back"
+
+
+def test_the_verdict_names_the_findings_that_explain_a_wrong_expectation():
+    comparison = compare(_profile(BASE), _profile(BASE, outside=3.0))
+    assert comparison.effect == "slower"
+    assert comparison.verdict_check("faster") == (
+        "expected faster; measured slower (0.40x in the profiled runs); the expectation missed it, explained by: "
+        "overhead"
+    )
+    assert comparison.verdict_check("slower").endswith("measured slower (0.40x in the profiled runs); why: overhead")
+    faster = compare(_profile(BASE, outside=3.0), _profile(BASE))
+    assert faster.verdict_check("faster") == "expected faster; measured faster (2.50x in the profiled runs)"
+    assert faster.verdict_check("slower").endswith("the expectation missed it, and no finding explains it")
+
+
+def test_the_profile_command_prints_the_table_and_writes_its_json(tmp_path, capsys, digits_cnn):
+    from core.cli import main
+
+    recipe = tmp_path / "r.json"
+    recipe.write_text(Recipe.for_model(digits_cnn, PruneConfig(), QuantConfig(8)).to_json())
+    out = tmp_path / "p.json"
+    assert main(["profile", "digits-cnn", "--recipe", str(recipe), "--json", str(out), "--budget", "0.3"]) == 0
+    printed = capsys.readouterr().out
+    assert "DequantizeLinear" in printed and "- [dequantize] Weight-only DequantizeLinear costs" in printed
+    data = json.loads(out.read_text())
+    assert set(data) == {"original", "compressed", "op_types", "top_changes", "layers", "findings"}
+    assert set(data["compressed"]) == {"nodes", "median_ms", "spread_ms", "runs", "threads", "samples", "kernel_ms",
+                                       "outside_ms"}  # fmt: skip
+    assert set(data["compressed"]["nodes"][0]) == {"name", "op_type", "ms", "layer", "reads_weights", "feeds"}
+    assert {"layer", "mac_ratio", "measured_ratio", "sparsity", "bits", "reason"} <= set(data["layers"][0])
+    assert {finding["key"] for finding in data["findings"]} >= {"dequantize"}
+    assert len(data["layers"]) == len(digits_cnn.layers)
+
+
+def test_the_profile_command_refuses_bad_input_in_one_line(tmp_path, capsys):
+    from core.cli import main
+
+    assert main(["profile", "digits-cnn"]) == 2
+    assert (
+        capsys.readouterr().err.strip() == "error: give the compressed model: COMPRESSED.onnx or --recipe RECIPE.json"
+    )
+    other = tmp_path / "other.onnx"
+    onnx.save(onnx.load_from_string(_tiny_graph()), other)
+    assert main(["profile", "digits-cnn", str(other)]) == 2
+    assert "takes other inputs than the model; cannot profile them on one feed" in capsys.readouterr().err
+
+
+def test_the_html_report_carries_the_profile_when_one_was_taken(digits_cnn):
+    from core.measure.summaries import build_report
+    from core.present.html_report import render
+
+    compressed = compress(digits_cnn, Recipe.for_model(digits_cnn, PruneConfig(), QuantConfig(8)))
+    report = build_report(compressed, export_bytes(compressed))
+    comparison = compare(_profile(BASE), _profile(HOLDS["dequantize"][1]))
+    page = render(report, comparison)
+    assert "<h2>Where the time goes</h2>" in page and "Where the time goes: ms per run by op type" in page
+    assert "- [dequantize] Weight-only DequantizeLinear costs 0.400 ms per run (17% of" in page
+    assert "Where the time goes" not in render(report)
