@@ -111,7 +111,7 @@ def _show(model: Model, result: SearchResult) -> None:
             f" The closest, trial {closest.number}, reaches {judge.format(closest.quality)} on the tuning batch, "
             f"{judge.format(closest.drop)} short." if closest else ""))  # fmt: skip
     else:
-        timed = f" ({1 / best.cost:.2f}× faster, timed again with the finalists)" if best.retimed else ""
+        timed = f" ({best.timing})" if best.retimed else ""
         st.success(f"Best: trial {best.number}, {best.cost:.4g} {unit}{timed}, {judge.name} {judge.format(best.quality)} on "
                    f"the tuning batch (the original: {judge.format(result.baseline)}); {len(result.trials)} trials in "
                    f"study {result.study}.")  # fmt: skip

@@ -420,7 +420,7 @@ def _search(args: argparse.Namespace) -> int:
             print(f"no trial met the constraint; the closest is trial {closest.number}: {result.metric} "
                   f"{judge.format(closest.quality)}, {judge.format(closest.drop)} short, {closest.cost:.4g} {unit}")  # fmt: skip
         return 1
-    timed = f" ({1 / best.cost:.2f}x faster, timed again with the finalists)" if best.retimed else ""
+    timed = f" ({best.timing})" if best.retimed else ""
     print(f"best: trial {best.number}, {best.cost:.4g} {unit}{timed}, {result.metric} {judge.format(best.quality)} "
           f"on the tuning batch; {describe(best.recipe)}")  # fmt: skip
     compressed = compress(model, best.recipe)

@@ -39,6 +39,7 @@ from core.data.quality import QUALITY_METRICS, metric_of
 from core.errors import InvalidSettingError, UnsupportedModelError
 from core.explore.snapshots import data_dir
 from core.measure.benchmark import measure_latency
+from core.measure.noise import CONFIDENCE, effect, speedup_interval
 from core.measure.summaries import size_of
 from core.model import Model
 from core.onnx.sandbox import die_with_parent
@@ -122,6 +123,18 @@ class Trial:
     drop: float  # how far from the constraint (<= 0 meets it), in the constraint's own unit
     worker: str = ""
     retimed: bool = False  # latency: a finalist, timed again for longer
+    speedup_interval: tuple[float, float] | None = None  # a finalist's, from its longer timing (core.measure.noise)
+
+    @property
+    def timing(self) -> str:
+        """A finalist's speed-up in words, its interval and what the noise rule makes of it."""
+        if self.speedup_interval is None:
+            return ""
+        low, high = self.speedup_interval
+        found = effect(low, high)
+        verdict = "no measurable difference" if found == "no faster" else found
+        return (f"{1 / self.cost:.2f}x, timed again with the finalists: {CONFIDENCE:.0%} interval {low:.2f}-"
+                f"{high:.2f}x, {verdict}")  # fmt: skip
 
 
 @dataclass
@@ -387,7 +400,7 @@ def search(
 
 _CONTEXT = multiprocessing.get_context("spawn")
 FAILED_PREFIX = "worker failed: "  # a study user attribute per worker that stopped on an error
-RETIMED_PREFIX = "retimed trial "  # a study user attribute per finalist: its latency ratio, timed again
+RETIMED_PREFIX = "retimed trial "  # a study user attribute per finalist: [latency ratio, speed-up interval low, high]
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
 
@@ -501,7 +514,8 @@ def retime_finalists(study: optuna.Study, model: Model, groups: list[list[str]])
     (original, *measured), _ = measure_latency([model.runnable, *exports], model.latency_feed,
                                                budget_s=FINAL_LATENCY_S * (len(exports) + 1), min_runs=20)  # fmt: skip
     for frozen, stats in zip(finalists, measured, strict=True):
-        study.set_user_attr(f"{RETIMED_PREFIX}{frozen.number}", stats.median / original.median)
+        low, high = speedup_interval(original.samples, stats.samples)
+        study.set_user_attr(f"{RETIMED_PREFIX}{frozen.number}", [stats.median / original.median, low, high])
 
 
 def collect(study: optuna.Study, model: Model, settings: SearchSettings, judge: Judge, url: str) -> SearchResult:
@@ -517,12 +531,13 @@ def collect(study: optuna.Study, model: Model, settings: SearchSettings, judge: 
             Trial(
                 frozen.number,
                 recipe_of(model, frozen.params, groups),
-                float(frozen.value if retimed is None else retimed),
+                float(frozen.value if retimed is None else retimed[0]),
                 frozen.user_attrs.get("quality", math.nan),
                 violation <= 0,
                 violation,
                 frozen.user_attrs.get("worker", ""),
                 retimed is not None,
+                None if retimed is None else (retimed[1], retimed[2]),
             )  # fmt: skip
         )
     return result

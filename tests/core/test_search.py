@@ -68,6 +68,8 @@ def test_latency_is_a_ratio_to_the_original_and_the_finalists_are_timed_again(tm
     assert all(trial.cost == first[trial.number] for trial in result.trials if not trial.retimed)
     assert all(0.05 < trial.cost < 20 for trial in feasible)  # a ratio, not milliseconds
     assert result.best.retimed and result.best.cost == min(trial.cost for trial in retimed)
+    low, high = result.best.speedup_interval
+    assert 0 < low <= high and result.best.timing.startswith(f"{1 / result.best.cost:.2f}x, timed")
     assert result.to_csv().splitlines()[0] == "trial,worker,x original,accuracy,feasible,retimed,recipe"
 
 
