@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 from core.measure.noise import effect, speedup_interval
-from core.measure.profile import Profile
+from core.measure.profile import NCHWC_MARK, QUANTIZE_OPS, Profile
 from core.measure.report import LayerStats
 
 OFF_BY = 0.2  # a layer whose measured time ratio is this far from its MAC ratio is named, with the reason
@@ -147,7 +147,7 @@ def _off_by(row: LayerTiming, nodes_after) -> str | None:
     if not nodes_after:
         return "removed with its block"
     reasons = []
-    converting = sum(node.ms for node in nodes_after if node.op_type in CONVERTERS)
+    converting = sum(node.ms for node in nodes_after if node.op_type in QUANTIZE_OPS)
     if converting > 0.1 * row.after_ms:
         reasons.append(f"{converting:.3f} ms of its {row.after_ms:.3f} ms converts int8 to float or back")
     if _kernels(row.ops_after) != _kernels(row.ops_before):
@@ -161,12 +161,9 @@ def _off_by(row: LayerTiming, nodes_after) -> str | None:
     return "the kernel ran faster than its MACs predict (a better-fitting blocking of the smaller shape)"
 
 
-CONVERTERS = ("DequantizeLinear", "QuantizeLinear", "DynamicQuantizeLinear")
-
-
 def _kernels(ops: list[str]) -> list[str]:
     """The op types that compute, not the conversions around them."""
-    return [op for op in ops if op not in CONVERTERS]
+    return [op for op in ops if op not in QUANTIZE_OPS]
 
 
 def _ms(value: float) -> str:
@@ -237,6 +234,10 @@ def _kernel_changed(comparison: ProfileComparison, _: tuple) -> Finding | None:
     if "DequantizeLinear" in layer.ops_after:
         text += (" with DequantizeLinear: its weights are computed at every run, so ONNX Runtime can no longer "
                  "pre-pack them into its blocked layout")  # fmt: skip
+    elif any(op.endswith(NCHWC_MARK) for op in layer.ops_before) and layer.channels_kept < layer.channels:
+        text += (f": {layer.channels_kept} of {layer.channels} channels kept, and ONNX Runtime's blocked layout "
+                 "(NCHWc) takes channel counts in multiples of its block (16 with AVX-512, 8 with AVX2), so round "
+                 "them with `--channel-multiple 16`")  # fmt: skip
     return Finding("kernel_changed", text + ".", True)
 
 
@@ -256,7 +257,7 @@ def _float_dominates(comparison: ProfileComparison, keep_float: tuple) -> Findin
 def _untouched(comparison: ProfileComparison, _: tuple) -> Finding | None:
     before = {node.name for node in comparison.original.nodes}  # nodes the export added are other findings
     nodes = [node for node in comparison.compressed.nodes
-             if node.layer is None and node.op_type not in CONVERTERS and node.name in before]  # fmt: skip
+             if node.layer is None and node.op_type not in QUANTIZE_OPS and node.name in before]  # fmt: skip
     ms, total = sum(node.ms for node in nodes), comparison.compressed.kernel_ms
     if not nodes or total <= 0 or ms / total < UNTOUCHED_SHARE:
         return None

@@ -27,6 +27,9 @@ from core.onnx.sandbox import run_isolated
 
 PROFILE_BUDGET_S = 3.0  # seconds of interleaved profiled runs after warm-up, unless asked otherwise
 KERNEL_SUFFIX = "_kernel_time"  # ORT writes fence_before, kernel_time and fence_after events per node and run
+QUANTIZE_OPS = ("DequantizeLinear", "QuantizeLinear", "DynamicQuantizeLinear")
+NCHWC_SUFFIX = "_nchwc"  # ONNX Runtime's blocked-layout convolution, named after the output it computes
+NCHWC_MARK = " (NCHWc)"  # added to the op type of ONNX Runtime's blocked-layout ops (domain com.microsoft.nchwc)
 
 
 @dataclass(frozen=True)
@@ -189,7 +192,7 @@ def _profile(trace: list[dict], graph, names: LayerNames, wall: list[float], war
             continue
         node = name.removesuffix(KERNEL_SUFFIX)
         per_run[node][run] += event["dur"] / 1000
-        op_types[node] = event.get("args", {}).get("op_name", "?") + (" (NCHWc)" if node in nchwc else "")
+        op_types[node] = event.get("args", {}).get("op_name", "?") + (NCHWC_MARK if node in nchwc else "")
     facts = _node_facts(graph, names)
     nodes = [
         NodeTime(node, op_types[node], float(np.median([times[run] for run in measured])), *facts.get(node, ()))
@@ -198,10 +201,6 @@ def _profile(trace: list[dict], graph, names: LayerNames, wall: list[float], war
     nodes.sort(key=lambda node: -node.ms)
     p10, median, p90 = np.percentile(wall, [10, 50, 90])
     return Profile(nodes, float(median), float(p90 - p10), len(wall), threads, [round(ms, 6) for ms in wall])
-
-
-QUANTIZE_OPS = ("DequantizeLinear", "QuantizeLinear", "DynamicQuantizeLinear")
-NCHWC_SUFFIX = "_nchwc"  # ONNX Runtime's blocked-layout convolution, named after the output it computes
 
 
 def _node_facts(graph, names: LayerNames) -> dict[str, tuple[str | None, bool, list[str]]]:
