@@ -106,6 +106,21 @@ def measure_latency(
     threads = threads or LATENCY_THREADS
     prepack = all(isinstance(model, bytes) for model in models)  # like for like: see create_session
     sessions = [create_session(model, threads, prepack) for model in models]
+    samples = interleaved_runs(sessions, feeds, warmup, min_runs, max_runs, budget_s, progress)
+    return [stats(timings) for timings in samples], environment(threads)
+
+
+def interleaved_runs(
+    sessions: list[ort.InferenceSession],
+    feeds: dict[str, np.ndarray],
+    warmup: int,
+    min_runs: int,
+    max_runs: int,
+    budget_s: float,
+    progress: Progress | None = None,
+) -> list[list[float]]:
+    """Each session's run times in ms after warm-up, runs interleaved; stops at `max_runs` or once `min_runs` are
+    done and `budget_s` is spent."""
     for session in sessions:
         for _ in range(warmup):
             session.run(None, feeds)
@@ -125,7 +140,7 @@ def measure_latency(
             progress(min(1.0, max(done / max_runs, min(done / min_runs, elapsed / budget_s))))
         if done >= min_runs and elapsed >= budget_s:
             break
-    return [stats(timings) for timings in samples], environment(threads)
+    return samples
 
 
 def compare_latency(

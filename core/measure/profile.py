@@ -12,7 +12,6 @@ from __future__ import annotations
 import bisect
 import json
 import tempfile
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from core.measure.benchmark import LATENCY_THREADS
+from core.measure.benchmark import LATENCY_THREADS, interleaved_runs
 from core.model import Model
 from core.onnx.runtime import OnnxModel, create_session
 from core.onnx.sandbox import run_isolated
@@ -98,19 +97,7 @@ def profile_models(
             sessions.append(create_session(model, threads, prepack, profile=Path(folder) / f"trace-{index}",
                                            optimized=optimized))  # fmt: skip
             graphs.append(_optimized_graph(optimized) if optimized else None)
-        for session in sessions:
-            for _ in range(warmup):
-                session.run(None, feeds)
-        walls: list[list[float]] = [[] for _ in sessions]
-        started = time.perf_counter()
-        for round_index in range(max_runs):
-            order = list(zip(sessions, walls, strict=True))
-            for session, timings in order if round_index % 2 == 0 else order[::-1]:
-                begin = time.perf_counter()
-                session.run(None, feeds)
-                timings.append((time.perf_counter() - begin) * 1000)
-            if round_index + 1 >= min_runs and time.perf_counter() - started >= budget_s:
-                break
+        walls = interleaved_runs(sessions, feeds, warmup, min_runs, max_runs, budget_s)
         traces = [json.loads(Path(session.end_profiling()).read_text()) for session in sessions]
     return [
         _profile(trace, graph, names, wall, warmup, threads)
