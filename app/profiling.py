@@ -63,10 +63,14 @@ def panel(source: str, recipe_json: str, threads: int, expected: str) -> None:
          for name, op, old, new in comparison.top_changes],
         hide_index=True,
     )  # fmt: skip
+    ratio = st.column_config.NumberColumn(format="%.2f")
     layers.dataframe(
         [{"layer": row.layer, "MAC ratio": row.mac_ratio, "time ratio": row.measured_ratio, "sparsity": row.sparsity,
           "bits": row.bits, "channels kept": f"{row.channels_kept}/{row.channels}" if row.channels else "",
           "ops after": ", ".join(row.ops_after), "more than 20 % off because": row.reason or ""}
-         for row in comparison.layers],
+         for row in sorted(comparison.layers, key=lambda row: row.reason is None)],  # the layers off first
         hide_index=True,
+        column_config={"MAC ratio": ratio, "time ratio": ratio,
+                       "sparsity": st.column_config.NumberColumn(format="percent"),
+                       "more than 20 % off because": st.column_config.TextColumn(width="large")},
     )  # fmt: skip
