@@ -158,7 +158,7 @@ def _optimized_graph(path: Path) -> onnx.GraphProto | None:
     """The graph ONNX Runtime ran, where it could write it (not for models over 2 GB): names, op types, inputs."""
     try:
         return onnx.load(str(path), load_external_data=False).graph
-    except (OSError, onnx.onnx_cpp2py_export.checker.ValidationError, ValueError):
+    except (OSError, onnx.checker.ValidationError, ValueError):
         return None
 
 
