@@ -122,8 +122,11 @@ class Trial:
     feasible: bool
     drop: float  # how far from the constraint (<= 0 meets it), in the constraint's own unit
     worker: str = ""
-    retimed: bool = False  # latency: a finalist, timed again for longer
-    speedup_interval: tuple[float, float] | None = None  # a finalist's, from its longer timing (core.measure.noise)
+    speedup_interval: tuple[float, float] | None = None  # latency: a finalist's, timed again for longer
+
+    @property
+    def retimed(self) -> bool:
+        return self.speedup_interval is not None
 
     @property
     def timing(self) -> str:
@@ -536,7 +539,6 @@ def collect(study: optuna.Study, model: Model, settings: SearchSettings, judge: 
                 violation <= 0,
                 violation,
                 frozen.user_attrs.get("worker", ""),
-                retimed is not None,
                 None if retimed is None else (retimed[1], retimed[2]),
             )  # fmt: skip
         )

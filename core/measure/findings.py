@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
+from core.compression.recipe import FLOAT_BITS
 from core.measure.noise import effect, speedup_interval
 from core.measure.profile import NCHWC_MARK, QUANTIZE_OPS, Profile
 from core.measure.report import LayerStats
@@ -129,7 +130,7 @@ def _layers(original: Profile, compressed: Profile, stats: list[LayerStats] | No
             sum(node.ms for node in nodes_after),
             (fact.macs_after / fact.macs if fact.macs else None) if fact else None,
             fact.sparsity if fact else 0.0,
-            fact.bits if fact else 32,
+            fact.bits if fact else FLOAT_BITS,
             fact.channels if fact else 0,
             fact.channels_kept if fact else 0,
             sorted({node.op_type for node in before[layer]}),
@@ -242,9 +243,9 @@ def _kernel_changed(comparison: ProfileComparison, _: tuple) -> Finding | None:
 
 
 def _float_dominates(comparison: ProfileComparison, keep_float: tuple) -> Finding | None:
-    quantized = any(layer.bits != 32 for layer in comparison.layers)
+    quantized = any(layer.bits != FLOAT_BITS for layer in comparison.layers)
     total = comparison.compressed.kernel_ms
-    heavy = [layer for layer in comparison.layers if quantized and (layer.bits == 32 or layer.layer in keep_float)
+    heavy = [layer for layer in comparison.layers if quantized and (layer.bits == FLOAT_BITS or layer.layer in keep_float)
              and total > 0 and layer.after_ms / total >= FLOAT_SHARE]  # fmt: skip
     if not heavy:
         return None
