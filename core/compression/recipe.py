@@ -228,6 +228,9 @@ class RecoverConfig:
     soft: bool = False
     batch: int = 64  # tuning samples per step
     check_every: int | None = None  # steps between checks of the validation loss (None: by the time they take)
+    # the steps the learning rate's decay and the pruning steps are spread over (None: `steps`); a recorded run that
+    # ran out of time or was stopped before the end of its plan trained fewer steps than it had planned
+    schedule_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.method not in RECOVERY_METHODS:
@@ -250,6 +253,12 @@ class RecoverConfig:
             raise InvalidSettingError(f"batch must be a whole number in [1, {MAX_BATCH}], got {self.batch!r}")
         if self.check_every is not None and not (isinstance(self.check_every, int) and self.check_every > 0):
             raise InvalidSettingError(f"check_every must be a positive whole number, got {self.check_every!r}")
+        if self.schedule_steps is not None and not (
+            isinstance(self.schedule_steps, int) and self.steps is not None and self.schedule_steps >= self.steps
+        ):
+            raise InvalidSettingError(
+                f"schedule_steps must be a whole number no smaller than steps, got {self.schedule_steps!r}"
+            )
         if not isinstance(self.soft, bool):
             raise InvalidSettingError(f"soft must be true or false, got {self.soft!r}")
         if self.stepped and not RECOVERY_METHODS[self.method].trains:

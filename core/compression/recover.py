@@ -80,6 +80,7 @@ def recover(
         grids={name: (weight.bits, weight.axis) for name, weight in compressed.quantized.items()},
         classifier=metric_of(model).name in CLASSIFIER_METRICS,
         max_steps=settings.steps,
+        schedule_steps=settings.schedule_steps,
         batch=settings.batch,
         check_every=settings.check_every,
         reference=b"" if trains else model.onnx_bytes,
@@ -134,6 +135,7 @@ def recover(
         soft=settings.soft,
         stopped=result.stopped,
         check_every=result.check_every,
+        planned_steps=result.planned,
     )
     return replace(
         compressed,
@@ -197,13 +199,18 @@ def replayable(recipe: Recipe, info: RecoveryInfo | None) -> Recipe:
     """The recipe as it should be saved after a recovery: with the number of steps it trained and the steps between
     its checks, so applying it again trains the same steps in the same order (the learning rate, the pruning steps
     and the checks follow steps, not time) and reproduces the accuracy; its time limit doubled, so a slower machine
-    still gets through them."""
+    still gets through them. A run that ran out of time (or was stopped) before the end of its plan also records
+    the plan's length, which its learning rate decayed over."""
     settings = recipe.recover
     if settings is None or info is None or settings.steps is not None or not RECOVERY_METHODS[info.method].trains:
         return recipe
     seconds = min(MAX_RECOVERY_SECONDS, 2 * settings.seconds)
     steps = max(1, info.steps)
-    return replace(recipe, recover=replace(settings, steps=steps, seconds=seconds, check_every=info.check_every))
+    planned = info.planned_steps if info.planned_steps > steps else None
+    return replace(
+        recipe,
+        recover=replace(settings, steps=steps, seconds=seconds, check_every=info.check_every, schedule_steps=planned),
+    )
 
 
 def _quality(model: Model, export: bytes) -> float:

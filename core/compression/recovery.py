@@ -60,3 +60,4 @@ class RecoveryInfo:
     soft: bool = False
     stopped: bool = False  # stopped by the user before its budget ran out; the best checkpoint so far is kept
     check_every: int = 1  # steps between two checks of the validation loss
+    planned_steps: int = 0  # the steps its schedule was spread over: more than `steps` if time ran out or it stopped

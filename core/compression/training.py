@@ -129,6 +129,9 @@ class TrainPlan:
     label_weight: float = 0.5  # finetune: cross-entropy's share; distillation has the rest
     batch: int = 64
     max_steps: int | None = None  # None: as many as fit in `seconds`, timed on a few steps first
+    # the steps the learning rate's decay and the pruning steps are spread over (None: `max_steps`): a replay of a
+    # run that ran out of time or was stopped trains its steps on the schedule that run had planned
+    schedule_steps: int | None = None
     check_every: int | None = None  # steps between checks (None: by the time they take)
     reference: bytes = b""  # correct: the original graph, whose layer outputs the compressed ones are matched to
     schedule: MaskSchedule | None = None  # a stepped schedule: `masks` are chosen during training, from none
@@ -146,6 +149,7 @@ class TrainResult:
     removed: list[int] = field(default_factory=list)  # a stepped channel schedule: the classes removed at the end
     stopped: bool = False  # asked to stop before the budget ran out
     check_every: int = 1  # steps between two checks of the validation loss
+    planned: int = 0  # the steps the schedule was spread over (more than `steps` when time ran out or it stopped)
 
 
 class _Masked(nn.Module):
@@ -437,9 +441,11 @@ def train(
             f"cannot train this graph in PyTorch: its conversion does not run ({line})"
         ) from None
     if plan.max_steps:
-        total, every = plan.max_steps, plan.check_every or max(1, plan.max_steps // CURVE_POINTS)
+        total = plan.schedule_steps or plan.max_steps
+        every = plan.check_every or max(1, total // CURVE_POINTS)
     else:
         total, every = plan_steps()
+    last = plan.max_steps or total
     optimizer, generator, stopped, reported = new_optimizer(), torch.Generator().manual_seed(plan.seed + 1), False, 0.0
 
     def spent() -> float:
@@ -447,7 +453,7 @@ def train(
         return step / total
 
     shuffled, position = training[torch.randperm(len(training), generator=generator)], 0
-    while spent() < 1 and not out_of_time():
+    while step < last and not out_of_time():
         if stop is not None and stop():
             stopped = True
             break
@@ -466,7 +472,7 @@ def train(
         if step % every == 0:
             measure(loss.item())
         if progress is not None and now - reported >= PROGRESS_EVERY_S:
-            progress(min(1.0, max(spent(), (now - started) / plan.seconds)))
+            progress(min(1.0, max(step / last, (now - started) / plan.seconds)))
             reported = now
     while pruner is not None and not pruner.finished:  # stopped early: the schedule's end is still the result
         pruner.step()
@@ -477,7 +483,7 @@ def train(
     weights = {name: _values(entry, final, name) for name, entry in trainable.items()}
     removed = [] if pruner is None else pruner.removed
     return TrainResult(
-        weights, step, time.monotonic() - started, best_step if held else step, curve, removed, stopped, every
+        weights, step, time.monotonic() - started, best_step if held else step, curve, removed, stopped, every, total
     )
 
 
