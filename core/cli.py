@@ -33,13 +33,15 @@ from core.explore.sweep import DEFAULT_BITS as SWEEP_BITS
 from core.explore.sweep import DEFAULT_BUDGET_S as SWEEP_BUDGET_S
 from core.explore.sweep import best_on_front, sweep, to_csv
 from core.load.files import write_atomic
-from core.load.sources import load_model
-from core.measure.benchmark import LATENCY_BUDGET_S, LATENCY_THREADS, measure_latency, time_against_original
+from core.load.sources import load_model, load_runnable
+from core.measure.benchmark import LATENCY_BUDGET_S, LATENCY_THREADS, time_against_original
 from core.measure.findings import compare, to_dict
 from core.measure.profile import PROFILE_BUDGET_S, profile_against_original
 from core.measure.summaries import build_report, report_on_export, summarize_weights
 from core.measure.verdict import measured_text, speed_verdict, verdict_agreement
+from core.model import Model
 from core.onnx.inputs import GivenInput, merge_given
+from core.onnx.runtime import OnnxModel
 from core.present.html_report import render as render_html
 from core.present.profile_text import profile_lines
 
@@ -822,13 +824,19 @@ def _print_latency(labels, results, env) -> None:
 
 
 def _bench(args: argparse.Namespace) -> None:
-    models = [_load(args, args.model)] + ([_load(args, args.other)] if args.other else [])
-    if len(models) == 2 and models[0].latency_feed.keys() != models[1].latency_feed.keys():
-        raise InvalidSettingError("the two models take different inputs; cannot time them on the same feed", args.other)
-    results, env = measure_latency(
-        [model.runnable for model in models], models[0].latency_feed, threads=args.threads, budget_s=args.budget
-    )
-    _print_latency([model.name for model in models], results, env)
+    model = _load(args, args.model)
+    other = _runnable_beside(model, args.other) if args.other else None
+    latency = time_against_original(model, other, threads=args.threads, budget_s=args.budget)
+    results = [latency.original] + ([latency.compressed] if other is not None else [])
+    _print_latency([model.name] + ([Path(args.other).name] if other is not None else []), results, latency.environment)
+
+
+def _runnable_beside(model: Model, source: str) -> OnnxModel:
+    """The model at `source` (an export, int8 included), to be run on `model`'s feed."""
+    runnable, inputs = load_runnable(source)
+    if inputs != set(model.latency_feed):
+        raise InvalidSettingError(f"takes other inputs than {model.name}; cannot run both on the same feed", source)
+    return runnable
 
 
 def _profile(args: argparse.Namespace) -> None:
@@ -844,11 +852,7 @@ def _profile(args: argparse.Namespace) -> None:
         export = export_bytes(compressed)
         stats, keep, verdict = summarize_weights(compressed).layers, recipe.quant.keep_float, speed_verdict(compressed)
     else:
-        other = _load(args, str(args.compressed))
-        if other.latency_feed.keys() != model.latency_feed.keys():
-            raise InvalidSettingError("takes other inputs than the model; cannot profile them on one feed",
-                                      str(args.compressed))  # fmt: skip
-        export = other.runnable
+        export = _runnable_beside(model, str(args.compressed))
     print(f"profiling (ONNX Runtime's profiler, {args.budget:g} s of interleaved runs)...", file=sys.stderr)
     original, after = profile_against_original(model, export, threads=args.threads, budget_s=args.budget)
     comparison = compare(original, after, stats, keep)

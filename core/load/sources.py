@@ -13,11 +13,13 @@ from core.archive import safe_extract
 from core.errors import InvalidSettingError, ModelLoadError, UnsupportedModelError
 from core.load.formats import refuse_if_code, sniff
 from core.load.hugging_face import load_hugging_face_folder
-from core.load.onnx_file import file_digest, load_onnx_file
+from core.load.onnx_file import file_digest, load_onnx_file, parse_onnx
 from core.load.samples import load_sample, samples
 from core.load.state_dicts import load_state_dict
 from core.model import Model
+from core.onnx.external_data import has_external_data
 from core.onnx.inputs import DeclaredInput, GivenInput, declared_inputs
+from core.onnx.runtime import OnnxModel, with_data_in
 
 
 def load_model(
@@ -40,6 +42,21 @@ def load_model(
     kind = sniff(path)
     refuse_if_code(path, kind)
     return LOADERS.get(kind, _onnx)(path, text, workdir, given or {})
+
+
+def load_runnable(source: str | os.PathLike[str]) -> tuple[OnnxModel, frozenset[str]]:
+    """A model only to be run beside the one it was made from (an export to time or profile against its
+    original), and the names of its inputs. An .onnx file is parsed and checked like any model, its external data
+    left beside it, but it needs no prunable weights: an int8 export has none. Anything else loads as a model."""
+    text = str(source)
+    path = Path(text)
+    if text in samples() or not path.is_file() or sniff(path) != "other":
+        model = load_model(source)
+        return model.runnable, frozenset(model.latency_feed)
+    data = path.read_bytes()
+    proto = parse_onnx(data, text, path=path)
+    runnable = with_data_in(data, path.parent if has_external_data(proto) else None)
+    return runnable, frozenset(value.name for value in declared_inputs(proto))
 
 
 def inputs_to_set(source: str | os.PathLike[str]) -> list[DeclaredInput]:

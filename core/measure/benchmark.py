@@ -155,12 +155,14 @@ def compare_latency(
     return Latency(original=results[0], compressed=after, environment=env, speedup=speedup, speedup_interval=interval)
 
 
-def _compare_in_child(original: OnnxModel, compressed: OnnxModel, feeds, options: dict, progress=None) -> Latency:
+def _compare_in_child(
+    original: OnnxModel, compressed: OnnxModel | None, feeds, options: dict, progress=None
+) -> Latency:
     return compare_latency(original, compressed, feeds, progress=progress, **options)
 
 
-def time_against_original(model: Model, compressed: OnnxModel, progress=None, **options) -> Latency:
-    """compare_latency of the model's original and `compressed` on its latency feed. A user's model is timed in a
+def time_against_original(model: Model, compressed: OnnxModel | None, progress=None, **options) -> Latency:
+    """compare_latency of the model's original and `compressed` (if any) on its latency feed. A user's model is timed in a
     sandbox child, so a crash or hang ends the child, not the caller; the samples are timed in process."""
     feeds = model.latency_feed
     if model.is_sample:

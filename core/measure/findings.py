@@ -31,8 +31,8 @@ class LayerTiming:
     before_ms: float
     after_ms: float
     mac_ratio: float | None  # MACs after / before: the time ratio pruning predicts (None: no recipe to read)
-    sparsity: float
-    bits: int
+    sparsity: float | None  # None, with bits: no recipe to read (an export given as a file)
+    bits: int | None
     channels: int
     channels_kept: int
     ops_before: list[str]
@@ -129,8 +129,8 @@ def _layers(original: Profile, compressed: Profile, stats: list[LayerStats] | No
             sum(node.ms for node in before[layer]),
             sum(node.ms for node in nodes_after),
             (fact.macs_after / fact.macs if fact.macs else None) if fact else None,
-            fact.sparsity if fact else 0.0,
-            fact.bits if fact else FLOAT_BITS,
+            fact.sparsity if fact else None,
+            fact.bits if fact else None,
             fact.channels if fact else 0,
             fact.channels_kept if fact else 0,
             sorted({node.op_type for node in before[layer]}),
@@ -153,7 +153,7 @@ def _off_by(row: LayerTiming, nodes_after) -> str | None:
         reasons.append(f"{converting:.3f} ms of its {row.after_ms:.3f} ms converts int8 to float or back")
     if _kernels(row.ops_after) != _kernels(row.ops_before):
         reasons.append(f"it runs as {', '.join(_kernels(row.ops_after))} instead of {', '.join(row.ops_before)}")
-    if row.sparsity >= ZERO_SPARSITY and row.channels_kept == row.channels:
+    if (row.sparsity or 0) >= ZERO_SPARSITY and row.channels_kept == row.channels:
         reasons.append(f"its {row.sparsity:.0%} zeros are multiplied by a dense kernel")
     if reasons:
         return "; ".join(reasons)
@@ -205,7 +205,7 @@ def _conv_integer(comparison: ProfileComparison, _: tuple) -> Finding | None:
 def _zeros(comparison: ProfileComparison, _: tuple) -> Finding | None:
     layers = [
         layer for layer in comparison.layers
-        if layer.sparsity >= ZERO_SPARSITY and layer.channels_kept == layer.channels and layer.measured_ratio
+        if (layer.sparsity or 0) >= ZERO_SPARSITY and layer.channels_kept == layer.channels and layer.measured_ratio
         and abs(layer.measured_ratio - 1) <= UNCHANGED
     ]  # fmt: skip
     if not layers:
@@ -243,7 +243,7 @@ def _kernel_changed(comparison: ProfileComparison, _: tuple) -> Finding | None:
 
 
 def _float_dominates(comparison: ProfileComparison, keep_float: tuple) -> Finding | None:
-    quantized = any(layer.bits != FLOAT_BITS for layer in comparison.layers)
+    quantized = any(layer.bits not in (None, FLOAT_BITS) for layer in comparison.layers)
     total = comparison.compressed.kernel_ms
     heavy = [layer for layer in comparison.layers if quantized and (layer.bits == FLOAT_BITS or layer.layer in keep_float)
              and total > 0 and layer.after_ms / total >= FLOAT_SHARE]  # fmt: skip

@@ -31,8 +31,9 @@ def profile_lines(comparison: ProfileComparison, verdict: Verdict | None = None)
             time = f"{layer.measured_ratio:.2f}" if layer.measured_ratio is not None else "-"
             kept = f"{layer.channels_kept}/{layer.channels}" if layer.channels else ""
             note = f"  off: {layer.reason}" if layer.reason else ""
-            lines.append(f"  {layer.layer[:32]:<32}{macs:>7}{time:>7}  {layer.sparsity:>7.0%} {layer.bits:>4} "
-                         f"{kept:>8}{note}")  # fmt: skip
+            sparsity = f"{layer.sparsity:.0%}" if layer.sparsity is not None else "?"
+            bits = layer.bits if layer.bits is not None else "?"
+            lines.append(f"  {layer.layer[:32]:<32}{macs:>7}{time:>7}  {sparsity:>8} {bits:>4} {kept:>8}{note}")
     lines.append("")
     if verdict is not None:
         lines.append(f"verdict: {comparison.verdict_check(verdict.expectation)}")

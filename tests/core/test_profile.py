@@ -189,7 +189,27 @@ def test_the_profile_command_refuses_bad_input_in_one_line(tmp_path, capsys):
     other = tmp_path / "other.onnx"
     onnx.save(onnx.load_from_string(_tiny_graph()), other)
     assert main(["profile", "digits-cnn", str(other)]) == 2
-    assert "takes other inputs than the model; cannot profile them on one feed" in capsys.readouterr().err
+    assert "takes other inputs than digits-cnn; cannot run both on the same feed" in capsys.readouterr().err
+
+
+def test_an_int8_export_given_as_a_file_is_profiled_and_timed_against_its_original(tmp_path, capsys, digits_cnn):
+    # a static int8 export has no float weights left: it is only run, never loaded as a model to compress
+    from core.cli import main
+
+    export = tmp_path / "int8.onnx"
+    compressed = compress(digits_cnn, Recipe.for_model(digits_cnn, PruneConfig(), QuantConfig(8, activations="static")))
+    export.write_bytes(export_bytes(compressed))
+    out = tmp_path / "p.json"
+    assert main(["profile", "digits-cnn", str(export), "--json", str(out), "--budget", "0.3"]) == 0
+    printed = capsys.readouterr().out
+    assert "QLinearConv" in printed
+    layers = json.loads(out.read_text())["layers"]
+    assert len(layers) == len(digits_cnn.layers) and all(row["measured_ratio"] is not None for row in layers)
+    # no recipe to read: what the layers were left with is not known, and not made up
+    assert {(row["mac_ratio"], row["sparsity"], row["bits"]) for row in layers} == {(None, None, None)}
+    assert main(["bench", "digits-cnn", str(export), "--budget", "0.2"]) == 0
+    printed = capsys.readouterr().out
+    assert "latency int8.onnx: median" in printed and "speed-up (median ratio): " in printed
 
 
 def test_the_html_report_carries_the_profile_when_one_was_taken(digits_cnn):
