@@ -21,13 +21,14 @@ from core.compression.recipe import FLOAT_BITS, MAX_PRUNE_AMOUNT, WEIGHT_BITS_RA
 from core.data.images import COLORS, LAYOUTS, MAX_IMAGES, SCALES
 from core.data.quality import QUALITY_METRICS, fitting_metrics
 from core.load.samples import samples
-from core.measure.benchmark import LATENCY_BUDGET_S, LATENCY_THREADS
+from core.measure.benchmark import LATENCY_BUDGET_S, LATENCY_THREADS, nchwc_block
 from core.onnx.inputs import GivenInput, merge_given
 from core.onnx.runtime import default_threads
 
 DEFAULT_SAMPLE = "digits-cnn"
 MAX_PRUNE_PERCENT = round(MAX_PRUNE_AMOUNT * 100)
 BITS_OFF = "off"
+CHANNEL_MULTIPLES = [1, 4, 8, 16, 32]  # 8 and 16: the blocks of ONNX Runtime's NCHWc kernels (AVX2, AVX-512)
 UPLOAD_CALIBRATION = "upload"  # the user's own .npz, stored and passed on by its path
 UPLOAD_TYPES = ["onnx", "zip", "safetensors"]
 DATA_TYPES = ["npz", "zip", "txt"]
@@ -279,15 +280,19 @@ def render() -> Controls:
     scope = st.selectbox("Scope", list(SCOPES), key="scope", help=_choices(SCOPES))
     multiple = 1
     if granularity == "channel":
-        multiple = (
-            8
-            if st.toggle(
-                "Keep a multiple of 8 channels",
-                value=False,
-                key="round_to_8",
-                help="Kernels run best on channel counts that are multiples of 8.",
-            )
-            else 1
+        block = nchwc_block()
+        multiple = st.select_slider(
+            "Channel multiple (kept channels rounded up to it)",
+            options=CHANNEL_MULTIPLES,
+            value=1,
+            key="channel_multiple",
+            help=(
+                f"ONNX Runtime's blocked convolutions take channels in blocks of {block} on this CPU: a layer left "
+                f"with a count that is not a multiple of {block} can fall back to a slower kernel (Where the time "
+                "goes names it)."
+                if block > 1
+                else "Kernels run best on channel counts that are multiples of 8."
+            ),
         )
     seed = 0
     if criterion == "random":

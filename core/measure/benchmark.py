@@ -41,6 +41,10 @@ RELEVANT_CPU_FLAGS = (
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 X86_INT8_FLAGS = ("avx2", "avx512bw")  # vpmaddubsw: pairs of uint8 x int8 products summed in 16 bits
 
+# Channels per block of ONNX Runtime's blocked-layout (NCHWc) convolutions, by the first flag the CPU has: MLAS
+# sets 16 with AVX-512F and 8 with AVX2, and has no blocked layout without them.
+NCHWC_BLOCKS = (("avx512f", 16), ("avx2", 8))
+
 Progress = Callable[[float], None]
 
 # Batch-1 latency is measured on one intra-op thread unless asked otherwise. On this project's 2-vCPU machines a
@@ -88,6 +92,12 @@ def stats(samples_ms: list[float]) -> LatencyStats:
     values = np.round(np.asarray(samples_ms, float), 6)  # to the nanosecond: what is kept is what is summarised
     p10, median, p90 = (float(v) for v in np.percentile(values, [10, 50, 90]))
     return LatencyStats(median=median, p90=p90, p10=p10, spread=p90 - p10, runs=len(values), samples=values.tolist())
+
+
+def nchwc_block() -> int:
+    """Channels per block of ONNX Runtime's NCHWc convolutions on this CPU; 1 where it has none."""
+    flags = set(cpu_description()[1])
+    return next((block for flag, block in NCHWC_BLOCKS if flag in flags), 1)
 
 
 def measure_latency(

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 from core.compression.recipe import FLOAT_BITS
+from core.measure.benchmark import nchwc_block
 from core.measure.noise import effect, speedup_interval
 from core.measure.profile import NCHWC_MARK, QUANTIZE_OPS, Profile
 from core.measure.report import LayerStats
@@ -236,9 +237,10 @@ def _kernel_changed(comparison: ProfileComparison, _: tuple) -> Finding | None:
         text += (" with DequantizeLinear: its weights are computed at every run, so ONNX Runtime can no longer "
                  "pre-pack them into its blocked layout")  # fmt: skip
     elif any(op.endswith(NCHWC_MARK) for op in layer.ops_before) and layer.channels_kept < layer.channels:
+        block = max(nchwc_block(), 8)  # the profile ran here: a blocked layout was there to leave
         text += (f": {layer.channels_kept} of {layer.channels} channels kept, and ONNX Runtime's blocked layout "
-                 "(NCHWc) takes channel counts in multiples of its block (16 with AVX-512, 8 with AVX2), so round "
-                 "them with `--channel-multiple 16`")  # fmt: skip
+                 f"(NCHWc) takes channel counts in multiples of its block, {block} on this CPU; keep a multiple of "
+                 f"{block} channels (channel multiple {block}: `--channel-multiple {block}`)")  # fmt: skip
     return Finding("kernel_changed", text + ".", True)
 
 

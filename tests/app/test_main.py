@@ -196,6 +196,13 @@ def test_channel_granularity_shrinks_the_graph_and_its_macs(downloads, digits_cn
     assert any(
         "Expected on this CPU: should run faster" in box.value and "fewer MACs" in box.value for box in app.success
     )
+    # kept channels rounded up to 16, the block of ONNX Runtime's NCHWc kernels with AVX-512
+    app.select_slider(key="channel_multiple").set_value(16).run()
+    rounded = compress(
+        digits_cnn, Recipe(PruneConfig(0.5, granularity="channel", channel_multiple=16), model="digits-cnn")
+    )
+    assert downloads["digits-cnn-squeezed.onnx"] == export_bytes(rounded) and not app.exception
+    assert sum(rounded.macs.values()) > macs_after
 
 
 def test_block_granularity_lists_each_blocks_cost_and_drops_the_picked_one():

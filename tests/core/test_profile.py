@@ -136,14 +136,17 @@ def test_a_layer_far_off_its_mac_ratio_is_named_with_the_profiles_reason():
     assert layers["b"].reason == "0.300 ms of its 0.850 ms converts int8 to float or back"
 
 
-def test_a_convolution_that_leaves_the_blocked_layout_is_told_to_round_its_channels():
+@pytest.mark.parametrize("block", [16, 8])  # AVX-512F, AVX2
+def test_a_convolution_that_leaves_the_blocked_layout_is_told_to_round_its_channels(monkeypatch, block):
+    monkeypatch.setattr("core.measure.findings.nchwc_block", lambda: block)
     before = [NodeTime("a_nchwc", "Conv (NCHWc)", 0.06, "a")]
     after = [NodeTime("a", "Conv", 0.39, "a")]
     (finding,) = compare(_profile(before), _profile(after), [_layer("a", channels_kept=5)]).findings
     assert finding.key == "kernel_changed" and finding.text == (
         "1 layer(s) run on another, slower kernel than before: a ran as Conv (NCHWc) in 0.060 ms, now as Conv in "
         "0.390 ms: 5 of 8 channels kept, and ONNX Runtime's blocked layout (NCHWc) takes channel counts in multiples "
-        "of its block (16 with AVX-512, 8 with AVX2), so round them with `--channel-multiple 16`."
+        f"of its block, {block} on this CPU; keep a multiple of {block} channels (channel multiple {block}: "
+        f"`--channel-multiple {block}`)."
     )
 
 
