@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from core.onnx.batchnorm import fold_batch_norms
 from core.onnx.inputs import batch_axes, sample_count, take
 from core.onnx.tensors import intermediate_values
 
@@ -92,9 +93,12 @@ def quantize_static_qdq(
     keep_float: list[str],
     progress: Progress | None = None,
 ) -> bytes:
-    """Static int8: uint8 activations (x86 kernels prefer U8S8), per-channel symmetric int8 weights, QDQ."""
+    """Static int8: uint8 activations (x86 kernels prefer U8S8), per-channel symmetric int8 weights, QDQ; each
+    BatchNormalization after a convolution is folded into it first, so no float op is left between their
+    converters (see `core.onnx.batchnorm`)."""
     from onnxruntime import quantization  # here, not at the top: it takes 1.4 s to import and only exports need it
 
+    model, _ = fold_batch_norms(model)
     _quiet_ort_logging()
 
     class Reader(_Reader, quantization.CalibrationDataReader):

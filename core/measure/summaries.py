@@ -271,8 +271,8 @@ def layer_sqnr(compressed: Compressed, export: OnnxModel) -> list[LayerSqnr]:
     else:
         exported, export_folder = onnx.load(str(export), load_external_data=False), export.parent
     # Quantizers rename tensors but keep node names: match each layer's output by its node.
-    before_names = {node.name: node.output[0] for node in reference.graph.node if node.name}
-    after_names = {node.name: node.output[0] for node in exported.graph.node if node.name}
+    after_names, logical = _exported_outputs(exported)
+    before_names = _outputs_by_node(reference, logical)
     by_name = {layer.name: layer for layer in compressed.layers}
     pairs = {
         name: (before_names[node], after_names[node])
@@ -284,7 +284,7 @@ def layer_sqnr(compressed: Compressed, export: OnnxModel) -> list[LayerSqnr]:
     after = intermediate_values(exported, feeds, sorted({pair[1] for pair in pairs.values()}), export_folder)
     original = before
     if pruned is not None:
-        original_names = {node.name: node.output[0] for node in model.proto.graph.node if node.name}
+        original_names = _outputs_by_node(model.proto, logical)
         wanted = sorted({original_names[by_name[name].node] for name in pairs if by_name[name].node in original_names})
         original_values = intermediate_values(model.proto, feeds, wanted, model.external_data_folder)
         original = {pairs[name][0]: original_values[original_names[by_name[name].node]]
@@ -303,6 +303,43 @@ def layer_sqnr(compressed: Compressed, export: OnnxModel) -> list[LayerSqnr]:
             total_db = round(sqnr_db(original[reference_name], after[quantized]), 2)
         result.append(LayerSqnr(by_name[name].node, round(weight_db, 2), output_db, total_db))
     return result
+
+
+def _exported_outputs(exported: onnx.ModelProto) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+    """Each named node's output as the next layer reads it, and the names that tensor may have in the float graph.
+    A static export quantizes a layer's output through a QuantizeLinear/DequantizeLinear pair, which also applies
+    any Relu the quantizer removed (its range starts at 0): what follows reads the pair's output, which holds the
+    float graph's tensor under one of the pair's two names (the quantized tensor's, or the output's a graph output
+    keeps). A convolution that took in its BatchNormalization (`core.onnx.batchnorm`) outputs that one's tensor."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in exported.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+
+    def after(name: str, op_type: str) -> onnx.NodeProto | None:
+        return next((node for node in readers.get(name, []) if node.op_type == op_type), None)
+
+    outputs, logical = {}, {}
+    for node in exported.graph.node:
+        if not node.name or not node.output:
+            continue
+        raw = node.output[0]
+        quantize = after(raw, "QuantizeLinear")
+        dequantize = after(quantize.output[0], "DequantizeLinear") if quantize is not None else None
+        outputs[node.name] = raw if dequantize is None else dequantize.output[0]
+        logical[node.name] = (raw,) if dequantize is None else (dequantize.output[0], raw)
+    return outputs, logical
+
+
+def _outputs_by_node(reference: onnx.ModelProto, logical: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    """Each named node's output in `reference`, to compare with the output of the export's node of that name: the
+    first of its names (`logical`, see `_exported_outputs`) that `reference` computes, else the node's own."""
+    tensors = {name for node in reference.graph.node for name in node.output}
+    return {
+        node.name: next((name for name in logical.get(node.name, ()) if name in tensors), node.output[0])
+        for node in reference.graph.node
+        if node.name
+    }
 
 
 def quantization_codes(compressed: Compressed) -> dict[str, CodeCounts]:

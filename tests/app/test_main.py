@@ -565,7 +565,8 @@ def test_quantizations_own_error_is_told_apart_from_prunings():
     assert not app.exception
     table = next(table.value for table in _tables(app) if "output SQNR (dB)" in table.value.columns)
     row = table[table["layer"] == "/block3/conv2/Conv"].iloc[0]
-    assert row["output SQNR (dB)"] == pytest.approx(38.06, abs=0.5)  # quantization alone (34.26 dB unpruned)
+    # quantization alone, on what the next layer reads: after the activation's int8 round trip (38.06 dB before it)
+    assert row["output SQNR (dB)"] == pytest.approx(36.33, abs=0.5)
     assert row["with pruning (dB)"] == pytest.approx(-1.07, abs=0.5)  # pruning and quantization together
     assert table["output SQNR (dB)"].min() > 25  # no layer to keep in float: 8 bits cost little anywhere
 
