@@ -62,9 +62,7 @@ def panel(model: Model, source: str, recipe: Recipe) -> None:
         key="recover_method",
         help="\n\n".join(f"**{n}**: {RECOVERY_METHODS[n].description}" for n in names),
     )
-    stepped = (
-        recipe.prune.active and recipe.prune.granularity in STEPPED_GRANULARITIES and RECOVERY_METHODS[method].trains
-    )
+    stepped = recipe.prunes and recipe.prune.granularity in STEPPED_GRANULARITIES and RECOVERY_METHODS[method].trains
     schedule = schedule_col.selectbox(
         "Schedule",
         list(SCHEDULES),

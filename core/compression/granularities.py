@@ -67,10 +67,11 @@ class Granularity:
     help: str
     unit: str  # what the amount is a fraction of, removed
     default_scope: str
-    structural: bool  # changes the graph itself (so per-layer amounts and skips do not apply)
+    structural: bool  # changes the graph itself
     needs_weights_in_memory: bool  # cannot run on a large model whose weights stay on disk
     prepare: Callable[[Model, str, str, int], Index]  # (model, criterion, scope, seed) -> the one-time index
     prune: Prune
+    layer_amounts: str = ""  # what a layer's own amount (or skip) prunes; empty: layers take no amount of their own
 
 
 def uses_thresholds(model: Model) -> bool:
@@ -159,7 +160,7 @@ def _channels(model: Model, settings: PruneSettings, index: Index | None, own: M
     """Output channels removed, with everything that reads them sliced to match."""
     if not isinstance(index, ChannelIndex):
         index = _channel_index(model, settings.criterion, settings.scope, settings.seed)
-    removed = index.removed_roots(settings.amount, settings.scope, settings.channel_multiple)
+    removed = index.removed_roots(settings.amount, settings.scope, settings.channel_multiple, own)
     proto = apply_channel_removal(model.proto, index.graph, removed, model.weights)
     if model.external_data_folder is not None and proto.ByteSize() > PROTOBUF_LIMIT:
         raise UnsupportedModelError(
@@ -216,6 +217,7 @@ GRANULARITIES: dict[str, Granularity] = {
             False,
             _unstructured_index,
             prune_weights,
+            "that layer's weights",
         ),
         Granularity(
             "channel",
@@ -226,6 +228,8 @@ GRANULARITIES: dict[str, Granularity] = {
             False,
             _channel_index,
             _channels,
+            # coupled layers share their channels: a group is pruned by one amount
+            "the channels of the layers coupled with it; of several overridden in one group, the smallest amount",
         ),
         Granularity(
             "block",

@@ -88,10 +88,10 @@ def compress(model: Model, recipe: Recipe, index: Index | None = None) -> Compre
             model.source,
         )
     settings = recipe.prune
-    # at amount 0 nothing is removed, but layers with their own amount are still pruned (per-layer amounts are
-    # unstructured: the recipe refuses them for structural granularities)
-    prune = GRANULARITIES[settings.granularity].prune if settings.active else prune_weights
-    pruned = prune(model, settings, index, _own_amounts(model, recipe))
+    # at amount 0 nothing is removed, but layers with their own amount are still pruned (the recipe refuses them
+    # where the granularity takes none)
+    prune = GRANULARITIES[settings.granularity].prune if recipe.prunes else prune_weights
+    pruned = prune(model, settings, index, own_amounts(model, recipe))
     base = Compressed(model, recipe, **{name.name: getattr(pruned, name.name) for name in fields(Pruned)})
     bits = _layer_bits(model, recipe)
     if not any(width != FLOAT_BITS for width in bits.values()):
@@ -143,7 +143,7 @@ def _check_override_layers(model: Model, recipe: Recipe) -> None:
         raise InvalidSettingError(f"overrides name no prunable layer: {', '.join(unknown)}")
 
 
-def _own_amounts(model: Model, recipe: Recipe) -> dict[str, float]:
+def own_amounts(model: Model, recipe: Recipe) -> dict[str, float]:
     """Layer name -> the amount it is pruned at instead of the recipe's: its override's, 0 for a skipped layer."""
     return {
         layer.name: override.amount or 0.0

@@ -302,10 +302,19 @@ class Recipe:
         layers = [override.layer for override in self.overrides]
         if len(set(layers)) != len(layers):
             raise InvalidSettingError("a layer is overridden twice")
-        if GRANULARITIES[self.prune.granularity].structural and any(
+        if not GRANULARITIES[self.prune.granularity].layer_amounts and any(
             override.amount is not None or override.skip for override in self.overrides
         ):
-            raise InvalidSettingError("per-layer amounts and skip apply to unstructured pruning; set bits here")
+            taking = [name for name, granularity in GRANULARITIES.items() if granularity.layer_amounts]
+            raise InvalidSettingError(
+                f"per-layer amounts and skip apply to {' and '.join(taking)} pruning, not {self.prune.granularity}; "
+                "set bits here"
+            )
+
+    @property
+    def prunes(self) -> bool:
+        """Whether anything is pruned: by the settings, or by a layer's own amount."""
+        return self.prune.active or any(override.amount for override in self.overrides)
 
     def override(self, layer: str) -> LayerOverride | None:
         return next((override for override in self.overrides if override.layer == layer), None)

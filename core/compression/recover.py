@@ -14,7 +14,7 @@ import onnx
 from onnx import numpy_helper
 
 from core.compression.export import export_bytes
-from core.compression.pipeline import Compressed, prepare_index
+from core.compression.pipeline import Compressed, own_amounts, prepare_index
 from core.compression.quantization import quantize_weight
 from core.compression.recipe import MAX_RECOVERY_SECONDS, Recipe, RecoverConfig
 from core.compression.recovery import MATMUL_LR, RECOVERY_METHODS, RecoveryInfo, RecoveryMethod
@@ -167,7 +167,9 @@ def _stepped(compressed: Compressed, settings: RecoverConfig) -> _Stepped:
         raise InvalidSettingError("a gradual or soft schedule prunes single weights or channels, not blocks")
     index = prepare_index(model, compressed.recipe)
     cells = channel_cells(index)
-    roots = index.removed_roots(prune.amount, prune.scope, prune.channel_multiple)
+    roots = index.removed_roots(
+        prune.amount, prune.scope, prune.channel_multiple, own_amounts(model, compressed.recipe)
+    )
     removed = removed_per_group(cells, index, roots)
     return _Stepped(MaskSchedule(settings.pruning_steps, ramp, settings.soft, {}, cells, removed), index)
 

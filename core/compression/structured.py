@@ -142,28 +142,45 @@ class ChannelIndex:
             graph, classes, scores, {group: np.asarray(members) for group, members in groups.items()}, left_whole
         )
 
-    def removed_roots(self, amount: float, scope: str, multiple: int) -> set[int]:
+    def removed_roots(
+        self, amount: float, scope: str, multiple: int, own: Mapping[str, float] | None = None
+    ) -> set[int]:
         """The classes to remove: the lowest-scoring `amount` of each group (scope "layer"), or of all classes
         with scores normalised by their group's mean (scope "global"); each group keeps at least one class and
-        a kept count rounded up to `multiple`."""
-        if amount == 0 or not self.classes:
+        a kept count rounded up to `multiple`. `own`: weight -> the amount of its coupled group instead (the
+        smallest, where several of a group's layers have one); those groups stay out of the global ranking."""
+        fixed = self.group_amounts(own or {})
+        if (amount == 0 and not any(fixed.values())) or not self.classes:
             return set()
-        wanted: dict[frozenset[str], int] = {}
+        wanted = {group: round(fixed[group] * len(members)) for group, members in self.groups.items() if group in fixed}
+        ranked = {group: members for group, members in self.groups.items() if group not in fixed}
         if scope == "layer":
-            wanted = {group: round(amount * len(members)) for group, members in self.groups.items()}
-        else:
+            wanted |= {group: round(amount * len(members)) for group, members in ranked.items()}
+        elif ranked:
+            candidates = np.sort(np.concatenate(list(ranked.values())))  # in class order: ties break as they did
             normalised = np.empty(len(self.classes))
-            for members in self.groups.values():
+            for members in ranked.values():
                 mean = self.scores[members].mean()
                 normalised[members] = self.scores[members] / mean if mean > 0 else 0.0
-            cut = set(np.argsort(normalised, kind="stable")[: round(amount * len(self.classes))].tolist())
-            wanted = {group: sum(int(m) in cut for m in members) for group, members in self.groups.items()}
+            order = candidates[np.argsort(normalised[candidates], kind="stable")]
+            cut = set(order[: round(amount * len(candidates))].tolist())
+            wanted |= {group: sum(int(m) in cut for m in members) for group, members in ranked.items()}
         removed: set[int] = set()
         for group, members in self.groups.items():
             keep = _rounded_keep(len(members) - wanted[group], len(members), multiple)
             order = members[np.argsort(self.scores[members], kind="stable")]
             removed |= {self.classes[index].root for index in order[: len(members) - keep]}
         return removed
+
+    def group_amounts(self, own: Mapping[str, float]) -> dict[frozenset[str], float]:
+        """Coupled group -> the amount its layers' own amounts give it: the smallest of them (a group's layers
+        share their channels, so it is pruned by one amount)."""
+        amounts: dict[frozenset[str], float] = {}
+        for group in self.groups:
+            given = [own[weight] for weight in group if weight in own]
+            if given:
+                amounts[group] = min(given)
+        return amounts
 
 
 def _reason(graph: ChannelGraph, root: int) -> str:

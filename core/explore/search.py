@@ -44,10 +44,14 @@ from core.measure.summaries import size_of
 from core.model import Model
 from core.onnx.sandbox import die_with_parent
 
-GRANULARITY_CHOICES = ("unstructured", "channel")  # blocks: too coarse to tune per trial
 MAX_GROUPS = 12  # layers searched together, in graph order: digits-cnn's 9 each alone, minilm's 36 in threes
 BITS = (FLOAT_BITS, 8, 4)  # 2 bits wrecks every layer it touches here; 4 and 8 are both stored as int8
 AMOUNT_STEP, MAX_AMOUNT = 0.05, 0.9
+# The granularities searched (blocks: too coarse to tune per trial), each with its groups' amount parameter: of
+# the layers' weights, or of the channels of the layers coupled with them (a coupled group spanning several runs
+# takes the smallest of their amounts: see the channel granularity)
+AMOUNT_PARAMS = {"unstructured": "amount {index}", "channel": "channels {index}"}
+SPACE_VERSION = 2  # in the study's name: a study stored with another search space is not resumed into this one
 TRIAL_SAMPLES = 512  # tuning samples each trial is judged on; the winner is checked on the whole tuning part
 TRIAL_LATENCY_S, FINAL_LATENCY_S, FINALISTS = 0.3, 2.0, 3  # seconds per model per trial, per finalist; how many
 
@@ -202,29 +206,25 @@ def recipe_of(model: Model, params: dict, groups: list[list[str]]) -> Recipe:
     overrides = []
     quantized = [width for width in bits.values() if width != FLOAT_BITS]
     for index, group in enumerate(groups):
-        amount = params.get(f"amount {index}") if granularity == "unstructured" else None
+        amount = params.get(AMOUNT_PARAMS[granularity].format(index=index))
         for node in group:
             width = bits[node] if quantized else None  # 32: this layer float, the others quantized
             if amount or width:
                 overrides.append(LayerOverride(node, amount=amount or None, bits=width))
     activations = params.get("activations", "none") if quantized else "none"
     criterion = params.get(f"criterion {granularity}", _criteria(granularity)[0])
-    prune = PruneConfig(params.get("amount", 0.0) if granularity == "channel" else 0.0, criterion,
-                        granularity=granularity)  # fmt: skip
+    prune = PruneConfig(0.0, criterion, granularity=granularity)
     quant = QuantConfig(min(quantized) if quantized else FLOAT_BITS, activations)
     return Recipe.for_model(model, prune, quant, tuple(overrides))
 
 
 def _suggest(trial: optuna.Trial, model: Model, settings: SearchSettings, groups: list[list[str]]) -> dict:
-    granularity = trial.suggest_categorical("granularity", list(GRANULARITY_CHOICES))
+    granularity = trial.suggest_categorical("granularity", list(AMOUNT_PARAMS))
     criteria = _criteria(granularity)
     if len(criteria) > 1:  # a parameter of its own per granularity: each has its own criteria
         trial.suggest_categorical(f"criterion {granularity}", criteria)
-    if granularity == "channel":
-        trial.suggest_float("amount", 0.0, MAX_AMOUNT, step=AMOUNT_STEP)
     for index in range(len(groups)):
-        if granularity == "unstructured":
-            trial.suggest_float(f"amount {index}", 0.0, MAX_AMOUNT, step=AMOUNT_STEP)
+        trial.suggest_float(AMOUNT_PARAMS[granularity].format(index=index), 0.0, MAX_AMOUNT, step=AMOUNT_STEP)
         trial.suggest_categorical(f"bits {index}", list(BITS))
     if settings.objective == "latency":
         trial.suggest_categorical("activations", _activation_modes(model))
@@ -251,11 +251,8 @@ def _seeds(groups: list[list[str]], activations: str | None) -> list[dict]:
     for granularity, amount in (("unstructured", 0.0), ("unstructured", 0.5), ("channel", 0.25), ("channel", 0.5)):
         for width in (FLOAT_BITS, 8):
             params: dict = {"granularity": granularity}
-            if granularity == "channel":
-                params["amount"] = amount
             for index in range(len(groups)):
-                if granularity == "unstructured":
-                    params[f"amount {index}"] = amount
+                params[AMOUNT_PARAMS[granularity].format(index=index)] = amount
                 params[f"bits {index}"] = width
             if activations is not None:
                 params["activations"] = activations if width != FLOAT_BITS else "none"
@@ -345,7 +342,7 @@ def default_storage() -> str:
 def study_name(model: Model, settings: SearchSettings) -> str:
     data = model.data.sha256 if model.data else "samples"
     key = json.dumps([model.sha256, data, settings.objective, settings.max_drop, settings.min_quality,
-                      settings.sampler, settings.seed])  # fmt: skip
+                      settings.sampler, settings.seed, SPACE_VERSION])  # fmt: skip
     return f"{model.name}-{settings.objective}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 

@@ -22,16 +22,16 @@ def speed_verdict(compressed: Compressed, cpu_flags: list[str] | None = None) ->
     macs_before = sum(model.macs.values())
     macs_after = sum(compressed.macs.values())
     reasons: list[Reason] = []
-    prune = recipe.prune
-    if prune.active and not GRANULARITIES[prune.granularity].structural:
+    prune, pruning = recipe.prune, recipe.prunes
+    if pruning and not GRANULARITIES[prune.granularity].structural:
         reasons.append(
             Reason("same", "unstructured sparsity runs on dense kernels: zeros are multiplied like any weight")
         )
-    elif prune.active and macs_after < FEWER_MACS * macs_before:
+    elif pruning and macs_after < FEWER_MACS * macs_before:
         reasons.append(
             Reason("faster", f"{macs_before / macs_after:.2f}x fewer MACs: the dense graph is really smaller")
         )
-    elif prune.active:
+    elif pruning:
         reasons.append(Reason("same", "structured pruning removed under 10 % of the MACs"))
     quant = recipe.quant
     if quant.enabled:

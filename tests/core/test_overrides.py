@@ -1,11 +1,22 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
 
-from core import InvalidSettingError, PruneConfig, QuantConfig, Recipe, build_report, compress, export_bytes
+from core import (
+    InvalidSettingError,
+    PruneConfig,
+    QuantConfig,
+    Recipe,
+    build_report,
+    compress,
+    export_bytes,
+    prepare_index,
+)
 from core.cli import main
 from core.compression.recipe import LayerOverride
 
@@ -50,8 +61,40 @@ def test_overrides_round_trip_and_are_checked(digits_cnn):
         compress(digits_cnn, Recipe(overrides=(LayerOverride("/nope", bits=4),)))
     with pytest.raises(InvalidSettingError, match="weight bits must be 2-8"):
         LayerOverride(FC, bits=9)
-    with pytest.raises(InvalidSettingError, match="per-layer amounts and skip apply to unstructured pruning"):
-        Recipe(PruneConfig(0.5, granularity="channel"), overrides=(LayerOverride(FC, amount=0.2),))
+    with pytest.raises(
+        InvalidSettingError, match="per-layer amounts and skip apply to unstructured and channel pruning, not block"
+    ):
+        Recipe(PruneConfig(0.5, granularity="block"), overrides=(LayerOverride(FC, amount=0.2),))
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_a_channel_override_sets_its_coupled_groups_amount(digits_cnn, scope):
+    """A layer's own amount prunes the channels of every layer coupled with it; of two in one group, the smaller."""
+    base = Recipe(PruneConfig(0.25, scope=scope, granularity="channel"))
+    index = prepare_index(digits_cnn, base)
+    node = {layer.name: layer.node for layer in digits_cnn.layers}
+    single = sorted(next(group for group in index.groups if len(group) == 1))
+    coupled = sorted(next(group for group in index.groups if len(group) >= 2))
+    skipped = sorted(next(group for group in index.groups if len(group) == 1 and sorted(group) != single))
+    overrides = (LayerOverride(node[single[0]], amount=0.5), LayerOverride(node[coupled[0]], amount=0.75),
+                 LayerOverride(node[coupled[1]], amount=0.5), LayerOverride(node[skipped[0]], skip=True))  # fmt: skip
+    compressed = compress(digits_cnn, replace(base, overrides=overrides))
+    before = {layer.name: layer.out_channels for layer in digits_cnn.layers}
+    after = {layer.name: layer.out_channels for layer in compressed.layers}
+    for weight, amount in ((single[0], 0.5), (skipped[0], 0.0), *((member, 0.5) for member in coupled)):
+        assert after[weight] == before[weight] - round(amount * before[weight]), weight
+    overridden = {*single, *coupled, *skipped}
+    rest = [sorted(group) for group in index.groups if not set(group) & overridden]
+    lost = [before[group[0]] - after[group[0]] for group in rest]  # classes each other group lost
+    if scope == "layer":  # every other group at the recipe's 25 %
+        assert lost == [round(0.25 * before[group[0]]) for group in rest]
+    else:  # 25 % of the other groups' classes, ranked together by normalised score
+        assert sum(lost) == round(0.25 * sum(before[group[0]] for group in rest))
+    # the same recipe with no amount of its own prunes only the overridden groups
+    only = compress(digits_cnn, Recipe(PruneConfig(0.0, scope=scope, granularity="channel"), overrides=overrides))
+    assert {layer.name: layer.out_channels for layer in only.layers} == before | {
+        weight: after[weight] for weight in (*single, *coupled)
+    }
 
 
 def test_the_cli_honours_overrides(tmp_path, capsys):

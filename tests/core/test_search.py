@@ -38,6 +38,24 @@ def test_the_winner_meets_the_constraint_on_the_tuning_part_and_beats_the_unifor
     assert uniform_8bit.feasible and best.cost < uniform_8bit.cost  # smaller, gzipped, than 8 bits everywhere
 
 
+def test_a_channel_trial_prunes_each_group_of_layers_by_its_own_amount(digits_cnn):
+    groups = searching.layer_groups(digits_cnn)  # digits-cnn's 9 layers, each alone
+    params = {"granularity": "channel", "channels 1": 0.5, "channels 3": 0.25}
+    params |= {f"channels {index}": params.get(f"channels {index}", 0.0) for index in range(len(groups))}
+    params |= {f"bits {index}": 32 for index in range(len(groups))}
+    recipe = searching.recipe_of(digits_cnn, params, groups)
+    assert recipe.prune.amount == 0.0 and {(o.layer, o.amount) for o in recipe.overrides} == {
+        (groups[1][0], 0.5),
+        (groups[3][0], 0.25),
+    }
+    before = {layer.node: layer.out_channels for layer in digits_cnn.layers}
+    after = {layer.node: layer.out_channels for layer in compress(digits_cnn, recipe).layers}
+    # each of the two layers loses its share of channels (with the layers coupled to it); the others keep theirs
+    assert after[groups[1][0]] == before[groups[1][0]] // 2
+    assert after[groups[3][0]] == before[groups[3][0]] - round(0.25 * before[groups[3][0]])
+    assert after[groups[0][0]] == before[groups[0][0]] and after[groups[8][0]] == before[groups[8][0]]
+
+
 def test_a_seeded_search_repeats_its_trials(tmp_path, digits_cnn):
     first = search(digits_cnn, _settings(tmp_path, trials=14, study="one"))
     second = search(digits_cnn, _settings(tmp_path, trials=14, study="two"))
