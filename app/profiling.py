@@ -57,9 +57,10 @@ def panel(source: str, recipe_json: str, threads: int, expected: str) -> None:
         st.caption(f"Kernel medians of {min(before.runs, after.runs)} interleaved profiled runs, {after.threads} "
                    f"intra-op thread(s). The kernels add up to {before.kernel_ms / before.median_ms:.0%} (original) "
                    f"and {after.kernel_ms / after.median_ms:.0%} (export) of the measured run.")  # fmt: skip
-    nodes, layers = st.tabs(["Nodes that changed most", "Per prunable layer"], key="profile_tabs")
+    nodes, layers = st.tabs(["Changed most", "Per prunable layer"], key="profile_tabs")
+    nodes.caption("A prunable layer with every node that computes it (converters included), or a node of no layer.")
     nodes.dataframe(
-        [{"node": name, "op type": op, "original ms": round(old, 4), "export ms": round(new, 4)}
+        [{"layer or node": name, "op type": op, "original ms": round(old, 4), "export ms": round(new, 4)}
          for name, op, old, new in comparison.top_changes],
         hide_index=True,
     )  # fmt: skip

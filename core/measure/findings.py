@@ -57,7 +57,8 @@ class ProfileComparison:
     original: Profile
     compressed: Profile
     op_types: list[tuple[str, float, float]]  # (op type, ms per run before, after), by time after + before
-    top_changes: list[tuple[str, str, float, float]]  # (node, op type, before, after): the largest changes first
+    # (layer or node, op types, ms before, ms after): the largest changes first; a layer with all its nodes
+    top_changes: list[tuple[str, str, float, float]]
     layers: list[LayerTiming]
     findings: list[Finding] = field(default_factory=list)
 
@@ -102,13 +103,13 @@ def compare(original: Profile, compressed: Profile, stats: list[LayerStats] | No
     """`stats`: the layers as the recipe left them (sparsity, bits, channels, MACs), where there is a recipe."""
     before, after = original.by_op_type(), compressed.by_op_type()
     op_types = sorted(set(before) | set(after), key=lambda op: -(before.get(op, 0) + after.get(op, 0)))
-    old = {node.name: node for node in original.nodes}
-    new = {node.name: node for node in compressed.nodes}
-    changes = [
-        (name, (new.get(name) or old[name]).op_type, old[name].ms if name in old else 0.0,
-         new[name].ms if name in new else 0.0)
-        for name in set(old) | set(new)
-    ]  # fmt: skip
+    old, new = _units(original), _units(compressed)
+    changes = []
+    for name in set(old) | set(new):
+        ops_before, before_ms = old.get(name, ([], 0.0))
+        ops_after, after_ms = new.get(name, ([], 0.0))
+        kernels = [", ".join(_kernels(ops) or ops) for ops in (ops_before, ops_after) if ops]
+        changes.append((name, " -> ".join(dict.fromkeys(kernels)), before_ms, after_ms))
     changes.sort(key=lambda change: -abs(change[3] - change[2]))
     comparison = ProfileComparison(
         original, compressed, [(op, before.get(op, 0.0), after.get(op, 0.0)) for op in op_types],
@@ -161,6 +162,16 @@ def _off_by(row: LayerTiming, nodes_after) -> str | None:
     if measured > row.mac_ratio:
         return "fewer MACs, but the kernel's fixed cost per call does not shrink with them"
     return "the kernel ran faster than its MACs predict (a better-fitting blocking of the smaller shape)"
+
+
+def _units(profile: Profile) -> dict[str, tuple[list[str], float]]:
+    """What is compared node by node: a prunable layer, with every node that computes it (a quantizer renames
+    and replaces them, converters included), or a node no layer owns. Name -> (its op types, ms per run)."""
+    units: dict[str, tuple[list[str], float]] = {}
+    for node in profile.nodes:
+        ops, ms = units.get(node.layer or node.name, ([], 0.0))
+        units[node.layer or node.name] = ([*ops, node.op_type] if node.op_type not in ops else ops, ms + node.ms)
+    return units
 
 
 def _kernels(ops: list[str]) -> list[str]:

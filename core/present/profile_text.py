@@ -20,9 +20,9 @@ def profile_lines(comparison: ProfileComparison, verdict: Verdict | None = None)
     ):
         lines.append(f"{label:<28}{old:>10.3f}{new:>10.3f}{new - old:>+10.3f}")
     lines.append("")
-    lines.append("nodes that changed most")
+    lines.append("changed most (a prunable layer with all its nodes, or a node of no layer)")
     for name, op, old, new in comparison.top_changes:
-        lines.append(f"  {name[:44]:<46}{op:<22}{old:>8.3f} -> {new:.3f} ms")
+        lines.append(f"  {name[:40]:<42}{op[:38]:<40}{old:>8.3f} -> {new:.3f} ms")
     if comparison.layers:
         lines.append("")
         lines.append(f"{'per layer':<34}{'MACs':>7}{'time':>7}  sparsity bits channels")

@@ -126,6 +126,16 @@ def test_each_finding_holds_only_when_its_condition_does(key):
     assert absent == []  # nothing changed: no finding holds
 
 
+def test_what_changed_most_pairs_a_layers_renamed_nodes_and_keeps_unowned_nodes_apart():
+    # dynamic int8 replaces layer a's MatMul by renamed nodes: a is compared whole, not shown as vanished
+    before = [NodeTime("a", "MatMul", 1.0, "a"), NodeTime("s", "Softmax", 0.5)]
+    after = [NodeTime("a_quant", "DynamicQuantizeMatMul", 0.3, "a"), NodeTime("x_q", "DynamicQuantizeLinear", 0.1, "a"),
+             NodeTime("s", "Softmax", 0.45), NodeTime("t", "Transpose", 0.2)]  # fmt: skip
+    changes = compare(_profile(before), _profile(after)).top_changes
+    assert changes == [("a", "MatMul -> DynamicQuantizeMatMul", 1.0, pytest.approx(0.4)), ("t", "Transpose", 0.0, 0.2),
+                       ("s", "Softmax", 0.5, 0.45)]  # fmt: skip
+
+
 def test_a_layer_far_off_its_mac_ratio_is_named_with_the_profiles_reason():
     stats = [_layer("a", channels_kept=4), _layer("b", channels_kept=4)]  # half the MACs each
     after = [NodeTime("a", "FusedConv", 0.5, "a"), NodeTime("b", "FusedConv", 0.55, "b"),
