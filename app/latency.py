@@ -16,8 +16,8 @@ def results() -> dict[str, Latency]:
     return st.session_state.setdefault("latency_results", {})
 
 
-def result_key(source: str, recipe_json: str, threads: int) -> str:
-    return f"{source}\n{recipe_json}\n{threads}"
+def result_key(source: str, recipe_json: str, threads: int, flush: bool) -> str:
+    return f"{source}\n{recipe_json}\n{threads}\n{flush}"
 
 
 def _bold(text: str) -> str:
@@ -25,9 +25,11 @@ def _bold(text: str) -> str:
 
 
 @st.fragment
-def panel(source: str, recipe_json: str, budget_s: float, threads: int, requested: bool, expected: str) -> None:
+def panel(
+    source: str, recipe_json: str, budget_s: float, threads: int, flush: bool, requested: bool, expected: str
+) -> None:
     st.subheader("ONNX Runtime latency")
-    key = result_key(source, recipe_json, threads)
+    key = result_key(source, recipe_json, threads, flush)
     clicked = st.button("Measure latency", key="measure_panel")
     if clicked or requested:
         model, exported = cache.model(source), cache.exported(source, recipe_json)
@@ -38,7 +40,7 @@ def panel(source: str, recipe_json: str, budget_s: float, threads: int, requeste
 
         try:
             results()[key] = time_against_original(
-                model, exported.data, budget_s=budget_s, threads=threads, progress=show
+                model, exported.data, budget_s=budget_s, threads=threads, progress=show, flush_denormals=flush
             )
         except SqueezeError as error:
             bar.empty()
@@ -67,7 +69,8 @@ def panel(source: str, recipe_json: str, budget_s: float, threads: int, requeste
                 f"spread (p90−p10) {stats.spread:.3g} ms, {stats.runs} runs"
             )
         st.markdown(
-            f"ONNX Runtime {env.onnxruntime}, {env.threads} intra-op thread{'s' if env.threads != 1 else ''}  \n"
+            f"ONNX Runtime {env.onnxruntime}, {env.threads} intra-op thread{'s' if env.threads != 1 else ''}"
+            f"{', denormals flushed to zero' if env.flush_denormals else ''}  \n"
             f"CPU: {env.cpu}  \nFlags: {', '.join(env.cpu_flags) or 'none found'}"
         )
         st.caption("Each dot is one batch-1 run. Overlapping boxes mean the difference is within the noise.")

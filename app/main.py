@@ -487,7 +487,9 @@ def page() -> None:
                 bar.empty()  # before the error, if any, is shown
 
         exported = or_stop(export, model)
-    measured = latency.results().get(latency.result_key(controls.source, recipe_json, controls.latency_threads))
+    measured = latency.results().get(
+        latency.result_key(controls.source, recipe_json, controls.latency_threads, controls.latency_flush)
+    )
     with metrics_box:
         measured_metrics(place, model, exported.report, measured)
         show_verdict(exported.report.verdict)
@@ -512,7 +514,9 @@ def page() -> None:
         exported,
         recipe,
         lambda: cache.complete_report(controls.source, recipe_json, measured, every_sample),
-        lambda: profiling.results().get(profiling.result_key(controls.source, recipe_json, controls.latency_threads)),
+        lambda: profiling.results().get(
+            profiling.result_key(controls.source, recipe_json, controls.latency_threads, controls.latency_flush)
+        ),
     )
     gzip_line = st.empty()
     gzip_line.caption("Compressed with gzip: being measured…")
@@ -541,10 +545,17 @@ def page() -> None:
             recipe_json,
             controls.latency_budget_s,
             controls.latency_threads,
+            controls.latency_flush,
             controls.measure_latency,
             exported.report.verdict.expectation,
         )
-        profiling.panel(controls.source, recipe_json, controls.latency_threads, exported.report.verdict.expectation)
+        profiling.panel(
+            controls.source,
+            recipe_json,
+            controls.latency_threads,
+            controls.latency_flush,
+            exported.report.verdict.expectation,
+        )
     gzip_size(place, gzip_line, controls.source, recipe_json, every_sample, exported.report.size_bytes["original"])
 
 

@@ -21,20 +21,20 @@ def results() -> dict[str, ProfileComparison]:
     return st.session_state.setdefault("profile_results", {})
 
 
-def result_key(source: str, recipe_json: str, threads: int) -> str:
-    return f"{source}\n{recipe_json}\n{threads}"
+def result_key(source: str, recipe_json: str, threads: int, flush: bool) -> str:
+    return f"{source}\n{recipe_json}\n{threads}\n{flush}"
 
 
 @st.fragment
-def panel(source: str, recipe_json: str, threads: int, expected: str) -> None:
+def panel(source: str, recipe_json: str, threads: int, flush: bool, expected: str) -> None:
     st.subheader("Where the time goes")
-    key = result_key(source, recipe_json, threads)
+    key = result_key(source, recipe_json, threads, flush)
     if st.button("Profile both models", key="profile_panel",
                  help=f"ONNX Runtime's own profiler, node by node: {PROFILE_BUDGET_S:g} s of interleaved runs"):  # fmt: skip
         model, exported = cache.model(source), cache.exported(source, recipe_json)
         try:
             with st.spinner("Profiling the original and the export, runs interleaved…"):
-                original, after = profile_against_original(model, exported.data, threads=threads)
+                original, after = profile_against_original(model, exported.data, threads=threads, flush_denormals=flush)
         except SqueezeError as error:
             st.error(str(error))
             return

@@ -83,9 +83,9 @@ def int8_sums_can_saturate(flags: list[str]) -> bool:
     return any(flag in flags for flag in X86_INT8_FLAGS) and not any(flag in flags for flag in VNNI_FLAGS)
 
 
-def environment(threads: int) -> Environment:
+def environment(threads: int, flush_denormals: bool = False) -> Environment:
     cpu, flags = cpu_description()
-    return Environment(threads=threads, onnxruntime=ort.__version__, cpu=cpu, cpu_flags=list(flags))
+    return Environment(threads, ort.__version__, cpu, list(flags), flush_denormals)
 
 
 def stats(samples_ms: list[float]) -> LatencyStats:
@@ -110,14 +110,16 @@ def measure_latency(
     max_runs: int = 200,
     budget_s: float = LATENCY_BUDGET_S,
     progress: Progress | None = None,
+    flush_denormals: bool = False,
 ) -> tuple[list[LatencyStats], Environment]:
     """Latency in ms of each model on the same feeds, runs interleaved; stops at `max_runs` or once
-    `min_runs` are done and `budget_s` is spent."""
+    `min_runs` are done and `budget_s` is spent. `flush_denormals` holds only in a process where no session
+    was made before (see FLUSH_DENORMALS): `time_against_original` gives it one."""
     threads = threads or LATENCY_THREADS
     prepack = all(isinstance(model, bytes) for model in models)  # like for like: see create_session
-    sessions = [create_session(model, threads, prepack) for model in models]
+    sessions = [create_session(model, threads, prepack, flush_denormals=flush_denormals) for model in models]
     samples = interleaved_runs(sessions, feeds, warmup, min_runs, max_runs, budget_s, progress)
-    return [stats(timings) for timings in samples], environment(threads)
+    return [stats(timings) for timings in samples], environment(threads, flush_denormals)
 
 
 def interleaved_runs(
@@ -172,10 +174,11 @@ def _compare_in_child(
 
 
 def time_against_original(model: Model, compressed: OnnxModel | None, progress=None, **options) -> Latency:
-    """compare_latency of the model's original and `compressed` (if any) on its latency feed. A user's model is timed in a
-    sandbox child, so a crash or hang ends the child, not the caller; the samples are timed in process."""
+    """compare_latency of the model's original and `compressed` (if any) on its latency feed. A user's model is
+    timed in a sandbox child, so a crash or hang ends the child, not the caller; so is any model with denormals
+    flushed, which needs a process of its own (FLUSH_DENORMALS). The samples are timed in process."""
     feeds = model.latency_feed
-    if model.is_sample:
+    if model.is_sample and not options.get("flush_denormals"):
         return compare_latency(model.runnable, compressed, feeds, progress=progress, **options)
     budget = float(options.get("budget_s", LATENCY_BUDGET_S))
     return run_isolated(

@@ -11,9 +11,12 @@ from dataclasses import asdict, dataclass, field, replace
 from core.compression.recipe import FLOAT_BITS
 from core.measure.benchmark import nchwc_block
 from core.measure.noise import effect, speedup_interval
-from core.measure.profile import NCHWC_MARK, QUANTIZE_OPS, Profile
+from core.measure.profile import DENORMAL_SUSPECTS, NCHWC_MARK, QUANTIZE_OPS, Profile
 from core.measure.report import LayerStats
+from core.onnx.runtime import FLUSH_DENORMALS
 
+# an op profiled again with denormals flushed is named where it gained this much: a share of its time, and ms
+DENORMAL_GAIN, DENORMAL_GAIN_MS = 0.3, 0.05
 OFF_BY = 0.2  # a layer whose measured time ratio is this far from its MAC ratio is named, with the reason
 OUTSIDE_SHARE = 0.15  # of the run outside the kernels, above which the overhead is a finding
 FLOAT_SHARE = 0.2  # of the export's kernel time, above which a float layer "dominates"
@@ -327,6 +330,23 @@ def _threads(comparison: ProfileComparison, _: tuple) -> Finding | None:
                    "machine.", False)  # fmt: skip
 
 
+def _denormals(comparison: ProfileComparison, _: tuple) -> Finding | None:
+    profile = comparison.compressed
+    if profile.flushed_by_op is None:
+        return None
+    times = profile.by_op_type()
+    slowed = {op: (ms, profile.flushed_by_op.get(op, 0.0)) for op, ms in times.items() if op in DENORMAL_SUSPECTS
+              and ms - profile.flushed_by_op.get(op, ms) >= max(DENORMAL_GAIN_MS, DENORMAL_GAIN * ms)}  # fmt: skip
+    if not slowed:
+        return None
+    spent, flushed = (sum(pair[index] for pair in slowed.values()) for index in (0, 1))
+    return Finding("denormals", f"{', '.join(slowed)} takes {_ms(spent)} per run computing on denormal floats (a "
+                   "masked attention's exp of scores near -3.4e38 underflows through them): profiled again with "
+                   f"denormals flushed to zero, {_ms(flushed)}. That is ONNX Runtime's session option "
+                   f"{FLUSH_DENORMALS} = 1, which holds for a whole process when its first session sets it: "
+                   "`--flush-denormals` times both models so; set it where you deploy.", True)  # fmt: skip
+
+
 FINDINGS: dict[str, Callable[[ProfileComparison, tuple], Finding | None]] = {
     "dequantize": _dequantize,
     "unfused": _unfused,
@@ -338,4 +358,5 @@ FINDINGS: dict[str, Callable[[ProfileComparison, tuple], Finding | None]] = {
     "layout": _layout,
     "overhead": _overhead,
     "threads": _threads,
+    "denormals": _denormals,
 }

@@ -117,6 +117,7 @@ class Environment:
     onnxruntime: str
     cpu: str
     cpu_flags: list[str]
+    flush_denormals: bool = False  # both models timed with denormal floats computed as zero (FLUSH_DENORMALS)
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,8 @@ def render(report: Report, profile: ProfileComparison | None = None) -> str:
     environment = ""
     if report.latency_ms:
         env = report.latency_ms.environment
-        environment = (f"<p class='small'>ONNX Runtime {html.escape(env.onnxruntime)}, {env.threads} intra-op thread(s), "
+        flushed = "denormals flushed to zero, " if env.flush_denormals else ""
+        environment = (f"<p class='small'>ONNX Runtime {html.escape(env.onnxruntime)}, {env.threads} intra-op thread(s), {flushed}"
                        f"{html.escape(env.cpu)}; CPU flags: {html.escape(' '.join(env.cpu_flags) or 'none found')}</p>")  # fmt: skip
     layers = "".join(
         _row(

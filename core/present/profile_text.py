@@ -9,6 +9,7 @@ from core.measure.report import Verdict
 def profile_lines(comparison: ProfileComparison, verdict: Verdict | None = None) -> list[str]:
     before, after = comparison.original, comparison.compressed
     threads = f"{after.threads} thread{'s' if after.threads != 1 else ''}"
+    threads += ", denormals flushed to zero" if after.flush_denormals else ""
     lines = [f"where the time goes: ms per run, kernel medians of {min(before.runs, after.runs)} interleaved "
              f"profiled runs, {threads}", f"{'op type':<28}{'original':>10}{'export':>10}{'change':>10}"]  # fmt: skip
     for op, old, new in comparison.op_types:

@@ -80,9 +80,10 @@ def test_static_int8_shows_quantized_kernels(digits_cnn):
     assert {node.layer for node in convs} == {layer.node for layer in digits_cnn.layers if layer.op_type == "Conv"}
 
 
-def _profile(nodes: list[NodeTime], outside: float = 0.0, threads: int = 1, spread: float = 0.0) -> Profile:
+def _profile(nodes: list[NodeTime], outside: float = 0.0, threads: int = 1, spread: float = 0.0,
+             flushed: dict[str, float] | None = None) -> Profile:  # fmt: skip
     median = sum(node.ms for node in nodes) + outside
-    return Profile(nodes, median, spread * median, 20, threads, [median] * 20)
+    return Profile(nodes, median, spread * median, 20, threads, [median] * 20, flushed_by_op=flushed)
 
 
 def _layer(node: str, sparsity: float = 0.0, bits: int = 32, channels_kept: int = 8) -> LayerStats:
@@ -114,6 +115,14 @@ HOLDS = {
     "layout": (BASE, [*BASE, NodeTime("t", "Transpose", 0.3)], None, ()),
     "overhead": (BASE, BASE, None, (), {"outside": 1.0}),
     "threads": (BASE, BASE, None, (), {"threads": 2, "spread": 0.5}),
+    # Softmax profiled again with denormals flushed: 1.0 -> 0.1 ms
+    "denormals": (
+        [*BASE, NodeTime("s", "Softmax", 0.5)],
+        [*BASE, NodeTime("s", "Softmax", 0.5)],
+        None,
+        (),
+        {"flushed": {"FusedConv": 2.0, "Softmax": 0.05}},
+    ),  # fmt: skip
 }
 
 
@@ -124,6 +133,46 @@ def test_each_finding_holds_only_when_its_condition_does(key):
     assert [finding.key for finding in found] == [key]
     absent = compare(_profile(before), _profile(BASE), [_layer("a"), _layer("b")], ()).findings
     assert absent == []  # nothing changed: no finding holds
+
+
+def test_the_denormals_finding_gives_both_times_and_the_option_that_flushes_them():
+    before = [*BASE, NodeTime("s", "Softmax", 6.4)]
+    after = _profile(before, flushed={"FusedConv": 2.0, "Softmax": 0.6})
+    (finding,) = [found for found in compare(_profile(before), after).findings if found.key == "denormals"]
+    assert finding.text.startswith("Softmax takes 6.400 ms per run computing on denormal floats")
+    assert "with denormals flushed to zero, 0.600 ms" in finding.text
+    assert "session.set_denormal_as_zero = 1" in finding.text
+    # a gain under 30 % of the op's time is not named
+    found = compare(_profile(before), _profile(before, flushed={"FusedConv": 2.0, "Softmax": 5.0})).findings
+    assert "denormals" not in {finding.key for finding in found}
+
+
+def masked_softmax_graph() -> onnx.ModelProto:
+    """scores + a mask of float32's lowest value on 7 of every 8 positions, then Softmax: a masked attention."""
+    mask = np.zeros((1, 4, 64, 64), np.float32)
+    mask[..., 8:] = np.finfo(np.float32).min
+    nodes = [helper.make_node("Conv", ["x", "w"], ["scores"], name="conv"),
+             helper.make_node("Add", ["scores", "mask"], ["masked"], name="add"),
+             helper.make_node("Softmax", ["masked"], ["y"], name="softmax", axis=-1)]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "masked", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 64, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 64, 64])],
+        [numpy_helper.from_array(np.eye(4, dtype=np.float32).reshape(4, 4, 1, 1), "w"),
+         numpy_helper.from_array(mask, "mask")],
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_softmax_heavy_export_is_profiled_again_with_denormals_flushed_in_a_child_of_its_own(tmp_path):
+    path = tmp_path / "masked.onnx"
+    onnx.save(masked_softmax_graph(), path)
+    model = load_model(str(path))
+    original, export = profile_against_original(model, model.runnable, budget_s=0.4)
+    assert original.flushed_by_op is None and not export.flush_denormals
+    assert set(export.flushed_by_op) == set(export.by_op_type()) and export.flushed_by_op["Softmax"] > 0
+    # asked for, both models are profiled flushed, and nothing is profiled twice
+    original, export = profile_against_original(model, model.runnable, budget_s=0.2, flush_denormals=True)
+    assert original.flush_denormals and export.flush_denormals and export.flushed_by_op is None
 
 
 def test_what_changed_most_pairs_a_layers_renamed_nodes_and_keeps_unowned_nodes_apart():
@@ -185,7 +234,7 @@ def test_the_profile_command_prints_the_table_and_writes_its_json(tmp_path, caps
     data = json.loads(out.read_text())
     assert set(data) == {"original", "compressed", "op_types", "top_changes", "layers", "findings"}
     assert set(data["compressed"]) == {"nodes", "median_ms", "spread_ms", "runs", "threads", "samples", "kernel_ms",
-                                       "outside_ms"}  # fmt: skip
+                                       "outside_ms", "flush_denormals", "flushed_by_op"}  # fmt: skip
     assert set(data["compressed"]["nodes"][0]) == {"name", "op_type", "ms", "layer", "reads_weights", "feeds"}
     assert {"layer", "mac_ratio", "measured_ratio", "sparsity", "bits", "reason"} <= set(data["layers"][0])
     assert {finding["key"] for finding in data["findings"]} >= {"dequantize"}
