@@ -7,9 +7,12 @@ checked on the 359 held-out digits. Size is the export gzipped (level 1).
 With --minilm, also the latency target: all-MiniLM-L6-v2 judged by mean cosine to the original's embeddings on
 tuning sentences (the first sentences of the standard library's docstrings, the user's own text), min 0.99; the
 winner and dynamic int8 alone (the tool's own pick for this model) are then timed together with the original, and
-checked on the held-out sentences.
+checked on the held-out sentences. --flush-denormals times everything with denormal floats computed as zero (ONNX
+Runtime's session.set_denormal_as_zero, for the whole process: a masked attention's Softmax spends most of its time
+on them unflushed); --minilm-only skips the digits.
 
-Run: .venv/bin/python bench/search.py [--budget 120] [--minilm [--minilm-budget 600]]
+Run: .venv/bin/python bench/search.py [--budget 120] [--minilm [--minilm-budget 600]] [--minilm-only]
+     [--flush-denormals]
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from core.explore.allocation import plans
 from core.explore.search import Judge, SearchSettings, gzip_mb, search
 from core.explore.sensitivity import cached_scan
 from core.measure.benchmark import measure_latency
+from core.onnx.runtime import flush_denormals_in_this_process
 
 AMOUNTS = (0.0, 0.25, 0.5, 0.75)
 BITS = (32, 8, 4)
@@ -73,10 +77,15 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=120.0)
     parser.add_argument("--minilm", action="store_true", help="also the minilm latency target")
     parser.add_argument("--minilm-budget", type=float, default=600.0)
+    parser.add_argument("--minilm-only", action="store_true", help="the minilm target alone")
+    parser.add_argument("--flush-denormals", action="store_true", help="every session of this run flushes them")
     args = parser.parse_args()
-    digits(args.budget)
-    if args.minilm:
-        minilm(args.minilm_budget)
+    if args.flush_denormals and not flush_denormals_in_this_process():
+        raise SystemExit("denormals can be flushed only before the first ONNX Runtime session")
+    if not args.minilm_only:
+        digits(args.budget)
+    if args.minilm or args.minilm_only:
+        minilm(args.minilm_budget, args.flush_denormals)
 
 
 def digits(budget: float) -> None:
@@ -114,14 +123,15 @@ def digits(budget: float) -> None:
     print(f"the original: {gzip_mb(original) * 1000:.1f} KB gzipped, {held_out(model, original):.1%} held-out")
 
 
-def minilm(budget: float) -> None:
+def minilm(budget: float, flush: bool = False) -> None:
     from bench.recovery import docstring_sentences
 
     with tempfile.TemporaryDirectory() as folder:
         text = Path(folder) / "sentences.txt"
         text.write_text("\n".join(docstring_sentences()) + "\n")
         model = with_data(load_model("minilm"), text)
-        settings = SearchSettings("latency", min_quality=0.99, budget_s=budget, storage=f"sqlite:///{folder}/s.db")
+        settings = SearchSettings("latency", min_quality=0.99, budget_s=budget, storage=f"sqlite:///{folder}/s.db",
+                                  flush_denormals=flush)  # fmt: skip
         started = time.monotonic()
         result = search(model, settings)
         seconds = time.monotonic() - started
@@ -130,10 +140,11 @@ def minilm(budget: float) -> None:
     if result.best is not None:
         rows.append((f"search winner (trial {result.best.number})", result.best.recipe))
     exports = [export_bytes(compress(model, recipe)) for _, recipe in rows]
-    (original, *timed), env = measure_latency([model.runnable, *exports], model.latency_feed, budget_s=20.0)
+    (original, *timed), env = measure_latency([model.runnable, *exports], model.latency_feed, budget_s=20.0,
+                                              flush_denormals=flush)  # fmt: skip
     print(f"\nminilm, objective latency, min cosine 0.99 on {len(judge.reference)} tuning sentences; "
-          f"{len(result.trials)} trials in {seconds:.0f} s; timed together, {env.threads} thread(s), original "
-          f"{original.median:.2f} ms")  # fmt: skip
+          f"{len(result.trials)} trials in {seconds:.0f} s; timed together, {env.threads} thread(s)"
+          f"{', denormals flushed to zero' if env.flush_denormals else ''}, original {original.median:.2f} ms")  # fmt: skip
     print(f"{'setting':<30}{'speed-up':>9}{'tuning':>8}{'held-out':>10}  recipe")
     for (name, recipe), data, stats in zip(rows, exports, timed, strict=True):
         print(f"{name:<30}{original.median / stats.median:>8.2f}x{judge.quality(model, data):>8.4f}"

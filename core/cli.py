@@ -41,7 +41,7 @@ from core.measure.summaries import build_report, report_on_export, summarize_wei
 from core.measure.verdict import measured_text, speed_verdict, verdict_agreement
 from core.model import Model
 from core.onnx.inputs import GivenInput, merge_given
-from core.onnx.runtime import OnnxModel
+from core.onnx.runtime import OnnxModel, flush_denormals_in_this_process
 from core.present.html_report import render as render_html
 from core.present.profile_text import profile_lines
 
@@ -259,6 +259,7 @@ def _parser() -> argparse.ArgumentParser:
     finder.add_argument("--recipe", type=Path, metavar="RECIPE.json")
     finder.add_argument("--report", type=Path, metavar="REPORT.json")
     finder.add_argument("--csv", type=Path, metavar="OUT.csv", help="every trial of the study")
+    _flush_option(finder)
 
     grid = commands.add_parser(
         "sweep", parents=[inputs], help="a grid of settings, each exported and measured; the Pareto front"
@@ -404,7 +405,9 @@ def _search(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_export_target(args.out)
     settings = SearchSettings(args.objective, args.max_drop, args.min_quality, args.budget, args.trials, args.seed,
-                              args.sampler, args.storage, args.study, args.workers)  # fmt: skip
+                              args.sampler, args.storage, args.study, args.workers, args.flush_denormals)  # fmt: skip
+    if settings.flush_denormals:
+        flush_denormals_in_this_process()  # before the model's first session: every session after flushes too
     model = _load(args, args.model)
     unit = OBJECTIVES[settings.objective].unit
     shown = [math.inf]
@@ -437,6 +440,7 @@ def _search(args: argparse.Namespace) -> int:
                   f"{judge.format(closest.quality)}, {judge.format(closest.drop)} short, {closest.cost:.4g} {unit}")  # fmt: skip
         return 1
     timed = f" ({best.timing})" if best.retimed else ""
+    timed += ", timed with denormals flushed to zero" if settings.flush_denormals and best.retimed else ""
     print(f"best: trial {best.number}, {best.cost:.4g} {unit}{timed}, {result.metric} {judge.format(best.quality)} "
           f"on the tuning batch; {describe(best.recipe)}")  # fmt: skip
     compressed = compress(model, best.recipe)

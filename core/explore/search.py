@@ -42,6 +42,7 @@ from core.measure.benchmark import measure_latency
 from core.measure.noise import CONFIDENCE, effect, speedup_interval
 from core.measure.summaries import size_of
 from core.model import Model
+from core.onnx.runtime import flush_denormals_in_this_process
 from core.onnx.sandbox import die_with_parent
 
 MAX_GROUPS = 12  # layers searched together, in graph order: digits-cnn's 9 each alone, minilm's 36 in threes
@@ -99,6 +100,9 @@ class SearchSettings:
     storage: str | None = None  # an Optuna storage URL; None: SQLite in the user data folder
     study: str | None = None  # None: named after the model, its data and these settings
     workers: int = 1
+    # every session of the search's processes computes denormal floats as zero (FLUSH_DENORMALS): the process
+    # must not have made a session before (the CLI sets it first thing)
+    flush_denormals: bool = False
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -342,7 +346,8 @@ def default_storage() -> str:
 def study_name(model: Model, settings: SearchSettings) -> str:
     data = model.data.sha256 if model.data else "samples"
     key = json.dumps([model.sha256, data, settings.objective, settings.max_drop, settings.min_quality,
-                      settings.sampler, settings.seed, SPACE_VERSION])  # fmt: skip
+                      settings.sampler, settings.seed, SPACE_VERSION]
+                     + (["flushed"] if settings.flush_denormals else []))  # fmt: skip
     return f"{model.name}-{settings.objective}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
@@ -364,6 +369,11 @@ def search(
     """Runs the study (with `settings.workers` local workers) until its budget or trials are spent or
     `should_stop()`, and returns every trial of it, earlier runs' included."""
     _quiet()
+    if settings.flush_denormals and not flush_denormals_in_this_process():
+        raise InvalidSettingError(
+            "denormals can be flushed only from a process's first ONNX Runtime session: "
+            "run the search from the CLI with --flush-denormals"
+        )
     url = settings.storage or default_storage()
     name = settings.study or study_name(model, settings)
     judge = Judge.of(model, settings)
@@ -436,6 +446,8 @@ def _worker(spec: _ModelSpec, url: str, name: str, settings: SearchSettings, num
     search reports it (the worker's own output goes nowhere)."""
     die_with_parent(parent)
     _quiet()
+    if settings.flush_denormals:
+        flush_denormals_in_this_process()  # before the model's sessions
     study = optuna.load_study(study_name=name, storage=_storage(url),
                               sampler=SAMPLERS[settings.sampler](settings.seed + number))  # fmt: skip
     try:
@@ -468,8 +480,9 @@ def _optimize(
         if read is not None:
             cost = read(recipe, data, dict(compressed.macs))
         elif violation <= 0:  # timed only where it could win
-            (original, measured), _ = measure_latency([model.runnable, data], model.latency_feed,
-                                                      budget_s=2 * TRIAL_LATENCY_S, min_runs=5)  # fmt: skip
+            (original, measured), _ = measure_latency([model.runnable, data], model.latency_feed, budget_s=2 *
+                                                      TRIAL_LATENCY_S, min_runs=5,
+                                                      flush_denormals=settings.flush_denormals)  # fmt: skip
             cost = measured.median / original.median
         else:
             cost = math.inf

@@ -3,14 +3,21 @@ first session sets it, so timings with it run in a child of their own, and say s
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from core import PruneConfig, QuantConfig, Recipe, compress, export_bytes
 from core.cli import main
+from core.errors import InvalidSettingError
+from core.explore.search import SearchSettings, search
 from core.measure.benchmark import time_against_original
-from core.onnx.runtime import create_session
+from core.onnx.runtime import create_session, flush_denormals_in_this_process
 from core.onnx.sandbox import run_isolated
 
 
@@ -50,3 +57,27 @@ def test_a_flushed_timing_runs_in_a_child_and_says_so(tmp_path, capsys, digits_c
     onnx.save(onnx.load_from_string(export), path)
     assert main(["bench", "digits-cnn", str(path), "--budget", "0.2", "--flush-denormals"]) == 0
     assert "1 thread, denormals flushed to zero, " in capsys.readouterr().out
+
+
+def _first_flushed_then(flushes: list[bool], progress=None) -> tuple[bool, list[float]]:
+    return flush_denormals_in_this_process(), _products(flushes)
+
+
+def test_a_process_flushes_from_its_first_session_or_says_it_cannot(digits_mlp):
+    assert run_isolated(_first_flushed_then, [False], source="test", what="flushed first") == (True, [0.0])
+    create_session(_product_graph(), 1)  # this process has a session without it: too late to switch it on
+    assert not flush_denormals_in_this_process()
+    settings = SearchSettings("latency", max_drop=1.0, budget_s=5, flush_denormals=True)
+    with pytest.raises(InvalidSettingError, match="denormals can be flushed only from a process's first"):
+        search(digits_mlp, settings)
+
+
+def test_the_cli_search_times_its_trials_flushed(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'search.db'}"
+    done = subprocess.run(
+        [sys.executable, "-m", "core", "search", "digits-mlp", "--objective", "latency", "--max-drop", "1",
+         "--trials", "6", "--storage", storage, "--flush-denormals"],
+        capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert ", timed with denormals flushed to zero" in done.stdout
