@@ -589,7 +589,10 @@ def _recover_settings(args: argparse.Namespace, recorded: RecoverConfig | None) 
         if given:
             raise InvalidSettingError(f"--{flags[next(iter(given))].replace('_', '-')} needs --recover METHOD")
         return None
-    return RecoverConfig(**((recorded.to_dict() if recorded else {}) | given))
+    kept = recorded.to_dict() if recorded else {}
+    if given.keys() & {"method", "steps"}:  # the recorded plan's length belongs to the recorded steps only
+        kept.pop("schedule_steps", None)
+    return RecoverConfig(**(kept | given))
 
 
 def _schedule_words(info: RecoveryInfo) -> str:

@@ -94,7 +94,7 @@ def quantize_static_qdq(
     progress: Progress | None = None,
 ) -> bytes:
     """Static int8: uint8 activations (x86 kernels prefer U8S8), per-channel symmetric int8 weights, QDQ; each
-    BatchNormalization after a convolution is folded into it first, so no float op is left between their
+    BatchNormalization that alone reads a convolution's output is folded into it first, so no float op is left between their
     converters (see `core.onnx.batchnorm`)."""
     from onnxruntime import quantization  # here, not at the top: it takes 1.4 s to import and only exports need it
 

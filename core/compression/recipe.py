@@ -163,8 +163,8 @@ class QuantConfig:
 
 @dataclass(frozen=True)
 class LayerOverride:
-    """One layer's own settings: its own pruning amount (unstructured), its own weight bits (32: float), or skip
-    (neither pruned nor quantized)."""
+    """One layer's own settings: its own pruning amount (of its weights; with channel pruning, of the channels of
+    the layers coupled with it), its own weight bits (32: float), or skip (neither pruned nor quantized)."""
 
     layer: str  # the node name, as `inspect` lists it
     amount: float | None = None

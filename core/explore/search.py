@@ -211,10 +211,12 @@ def recipe_of(model: Model, params: dict, groups: list[list[str]]) -> Recipe:
     quantized = [width for width in bits.values() if width != FLOAT_BITS]
     for index, group in enumerate(groups):
         amount = params.get(AMOUNT_PARAMS[granularity].format(index=index))
+        if not amount and granularity != "channel":
+            amount = None  # 0: the recipe's own; a channel group's 0 is kept, to hold its coupled group at 0
         for node in group:
             width = bits[node] if quantized else None  # 32: this layer float, the others quantized
-            if amount or width:
-                overrides.append(LayerOverride(node, amount=amount or None, bits=width))
+            if amount is not None or width:
+                overrides.append(LayerOverride(node, amount=amount, bits=width))
     activations = params.get("activations", "none") if quantized else "none"
     criterion = params.get(f"criterion {granularity}", _criteria(granularity)[0])
     prune = PruneConfig(0.0, criterion, granularity=granularity)
@@ -382,6 +384,11 @@ def search(
         study_name=name, storage=_storage(url), sampler=SAMPLERS[settings.sampler](settings.seed),
         direction="minimize", load_if_exists=True,
     )  # fmt: skip
+    if any(trial.params.get("granularity") == "channel" and "amount" in trial.params for trial in study.trials):
+        raise InvalidSettingError(
+            f"study {name} holds trials of an older search space (one channel amount for every layer): "
+            "give another --study"
+        )
     started = time.monotonic()
     if not study.trials:
         activations = _seed_activations(model, settings.objective)
@@ -404,7 +411,7 @@ def search(
             if helper.is_alive():
                 helper.kill()
     if OBJECTIVES[settings.objective].read is None:
-        retime_finalists(study, model, groups)
+        retime_finalists(study, model, groups, settings.flush_denormals)
     return collect(study, model, settings, judge, url)
 
 
@@ -512,7 +519,7 @@ def _optimize(
                    catch=(UnsupportedModelError, InvalidSettingError))  # fmt: skip
 
 
-def retime_finalists(study: optuna.Study, model: Model, groups: list[list[str]]) -> None:
+def retime_finalists(study: optuna.Study, model: Model, groups: list[list[str]], flush: bool = False) -> None:
     """The FINALISTS fastest feasible trials timed again, together with the original, FINAL_LATENCY_S each: the
     per-trial timing is short, and the fastest of many short timings is partly luck. Kept in the study."""
     feasible = [
@@ -524,8 +531,8 @@ def retime_finalists(study: optuna.Study, model: Model, groups: list[list[str]])
     if not finalists:
         return
     exports = [export_bytes(compress(model, recipe_of(model, frozen.params, groups))) for frozen in finalists]
-    (original, *measured), _ = measure_latency([model.runnable, *exports], model.latency_feed,
-                                               budget_s=FINAL_LATENCY_S * (len(exports) + 1), min_runs=20)  # fmt: skip
+    (original, *measured), _ = measure_latency([model.runnable, *exports], model.latency_feed, budget_s=FINAL_LATENCY_S
+                                               * (len(exports) + 1), min_runs=20, flush_denormals=flush)  # fmt: skip
     for frozen, stats in zip(finalists, measured, strict=True):
         low, high = speedup_interval(original.samples, stats.samples)
         study.set_user_attr(f"{RETIMED_PREFIX}{frozen.number}", [stats.median / original.median, low, high])

@@ -33,7 +33,8 @@ def describe_export(report: Report) -> str:
 def shortfall(report: Report) -> str | None:
     """Where structured pruning removed less than asked, how much less and the commonest reasons; None otherwise."""
     asked = report.settings["prune"]
-    if asked["granularity"] != "channel" or asked["amount"] <= 0:
+    own = any("amount" in override or override.get("skip") for override in report.settings.get("overrides", []))
+    if asked["granularity"] != "channel" or asked["amount"] <= 0 or own:  # per-layer amounts: not one figure asked
         return None
     kept = [layer for layer in report.layers if layer.shape_after]
     channels = sum(layer.channels for layer in kept)

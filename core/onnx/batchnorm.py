@@ -76,7 +76,8 @@ def fold_batch_norms(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
 def _foldable(conv: onnx.NodeProto, bn: onnx.NodeProto, initializers: dict, uses: Counter) -> bool:
     """A float Conv whose weight (and bias) only it reads, whose output only this inference-mode
     BatchNormalization reads, with constant statistics of its own."""
-    if conv.op_type != "Conv" or conv.domain not in ("", "ai.onnx") or len(bn.output) != 1 or len(bn.input) != 5:
+    standard = conv.domain in ("", "ai.onnx") and bn.domain in ("", "ai.onnx")
+    if conv.op_type != "Conv" or not standard or len(bn.output) != 1 or len(bn.input) != 5:
         return False
     attributes = {attr.name: attr.i for attr in bn.attribute if attr.name in ("training_mode", "spatial")}
     if attributes.get("training_mode", 0) or not attributes.get("spatial", 1):  # spatial=0: per-element (opset < 9)

@@ -189,6 +189,16 @@ def test_a_run_cut_short_replays_on_the_schedule_it_had_planned(digits_cnn, half
         RecoverConfig(steps=30, schedule_steps=20)
 
 
+def test_steps_given_over_a_replayed_recipe_drop_its_recorded_plan():
+    from core.cli import _parser, _recover_settings
+
+    recorded = RecoverConfig(seconds=16, steps=30, schedule_steps=120)
+    args = _parser().parse_args(["compress", "digits-cnn", "--out", "x.onnx", "--recover-steps", "300"])
+    assert _recover_settings(args, recorded) == replace(recorded, steps=300, schedule_steps=None)
+    args = _parser().parse_args(["compress", "digits-cnn", "--out", "x.onnx", "--recover-seconds", "20"])
+    assert _recover_settings(args, recorded) == replace(recorded, seconds=20.0)  # the same steps: the same plan
+
+
 def test_the_cli_recovers_records_the_settings_and_reproduces_them(tmp_path, capsys):
     from core.cli import main
 

@@ -40,13 +40,10 @@ def test_the_winner_meets_the_constraint_on_the_tuning_part_and_beats_the_unifor
 
 def test_a_channel_trial_prunes_each_group_of_layers_by_its_own_amount(digits_cnn):
     groups = searching.layer_groups(digits_cnn)  # digits-cnn's 9 layers, each alone
-    params = {"granularity": "channel", "channels 1": 0.5, "channels 3": 0.25}
-    params |= {f"channels {index}": params.get(f"channels {index}", 0.0) for index in range(len(groups))}
-    params |= {f"bits {index}": 32 for index in range(len(groups))}
-    recipe = searching.recipe_of(digits_cnn, params, groups)
+    recipe = _channel_recipe(digits_cnn, groups, {1: 0.5, 3: 0.25})
+    # every other group's 0 is written too: it holds its coupled group at 0
     assert recipe.prune.amount == 0.0 and {(o.layer, o.amount) for o in recipe.overrides} == {
-        (groups[1][0], 0.5),
-        (groups[3][0], 0.25),
+        (group[0], {1: 0.5, 3: 0.25}.get(index, 0.0)) for index, group in enumerate(groups)
     }
     before = {layer.node: layer.out_channels for layer in digits_cnn.layers}
     after = {layer.node: layer.out_channels for layer in compress(digits_cnn, recipe).layers}
@@ -54,6 +51,28 @@ def test_a_channel_trial_prunes_each_group_of_layers_by_its_own_amount(digits_cn
     assert after[groups[1][0]] == before[groups[1][0]] // 2
     assert after[groups[3][0]] == before[groups[3][0]] - round(0.25 * before[groups[3][0]])
     assert after[groups[0][0]] == before[groups[0][0]] and after[groups[8][0]] == before[groups[8][0]]
+    # the stem (group 0) and /block1/conv2 (group 2) share their channels: group 0's 0 holds both whole
+    coupled = _channel_recipe(digits_cnn, groups, {2: 0.5})
+    assert {layer.node: layer.out_channels for layer in compress(digits_cnn, coupled).layers} == before
+
+
+def test_a_study_of_the_older_search_space_is_refused_not_misread(tmp_path, digits_cnn):
+    storage = f"sqlite:///{tmp_path / 'old.db'}"
+    old = optuna.create_study(study_name="old", storage=storage)
+    old.add_trial(optuna.trial.create_trial(
+        params={"granularity": "channel", "amount": 0.25},
+        distributions={"granularity": optuna.distributions.CategoricalDistribution(["unstructured", "channel"]),
+                       "amount": optuna.distributions.FloatDistribution(0.0, 0.9, step=0.05)},
+        value=1.0,
+    ))  # fmt: skip
+    settings = SearchSettings("size", max_drop=1.0, budget_s=5, storage=storage, study="old")
+    with pytest.raises(InvalidSettingError, match="study old holds trials of an older search space"):
+        search(digits_cnn, settings)
+
+
+def _channel_recipe(model, groups: list[list[str]], amounts: dict[int, float]):
+    params = {"granularity": "channel"} | {f"channels {index}": amounts.get(index, 0.0) for index in range(len(groups))}
+    return searching.recipe_of(model, params | {f"bits {index}": 32 for index in range(len(groups))}, groups)
 
 
 def test_a_seeded_search_repeats_its_trials(tmp_path, digits_cnn):
